@@ -1,0 +1,53 @@
+# mpi4py-kit: Open MPI (with PMIx and Slurm support, from Debian), mpi4py built
+# against it, numpy, and the examples. Twin of Apptainer.def: same stack, same
+# pins (versions.env, requirements/*.txt), same build steps (scripts/image/install.sh).
+#
+# Build:   make image                       (BASE=bookworm for Open MPI 4 / PMIx 4)
+#          DOCKER_BUILDKIT=1 docker build -t mpi4py-kit:trixie .
+#          behind a TLS-intercepting proxy: make image CA_CERT=/path/ca.pem
+#          (passed as a build secret, never stored in a layer)
+# Run:     docker run --rm mpi4py-kit:trixie mpiexec -n 4 python /opt/mpi4py-kit/examples/rank.py
+#          make run-scatter NP=4 RUNTIME=docker
+# Cluster: convert to a SIF (make sif) and run srun --mpi=pmix apptainer exec mpi.sif python rank.py
+
+ARG BASE=trixie
+
+# ---- builder: compilers and headers; only /opt/venv leaves this stage ----
+FROM debian:${BASE}-slim AS builder
+ARG BASE
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# The pins and the shared build steps; the Python pins change least often after these.
+COPY versions.env /tmp/kit/versions.env
+COPY requirements/build.txt requirements/image.txt /tmp/kit/requirements/
+COPY scripts/image/install.sh /tmp/kit/install.sh
+# The CA bundle for a proxy arrives as a secret mount: readable during this
+# step only, absent from every layer.
+RUN --mount=type=secret,id=ca_cert,required=false \
+    CA_CERT_FILE=/run/secrets/ca_cert /tmp/kit/install.sh builder
+
+# ---- runtime: what users get ----
+FROM debian:${BASE}-slim
+ARG BASE
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY versions.env /tmp/kit/versions.env
+COPY requirements/image.txt /tmp/kit/requirements/
+COPY scripts/image/install.sh /tmp/kit/install.sh
+# Open MPI and Python from the distribution, exactly the pinned versions.
+RUN /tmp/kit/install.sh runtime && rm -rf /tmp/kit
+COPY --from=builder /opt/venv /opt/venv
+# The venv's python comes first; packages in a user's ~/.local (bind-mounted
+# home on clusters) must not shadow the image's mpi4py and numpy; unbuffered
+# output keeps ranks' lines whole and in time.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONNOUSERSITE=1 \
+    PYTHONUNBUFFERED=1
+# Fail the build if mpi4py does not load the image's own libmpi.
+RUN python -m mpi4py --mpi-lib-version | head -n 1 && \
+    python -c 'import mpi4py.MPI, numpy'
+LABEL org.opencontainers.image.title="mpi4py-kit" \
+      org.opencontainers.image.description="Open MPI with PMIx and Slurm support, mpi4py built against it, numpy, and examples"
+# The examples last: editing one rebuilds only this layer.
+COPY examples/ /opt/mpi4py-kit/examples/
+USER mpi
+WORKDIR /home/mpi
+CMD ["mpiexec", "-n", "2", "python", "/opt/mpi4py-kit/examples/rank.py"]

@@ -1,0 +1,66 @@
+# mpi4py-kit: the user interface. Every target is a thin call to scripts/kit,
+# which checks the knobs, picks the runtime, prints the exact command and runs it.
+# `make` or `make help` lists targets and knobs.
+
+include versions.env
+
+NP       ?= 4## number of MPI ranks
+RUNTIME  ?= auto## auto | native | docker (auto: Docker if an engine answers, else native)
+BASE     ?= $(DEFAULT_BASE)## Debian base of the image: trixie (Open MPI 5) | bookworm (Open MPI 4)
+IMAGE    ?=## Docker image (default mpi4py-kit:BASE, built on first use)
+SCRIPT   ?=## your own script for `make run`, under the current directory
+ARGS     ?=## arguments passed to the example or SCRIPT
+TIMEOUT  ?= 0## stop a run after this many seconds (0: no limit)
+CA_CERT  ?=## CA bundle for a TLS-intercepting proxy (default: PIP_CERT if set)
+PYTEST_ARGS ?=## extra pytest arguments for `make test`
+
+export NP RUNTIME BASE IMAGE SCRIPT ARGS TIMEOUT CA_CERT PYTEST_ARGS
+KIT := python3 scripts/kit
+# Example short names, from the one list in scripts/mpikit/config.py.
+EXAMPLES := $(shell $(KIT) examples | cut -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help image run smoke test lint venv clean $(addprefix run-,$(EXAMPLES))
+
+# Known examples get a static pattern rule (phony targets skip implicit rules);
+# run-% catches any other name so the kit can say which names exist.
+$(addprefix run-,$(EXAMPLES)): run-%:
+	@$(KIT) run $*
+
+help: ## show this help
+	@echo "usage: make TARGET [KNOB=value ...]"
+	@echo
+	@echo "targets:"
+	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
+	@$(KIT) examples | awk -F'\t' '{printf "  %-14s run examples/%s\n", "run-" $$1, $$2}'
+	@echo
+	@echo "knobs (KNOB=current value):"
+	@grep -hE '^[A-Z_]+ +\?=.*## ' $(MAKEFILE_LIST) | sed -E 's/^([A-Z_]+) +\?=[^#]*## (.*)/\1\t\2/' | \
+	  while IFS="$$(printf '\t')" read -r k d; do printf "  %-22s %s\n" "$$k=$$(printenv "$$k")" "$$d"; done
+	@echo
+	@echo "examples: make run-scatter NP=4 | make run SCRIPT=my.py NP=2 ARGS='--n 10' | make test"
+
+run-%: ## run an example: run-rank, run-p2p, run-bcast, run-scatter
+	@$(KIT) run $*
+
+run: ## run your own SCRIPT=path.py with NP ranks
+	@$(KIT) run --script "$$SCRIPT"
+
+smoke: ## run all four examples under RUNTIME and check their output
+	@$(KIT) smoke
+
+image: ## build the Docker image for BASE (makes the base image if none can be pulled)
+	@$(KIT) image
+
+venv: ## create .venv: the native runtime plus the test tools
+	@$(KIT) venv --dev
+
+test: venv ## provision Docker if possible, then run the test suite
+	@bash scripts/provision.sh docker
+	@.venv/bin/python -m pytest tests $(PYTEST_ARGS)
+
+lint: venv ## ruff, shellcheck and hadolint
+	@.venv/bin/python -m pytest tests/test_lint.py $(PYTEST_ARGS)
+
+clean: ## remove .venv and caches (images stay: docker rmi mpi4py-kit:BASE)
+	rm -rf .venv .pytest_cache .ruff_cache tests/__pycache__ scripts/mpikit/__pycache__

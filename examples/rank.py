@@ -1,0 +1,49 @@
+"""Every rank reports its rank, its process ID and the host it runs on.
+
+Teaches: MPI.COMM_WORLD is the communicator holding every process of the job;
+Get_size() is how many there are, Get_rank() is this process's number in it.
+
+Run it with 4 ranks:
+    make run-rank NP=4
+    mpiexec -n 4 python examples/rank.py
+    docker run --rm -v "$PWD":/work -w /work mpi4py-kit mpiexec -n 4 python examples/rank.py
+    apptainer exec mpi.sif mpiexec -n 4 python examples/rank.py
+    srun --ntasks=4 --mpi=pmix apptainer exec mpi.sif python examples/rank.py
+
+Self-check: rank 0 gathers every report; ranks 0..size-1 must each appear once.
+If the launcher started several tasks but each one sees a world of size 1
+("rank 0 of 1"), the launcher and MPI disagree on PMI: the check says so.
+"""
+
+import os
+import socket
+import sys
+
+from mpi4py import MPI
+
+comm = MPI.COMM_WORLD
+size = comm.Get_size()
+rank = comm.Get_rank()
+pid = os.getpid()
+host = socket.gethostname()
+
+print(f"rank: {rank} has PID: {pid} on host: {host}")
+
+# srun sets SLURM_STEP_NUM_TASKS; a world of 1 under a multi-task step means
+# every task started its own singleton MPI job.
+launched = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+if size == 1 and launched > 1 and "OMPI_COMM_WORLD_SIZE" not in os.environ:
+    print(f"check FAILED: srun started {launched} tasks but MPI sees a world of 1: "
+          "use srun --mpi=pmix and an image whose Open MPI has PMIx (make doctor)",
+          file=sys.stderr)
+    sys.exit(1)
+
+reports = comm.gather((rank, host, pid), root=0)
+if rank == 0:
+    ranks = sorted(r for r, _, _ in reports)
+    hosts = sorted({h for _, h, _ in reports})
+    if ranks != list(range(size)) or len({(h, p) for _, h, p in reports}) != size:
+        print(f"check FAILED: expected ranks 0..{size - 1} once each, got {ranks}",
+              file=sys.stderr)
+        comm.Abort(1)
+    print(f"check passed: {size} ranks on {len(hosts)} host(s): {', '.join(hosts)}")

@@ -1,0 +1,267 @@
+"""Command line behind the Makefile: `scripts/kit COMMAND [options]`.
+
+Every option defaults to the environment variable the Makefile exports under
+the knob's name (NP, RUNTIME, ARGS, BASE, IMAGE, SCRIPT, TIMEOUT, CA_CERT).
+Every knob is checked before anything is built, started or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from . import checks, docker, runtimes
+from .config import EXAMPLES, RunError, UsageError, default_base, supported_bases
+from .docker import say
+
+EXAMPLE_NAMES = ", ".join(EXAMPLES)
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, "") or default
+
+
+# ---- validation: one clear line per bad value ----
+
+def parse_np(value: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", value) or int(value) < 1:
+        raise UsageError(f"NP must be a whole number of ranks, 1 or more; got NP={value!r} (try NP=4)")
+    return int(value)
+
+
+def parse_timeout(value: str) -> int | None:
+    if value in ("", "0", "none"):
+        return None
+    if not re.fullmatch(r"\d+", value):
+        raise UsageError(f"TIMEOUT must be a whole number of seconds (0 for none); got TIMEOUT={value!r}")
+    return int(value)
+
+
+def parse_runtime(value: str) -> str:
+    if value not in runtimes.RUNTIMES:
+        raise UsageError(f"unknown RUNTIME={value!r}; choose one of: {', '.join(runtimes.RUNTIMES)}")
+    return value
+
+
+def parse_base(value: str) -> str:
+    if value not in supported_bases():
+        raise UsageError(f"unsupported BASE={value!r}; choose one of: {', '.join(supported_bases())} "
+                         "(versions.env lists the supported bases)")
+    return value
+
+
+def parse_args_knob(value: str) -> list[str]:
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise UsageError(f"cannot split ARGS={value!r} into arguments ({exc}); check the quotes") from None
+
+
+def parse_ca_cert(value: str) -> str | None:
+    if not value:
+        return docker.default_ca_cert()
+    path = Path(value).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise UsageError(f"CA_CERT={value!r} is not a readable file; give the PEM bundle of your proxy's CA")
+    return str(path.resolve())
+
+
+def parse_image(value: str, base: str) -> tuple[str, bool]:
+    """(image, is_default): the default tag is built on demand, a named one must exist."""
+    if not value:
+        from .config import read_versions
+        return f"{read_versions()['IMAGE_NAME']}:{base}", True
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", value):
+        raise UsageError(f"IMAGE={value!r} is not a valid image name (lowercase, like mpi4py-kit:trixie)")
+    return value, False
+
+
+def parse_script(value: str, workdir: Path) -> Path:
+    path = (workdir / value).resolve()
+    if not path.is_file():
+        raise UsageError(f"SCRIPT={value!r} does not exist (looked for {path})")
+    if path.suffix != ".py":
+        raise UsageError(f"SCRIPT={value!r} is not a Python file (.py)")
+    try:
+        path.relative_to(workdir.resolve())
+    except ValueError:
+        raise UsageError(f"SCRIPT={value!r} is outside {workdir}: containers see only the current "
+                         "directory, so move the script under it or run make from its folder") from None
+    return path
+
+
+def parse_example(name: str, np: int) -> Path:
+    example = EXAMPLES.get(name)
+    if example is None:
+        raise UsageError(f"unknown example {name!r}; choose one of: {EXAMPLE_NAMES} "
+                         "(or run your own: make run SCRIPT=path/to/script.py)")
+    if np < example.min_ranks:
+        raise UsageError(f"example {name} ({example.file}) needs at least {example.min_ranks} ranks, "
+                         f"got NP={np}; try make run-{name} NP={example.min_ranks}")
+    return example.path
+
+
+# ---- runtime choice ----
+
+def resolve_runtime(requested: str) -> tuple[str, str]:
+    """(runtime, why). auto: Docker when an engine answers, else native."""
+    if requested == "docker":
+        docker.require_engine()
+        return "docker", "RUNTIME=docker"
+    if requested == "native":
+        return "native", "RUNTIME=native"
+    problem = docker.engine_problem()
+    if problem is None:
+        return "docker", "auto: a Docker engine answers"
+    return "native", f"auto: no Docker engine ({problem}), so a local venv with Open MPI from PyPI"
+
+
+def prepare(ns: argparse.Namespace) -> tuple[int, str, str, str, int | None, list[str]]:
+    """Check every knob common to run and smoke before acting."""
+    np = parse_np(ns.np)
+    requested = parse_runtime(ns.runtime)
+    base = parse_base(ns.base)
+    image, image_is_default = parse_image(ns.image, base)
+    timeout = parse_timeout(ns.timeout)
+    args = parse_args_knob(ns.args)
+    return np, requested, base, image, timeout, args
+
+
+def ready_runtime(requested: str, base: str, image: str, image_is_default: bool,
+                  ca_cert: str | None) -> str:
+    runtime, why = resolve_runtime(requested)
+    say(f"runtime: {runtime} ({why})")
+    if runtime == "docker" and not docker.image_exists(image):
+        if not image_is_default:
+            raise UsageError(f"image {image!r} not found; build it with: make image IMAGE={image} BASE={base}")
+        say(f"image {image} not found: building it first")
+        docker.build_image(base, image, ca_cert)
+    return runtime
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    np, requested, base, image, timeout, args = prepare(ns)
+    workdir = Path.cwd()
+    script = parse_script(ns.script, workdir) if ns.script else parse_example(ns.example, np)
+    ca_cert = parse_ca_cert(ns.ca_cert)
+    runtime = ready_runtime(requested, base, image, parse_image(ns.image, base)[1], ca_cert)
+    job = runtimes.Job(script, args, np, runtime, image, workdir, timeout)
+    launch = runtimes.LAUNCHERS[runtime](job)
+    say("+ " + runtimes.show(launch.argv))
+    result = runtimes.execute(launch, timeout)
+    if result.returncode != 0:
+        say(f"error: the job exited with status {result.returncode}: {runtimes.show(launch.argv)}")
+    return result.returncode
+
+
+def cmd_smoke(ns: argparse.Namespace) -> int:
+    np, requested, base, image, timeout, _ = prepare(ns)
+    runtime = ready_runtime(requested, base, image, parse_image(ns.image, base)[1],
+                            parse_ca_cert(ns.ca_cert))
+    failed = passed = 0
+    for example in EXAMPLES.values():
+        if np < example.min_ranks:
+            print(f"SKIP {example.name:8} needs at least {example.min_ranks} ranks (NP={np})")
+            continue
+        result = None
+        job = runtimes.Job(example.path, list(example.smoke_args), np, runtime, image,
+                           runtimes.ROOT, timeout or 300)
+        launch = runtimes.LAUNCHERS[runtime](job)
+        try:
+            result = runtimes.execute(launch, job.timeout, capture=True, cwd=runtimes.ROOT)
+            size = int(example.smoke_args[1]) if "--size" in example.smoke_args else None
+            verdict = checks.check_run(example.name, result.stdout, result.stderr,
+                                       result.returncode, np, size)
+        except RunError as exc:
+            verdict = checks.Verdict([str(exc)])
+        if verdict.ok:
+            passed += 1
+            print(f"PASS {example.name:8} {verdict.summary} [{runtime}, NP={np}]", flush=True)
+        else:
+            failed += 1
+            print(f"FAIL {example.name:8} {'; '.join(verdict.problems)} [{runtime}, NP={np}]", flush=True)
+            print(f"     command: {runtimes.show(launch.argv)}", flush=True)
+            for line in [] if result is None else (result.stdout + result.stderr).splitlines()[-15:]:
+                print(f"     | {line}")
+    skipped = len(EXAMPLES) - passed - failed
+    print(f"smoke: {passed} passed, {failed} failed, {skipped} skipped [{runtime}, NP={np}]")
+    return 1 if failed else 0
+
+
+def cmd_image(ns: argparse.Namespace) -> int:
+    base = parse_base(ns.base)
+    image, _ = parse_image(ns.image, base)
+    ca_cert = parse_ca_cert(ns.ca_cert)
+    docker.build_image(base, image, ca_cert)
+    return 0
+
+
+def cmd_venv(ns: argparse.Namespace) -> int:
+    files = ["native.txt"] + (["dev.txt"] if ns.dev else [])
+    runtimes.ensure_venv(*files)
+    return 0
+
+
+def cmd_examples(ns: argparse.Namespace) -> int:
+    for example in EXAMPLES.values():
+        print(f"{example.name}\t{example.file}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/kit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def knobs(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--np", default=env("NP", "4"))
+        p.add_argument("--runtime", default=env("RUNTIME", "auto"))
+        p.add_argument("--base", default=env("BASE", default_base()))
+        p.add_argument("--image", default=env("IMAGE"))
+        p.add_argument("--timeout", default=env("TIMEOUT", "0"))
+        p.add_argument("--args", default=env("ARGS"))
+        p.add_argument("--ca-cert", default=env("CA_CERT"))
+
+    run = sub.add_parser("run", help="run an example or SCRIPT under a runtime")
+    run.add_argument("example", nargs="?", default="")
+    run.add_argument("--script", default=env("SCRIPT"))
+    knobs(run)
+    run.set_defaults(func=cmd_run)
+
+    smoke = sub.add_parser("smoke", help="run every example and check its output")
+    knobs(smoke)
+    smoke.set_defaults(func=cmd_smoke)
+
+    image = sub.add_parser("image", help="build the Docker image")
+    image.add_argument("--base", default=env("BASE", default_base()))
+    image.add_argument("--image", default=env("IMAGE"))
+    image.add_argument("--ca-cert", default=env("CA_CERT"))
+    image.set_defaults(func=cmd_image)
+
+    venv = sub.add_parser("venv", help="create the native venv (.venv)")
+    venv.add_argument("--dev", action="store_true", help="add the test and lint tools")
+    venv.set_defaults(func=cmd_venv)
+
+    sub.add_parser("examples", help="list the examples").set_defaults(func=cmd_examples)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.command == "run" and not ns.example and not ns.script:
+        say("error: name an example (make run-rank) or a script (make run SCRIPT=path/to/script.py)")
+        return 2
+    try:
+        return ns.func(ns)
+    except UsageError as exc:
+        say(f"error: {exc}")
+        return 2
+    except RunError as exc:
+        say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted: every rank and container this run started was stopped")
+        return 130

@@ -1,0 +1,116 @@
+"""The Docker engine and image: find a client, check the engine, build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import ROOT, RunError, UsageError, stack_labels
+
+
+def say(message: str) -> None:
+    """Progress and decisions go to stderr, so stdout stays the job's output."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _clients() -> list[str]:
+    """`docker` executables: $DOCKER first, then every one on PATH."""
+    found = [os.environ["DOCKER"]] if os.environ.get("DOCKER") else []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / "docker"
+        if os.access(candidate, os.X_OK) and str(candidate) not in found:
+            found.append(str(candidate))
+    return found
+
+
+def client() -> str | None:
+    clients = _clients()
+    return clients[0] if clients else None
+
+
+def engine_problem() -> str | None:
+    """None when a Docker engine answers, else why not (one line)."""
+    docker = client()
+    if docker is None:
+        return "no docker command on PATH"
+    try:
+        proc = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"],
+                              capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return f"'{docker} info' did not answer within 20 s"
+    if proc.returncode != 0 or not proc.stdout.strip():
+        last = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
+        return f"'{docker} info' failed: {last}"
+    return None
+
+
+def require_engine(knob: str = "RUNTIME=docker") -> str:
+    problem = engine_problem()
+    if problem:
+        raise UsageError(f"{knob} needs a Docker engine, but {problem}; start Docker "
+                         "(sudo systemctl start docker, or Docker Desktop) or use RUNTIME=native")
+    return client()  # type: ignore[return-value]
+
+
+def _buildkit_client() -> str:
+    """A client that builds with BuildKit (the Dockerfile uses RUN --mount).
+
+    Current clients need the buildx plugin; clients before 23.0 carry BuildKit
+    themselves and use it when DOCKER_BUILDKIT=1.
+    """
+    for docker in _clients():
+        if subprocess.run([docker, "buildx", "version"], capture_output=True).returncode == 0:
+            return docker
+        version = subprocess.run([docker, "version", "--format", "{{.Client.Version}}"],
+                                 capture_output=True, text=True).stdout.strip()
+        if version and version.split(".")[0].isdigit() and int(version.split(".")[0]) < 23:
+            return docker
+    raise RunError("no docker client here can build with BuildKit: install the buildx plugin "
+                   "(package docker-buildx or docker-buildx-plugin) and retry make image")
+
+
+def image_exists(image: str) -> bool:
+    docker = client()
+    return bool(docker) and subprocess.run(
+        [docker, "image", "inspect", image], capture_output=True).returncode == 0
+
+
+def build_image(base: str, image: str, ca_cert: str | None) -> None:
+    """Build `image` from the Dockerfile for `base`, making the base if needed."""
+    require_engine("building the image")
+    docker = _buildkit_client()
+    env = {**os.environ, "DOCKER_BUILDKIT": "1", "DOCKER": docker}
+    base_script = ROOT / "scripts" / "base-image.sh"
+    if subprocess.run(["bash", str(base_script), base], env=env).returncode != 0:
+        raise RunError(f"no base image debian:{base}-slim; see above, then retry: "
+                       f"bash scripts/base-image.sh {base}")
+    cmd = [docker, "build", "--build-arg", f"BASE={base}", "-t", image]
+    for key, value in stack_labels(base).items():
+        cmd += ["--label", f"{key}={value}"]
+    if ca_cert:
+        cmd += ["--secret", f"id=ca_cert,src={ca_cert}"]
+    cmd.append(str(ROOT))
+    say(f"building image {image} (BASE={base}{', CA bundle ' + ca_cert if ca_cert else ''}); "
+        "a cold build takes about 3 minutes")
+    say("+ " + " ".join(cmd))
+    start = time.monotonic()
+    if subprocess.run(cmd, env=env).returncode != 0:
+        raise RunError(f"the image build failed; rerun it to see why: DOCKER_BUILDKIT=1 {' '.join(cmd)}")
+    say(f"built {image} in {time.monotonic() - start:.0f} s")
+
+
+def default_ca_cert() -> str | None:
+    """A CA bundle the host's own tools are told to trust (a proxy's CA), if any."""
+    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        path = os.environ.get(var)
+        if path and Path(path).is_file():
+            return path
+    return None
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name)
