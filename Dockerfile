@@ -36,11 +36,11 @@ COPY scripts/image/install.sh /tmp/kit/install.sh
 RUN /tmp/kit/install.sh runtime && rm -rf /tmp/kit
 COPY --from=builder /opt/venv /opt/venv
 # The venv's python comes first; packages in a user's ~/.local (bind-mounted
-# home on clusters) must not shadow the image's mpi4py and numpy; unbuffered
-# output keeps ranks' lines whole and in time.
+# home on clusters) must not shadow the image's mpi4py and numpy. No
+# PYTHONUNBUFFERED: unbuffered print() writes text and newline separately and
+# mpiexec then interleaves ranks mid-line; the examples flush whole lines.
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONNOUSERSITE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONNOUSERSITE=1
 # Fail the build if mpi4py does not load the image's own libmpi.
 RUN python -m mpi4py --mpi-lib-version | head -n 1 && \
     python -c 'import mpi4py.MPI, numpy'
@@ -48,6 +48,7 @@ LABEL org.opencontainers.image.title="mpi4py-kit" \
       org.opencontainers.image.description="Open MPI with PMIx and Slurm support, mpi4py built against it, numpy, and examples"
 # The examples last: editing one rebuilds only this layer.
 COPY examples/ /opt/mpi4py-kit/examples/
-USER mpi
+# Numeric, so runtimes that check runAsNonRoot can verify it: the user "mpi".
+USER 1000:1000
 WORKDIR /home/mpi
 CMD ["mpiexec", "-n", "2", "python", "/opt/mpi4py-kit/examples/rank.py"]

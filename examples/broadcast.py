@@ -35,7 +35,7 @@ data = comm.bcast(data, root=0)
 
 # Each rank's copy is its own: appending here changes no other rank's data.
 data["key1"].append(rank)
-print(f"Rank: {rank}, data: {data}")
+print(f"Rank: {rank}, data: {data}", flush=True)
 
 expected = {"key1": [*ORIGINAL["key1"], rank], "key2": ORIGINAL["key2"]}
 good = comm.reduce(int(data == expected), op=MPI.SUM, root=0)
@@ -43,4 +43,4 @@ if rank == 0:
     if good != size:
         print(f"check FAILED: {size - good} of {size} ranks hold wrong data", file=sys.stderr)
         comm.Abort(1)
-    print(f"check passed: all {size} ranks received the broadcast")
+    print(f"check passed: all {size} ranks received the broadcast", flush=True)

@@ -35,7 +35,7 @@ if rank == 0:
     comm.send(MESSAGE, dest=1, tag=0)
 elif rank == 1:
     s = comm.recv(source=0, tag=0)
-    print(f"rank {rank}: {s}")
+    print(f"rank {rank}: {s}", flush=True)
     ok = s == MESSAGE
 
 if not comm.allreduce(ok, op=MPI.LAND):
@@ -43,4 +43,4 @@ if not comm.allreduce(ok, op=MPI.LAND):
         print(f"check FAILED: rank 1 received {s!r}, expected {MESSAGE!r}", file=sys.stderr)
     sys.exit(1)
 if rank == 0:
-    print(f"check passed: rank 1 received {MESSAGE!r} from rank 0 ({size} ranks)")
+    print(f"check passed: rank 1 received {MESSAGE!r} from rank 0 ({size} ranks)", flush=True)

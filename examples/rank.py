@@ -27,7 +27,8 @@ rank = comm.Get_rank()
 pid = os.getpid()
 host = socket.gethostname()
 
-print(f"rank: {rank} has PID: {pid} on host: {host}")
+# flush=True writes the whole line at once, so lines of different ranks never mix.
+print(f"rank: {rank} has PID: {pid} on host: {host}", flush=True)
 
 # srun sets SLURM_STEP_NUM_TASKS; a world of 1 under a multi-task step means
 # every task started its own singleton MPI job.
@@ -46,4 +47,4 @@ if rank == 0:
         print(f"check FAILED: expected ranks 0..{size - 1} once each, got {ranks}",
               file=sys.stderr)
         comm.Abort(1)
-    print(f"check passed: {size} ranks on {len(hosts)} host(s): {', '.join(hosts)}")
+    print(f"check passed: {size} ranks on {len(hosts)} host(s): {', '.join(hosts)}", flush=True)

@@ -50,17 +50,17 @@ partial = np.empty(counts[rank], dtype="d")
 comm.Scatterv([data, counts, displs, MPI.DOUBLE], partial, root=0)
 
 local_average = np.array([partial.mean() if partial.size else 0.0])
-print(f"rank {rank}: {partial.size} values, average {local_average[0]:.6f}")
+print(f"rank {rank}: {partial.size} values, average {local_average[0]:.6f}", flush=True)
 
 averages = np.empty(size, dtype="d") if rank == 0 else None
 comm.Gather(local_average, averages, root=0)
 
 if rank == 0:
     full_average = np.average(averages, weights=counts)
-    print("Full Average:", full_average)
+    print("Full Average:", full_average, flush=True)
     expected = np.average(data)
     if counts.sum() != args.size or not np.isclose(full_average, expected, rtol=1e-12, atol=0):
         print(f"check FAILED: gathered average {full_average!r} != numpy.average {expected!r}",
               file=sys.stderr)
         comm.Abort(1)
-    print(f"check passed: {args.size} values over {size} ranks, average matches numpy.average")
+    print(f"check passed: {args.size} values over {size} ranks, average matches numpy.average", flush=True)

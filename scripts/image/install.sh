@@ -66,8 +66,8 @@ builder() {
 }
 
 runtime() {
-  # Open MPI's library package is renamed between releases (libopenmpi3, libopenmpi40).
-  apt_install python3 "openmpi-bin=$OPENMPI_DEB" "openmpi-common=$OPENMPI_DEB"
+  # openmpi-bin pulls the matching library (libopenmpi3 or libopenmpi40) and PMIx.
+  apt_install python3 "openmpi-bin=$OPENMPI_DEB"
   check_pins openmpi-bin
   check_pins "$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' 'libpmix2*' | awk '$2 == "installed" { print $1; exit }')"
   # Ranks run as an ordinary user: Open MPI refuses root without extra flags,

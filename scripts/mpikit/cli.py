@@ -11,7 +11,7 @@ import argparse
 import os
 import re
 import shlex
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import checks, docker, runtimes
@@ -120,48 +120,58 @@ def resolve_runtime(requested: str) -> tuple[str, str]:
     return "native", f"auto: no Docker engine ({problem}), so a local venv with Open MPI from PyPI"
 
 
-def prepare(ns: argparse.Namespace) -> tuple[int, str, str, str, int | None, list[str]]:
+@dataclass
+class Knobs:
+    np: int
+    runtime: str
+    base: str
+    image: str
+    image_is_default: bool
+    timeout: int | None
+    args: list[str]
+    ca_cert: str | None
+
+
+def prepare(ns: argparse.Namespace) -> Knobs:
     """Check every knob common to run and smoke before acting."""
     np = parse_np(ns.np)
-    requested = parse_runtime(ns.runtime)
+    runtime = parse_runtime(ns.runtime)
     base = parse_base(ns.base)
     image, image_is_default = parse_image(ns.image, base)
-    timeout = parse_timeout(ns.timeout)
-    args = parse_args_knob(ns.args)
-    return np, requested, base, image, timeout, args
+    return Knobs(np, runtime, base, image, image_is_default, parse_timeout(ns.timeout),
+                 parse_args_knob(ns.args), parse_ca_cert(ns.ca_cert))
 
 
-def ready_runtime(requested: str, base: str, image: str, image_is_default: bool,
-                  ca_cert: str | None) -> str:
-    runtime, why = resolve_runtime(requested)
+def ready_runtime(knobs: Knobs) -> str:
+    runtime, why = resolve_runtime(knobs.runtime)
     say(f"runtime: {runtime} ({why})")
-    if runtime == "docker" and not docker.image_exists(image):
-        if not image_is_default:
-            raise UsageError(f"image {image!r} not found; build it with: make image IMAGE={image} BASE={base}")
-        say(f"image {image} not found: building it first")
-        docker.build_image(base, image, ca_cert)
+    if runtime == "docker" and not docker.image_exists(knobs.image):
+        if not knobs.image_is_default:
+            raise UsageError(f"image {knobs.image!r} not found; build it with: "
+                             f"make image IMAGE={knobs.image} BASE={knobs.base}")
+        say(f"image {knobs.image} not found: building it first")
+        docker.build_image(knobs.base, knobs.image, knobs.ca_cert)
     return runtime
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    np, requested, base, image, timeout, args = prepare(ns)
+    knobs = prepare(ns)
     workdir = Path.cwd()
-    script = parse_script(ns.script, workdir) if ns.script else parse_example(ns.example, np)
-    ca_cert = parse_ca_cert(ns.ca_cert)
-    runtime = ready_runtime(requested, base, image, parse_image(ns.image, base)[1], ca_cert)
-    job = runtimes.Job(script, args, np, runtime, image, workdir, timeout)
+    script = parse_script(ns.script, workdir) if ns.script else parse_example(ns.example, knobs.np)
+    runtime = ready_runtime(knobs)
+    job = runtimes.Job(script, knobs.args, knobs.np, runtime, knobs.image, workdir, knobs.timeout)
     launch = runtimes.LAUNCHERS[runtime](job)
     say("+ " + runtimes.show(launch.argv))
-    result = runtimes.execute(launch, timeout)
+    result = runtimes.execute(launch, knobs.timeout)
     if result.returncode != 0:
         say(f"error: the job exited with status {result.returncode}: {runtimes.show(launch.argv)}")
     return result.returncode
 
 
 def cmd_smoke(ns: argparse.Namespace) -> int:
-    np, requested, base, image, timeout, _ = prepare(ns)
-    runtime = ready_runtime(requested, base, image, parse_image(ns.image, base)[1],
-                            parse_ca_cert(ns.ca_cert))
+    knobs = prepare(ns)
+    np, image, timeout = knobs.np, knobs.image, knobs.timeout
+    runtime = ready_runtime(knobs)
     failed = passed = 0
     for example in EXAMPLES.values():
         if np < example.min_ranks:

@@ -82,10 +82,10 @@ def ensure_venv(*requirement_files: str) -> Path:
 
 def native_launch(job: Job) -> Launch:
     venv = ensure_venv("native.txt")
-    env = {**os.environ, **root_fixes(), "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, **root_fixes(),
            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     rel = job.script.relative_to(job.workdir)
-    return Launch(local_mpiexec(job.np) + ["python", str(rel), *job.args], env)
+    return Launch([*local_mpiexec(job.np), "python", str(rel), *job.args], env)
 
 
 def docker_launch(job: Job) -> Launch:
@@ -136,7 +136,7 @@ def execute(launch: Launch, timeout: int | None, capture: bool = False,
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         stop()
-        raise RunError(f"timed out after {timeout} s (TIMEOUT={timeout}); stopped: {show(launch.argv)}")
+        raise RunError(f"timed out after {timeout} s (TIMEOUT={timeout}); stopped: {show(launch.argv)}") from None
     except KeyboardInterrupt:
         stop()
         raise

@@ -1,0 +1,111 @@
+"""Bad input through the Makefile: one clear error line, a non-zero exit,
+fast, and nothing built, started or written."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from conftest import ROOT, explain, make
+from mpikit import docker
+
+CASES = [
+    # (make arguments, words the error line must contain)
+    (["run-scatter", "NP=0"], "NP must be a whole number"),
+    (["run-scatter", "NP=-1"], "NP must be a whole number"),
+    (["run-scatter", "NP=abc"], "NP must be a whole number"),
+    (["run-scatter", "NP=2.5"], "NP must be a whole number"),
+    (["run-nosuch"], "unknown example 'nosuch'"),
+    (["run-p2p", "NP=1"], "needs at least 2 ranks"),
+    (["run", "SCRIPT=no/such/script.py"], "does not exist"),
+    (["run", "SCRIPT=README.md"], "is not a Python file"),
+    (["run", "SCRIPT=../outside.py"], "does not exist"),
+    (["run"], "name an example"),
+    (["run-rank", "RUNTIME=bogus"], "unknown RUNTIME='bogus'"),
+    (["run-rank", "BASE=jessie"], "unsupported BASE='jessie'"),
+    (["image", "BASE=jessie"], "unsupported BASE='jessie'"),
+    (["run-rank", "TIMEOUT=soon"], "TIMEOUT must be a whole number"),
+    (["run-scatter", "ARGS=--size '12"], "cannot split ARGS"),
+    (["run-rank", "CA_CERT=/no/such/ca.pem"], "CA_CERT='/no/such/ca.pem' is not a readable file"),
+    (["image", "CA_CERT=/no/such/ca.pem"], "is not a readable file"),
+    (["run-rank", "IMAGE=Not A Name"], "is not a valid image name"),
+]
+
+
+def snapshot() -> tuple[str, str]:
+    """What a failed command must not change: the work tree and Docker's state."""
+    tree = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+                          cwd=ROOT, capture_output=True, text=True).stdout
+    client = docker.client()
+    state = ""
+    if client and docker.engine_problem() is None:
+        for listing in (["ps", "-aq", "--no-trunc"], ["images", "-aq", "--no-trunc"]):
+            out = subprocess.run([client, *listing], capture_output=True, text=True).stdout
+            state += "".join(sorted(out.splitlines(keepends=True)))
+    return tree, state
+
+
+def assert_clean_refusal(proc: subprocess.CompletedProcess, words: str, command: str,
+                         elapsed: float) -> None:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0, explain(proc, command)
+    assert len(errors) == 1 and words in errors[0], explain(proc, command)
+    assert "Traceback" not in proc.stdout + proc.stderr, explain(proc, command)
+    assert proc.stdout.strip() == "", "nothing may run before the knobs are checked" + explain(proc, command)
+    assert elapsed < 20, f"refusing bad input took {elapsed:.1f} s" + explain(proc, command)
+
+
+@pytest.mark.parametrize("args,words", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_is_refused(args: list[str], words: str) -> None:
+    before = snapshot()
+    start = time.monotonic()
+    proc = make(*args, timeout=60)
+    elapsed = time.monotonic() - start
+    assert_clean_refusal(proc, words, "make " + " ".join(args), elapsed)
+    assert snapshot() == before, "a refused command changed files or Docker state"
+
+
+def test_docker_runtime_without_an_engine() -> None:
+    """RUNTIME=docker when no engine answers (DOCKER_HOST points nowhere)."""
+    args = ["run-rank", "RUNTIME=docker"]
+    before = snapshot()
+    start = time.monotonic()
+    proc = make(*args, timeout=60, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    elapsed = time.monotonic() - start
+    assert_clean_refusal(proc, "needs a Docker engine", "DOCKER_HOST=unix:///nonexistent "
+                         "make " + " ".join(args), elapsed)
+    assert snapshot() == before
+
+
+def test_missing_named_image(docker_image: str) -> None:
+    args = ["run-rank", "RUNTIME=docker", "IMAGE=mpi4py-kit:no-such-tag"]
+    before = snapshot()
+    start = time.monotonic()
+    proc = make(*args, timeout=60)
+    assert_clean_refusal(proc, "not found; build it with: make image IMAGE=mpi4py-kit:no-such-tag",
+                         "make " + " ".join(args), time.monotonic() - start)
+    assert snapshot() == before
+
+
+def test_timeout_stops_a_hung_job(tmp_path) -> None:
+    """TIMEOUT= ends a job that never finishes, with the command in the message."""
+    folder = ROOT / "tests" / "_hang"
+    folder.mkdir(exist_ok=True)
+    (folder / "hang.py").write_text(
+        "import time\nfrom mpi4py import MPI\n"
+        "if MPI.COMM_WORLD.Get_rank() == 1:\n    time.sleep(600)\nMPI.COMM_WORLD.Barrier()\n")
+    try:
+        start = time.monotonic()
+        proc = make("run", "SCRIPT=tests/_hang/hang.py", "NP=2", "RUNTIME=native", "TIMEOUT=5",
+                    timeout=120)
+        elapsed = time.monotonic() - start
+    finally:
+        (folder / "hang.py").unlink()
+        folder.rmdir()
+    command = "make run SCRIPT=tests/_hang/hang.py NP=2 RUNTIME=native TIMEOUT=5"
+    assert proc.returncode != 0, explain(proc, command)
+    assert "timed out after 5 s" in proc.stderr and "mpiexec" in proc.stderr, explain(proc, command)
+    assert elapsed < 60, explain(proc, command)
+    leftover = subprocess.run(["pgrep", "-f", "tests/_hang/hang.py"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "ranks were left running after the timeout"
