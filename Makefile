@@ -20,7 +20,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help image run smoke test lint venv clean $(addprefix run-,$(EXAMPLES))
+.PHONY: help image run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
 # run-% catches any other name so the kit can say which names exist.
@@ -61,6 +61,12 @@ test: venv ## provision Docker if possible, then run the test suite
 
 lint: venv ## ruff, shellcheck and hadolint
 	@.venv/bin/python -m pytest tests/test_lint.py $(PYTEST_ARGS)
+
+lock: venv ## refresh the hashes in requirements/*.txt after editing requirements/*.in
+	@cd requirements && for f in image native build dev; do \
+	  echo "locking requirements/$$f.txt"; \
+	  ../.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	    --no-emit-index-url --no-emit-find-links -o $$f.txt $$f.in || exit 1; done
 
 clean: ## remove .venv and caches (images stay: docker rmi mpi4py-kit:BASE)
 	rm -rf .venv .pytest_cache .ruff_cache tests/__pycache__ scripts/mpikit/__pycache__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
@@ -104,12 +105,14 @@ def build_image(base: str, image: str, ca_cert: str | None) -> None:
 
 
 def default_ca_cert() -> str | None:
-    """A CA bundle the host's own tools are told to trust (a proxy's CA), if any."""
-    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-        path = os.environ.get(var)
-        if path and Path(path).is_file():
-            return path
-    return None
+    """The CA bundle the host's pip is told to trust (a proxy's CA), if any:
+    PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, then pip's config files."""
+    candidates = [os.environ.get(var) for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")]
+    parser = configparser.ConfigParser()
+    parser.read([os.environ.get("PIP_CONFIG_FILE") or "/etc/pip.conf",
+                 Path.home() / ".config" / "pip" / "pip.conf", Path.home() / ".pip" / "pip.conf"])
+    candidates += [parser.get(section, "cert", fallback=None) for section in ("global", "install")]
+    return next((path for path in candidates if path and Path(path).is_file()), None)
 
 
 def which(name: str) -> str | None:
