@@ -3,6 +3,7 @@ fast, and nothing built, started or written."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -21,6 +22,7 @@ CASES = [
     (["run", "SCRIPT=no/such/script.py"], "does not exist"),
     (["run", "SCRIPT=README.md"], "is not a Python file"),
     (["run", "SCRIPT=../outside.py"], "does not exist"),
+    (["run", f"SCRIPT={os.__file__}"], "is outside"),  # exists, but containers could not see it
     (["run"], "name an example"),
     (["run-rank", "RUNTIME=bogus"], "unknown RUNTIME='bogus'"),
     (["run-rank", "BASE=jessie"], "unsupported BASE='jessie'"),

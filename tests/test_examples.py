@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import explain, kit
+from conftest import ROOT, explain, kit, make
 from mpikit.checks import check_run
 from mpikit.config import EXAMPLES
 
@@ -64,9 +64,8 @@ def test_point_to_point_refuses_one_rank_itself(runtime_ready: str) -> None:
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_users_own_script_with_args(runtime_ready: str, tmp_path_factory) -> None:
+def test_users_own_script_with_args(runtime_ready: str) -> None:
     """make run SCRIPT=... ARGS=...: a user's script in a subfolder, with arguments."""
-    from conftest import ROOT
     folder = ROOT / "tests" / "_user_script"
     folder.mkdir(exist_ok=True)
     script = folder / "sum_ranks.py"
@@ -89,7 +88,6 @@ def test_users_own_script_with_args(runtime_ready: str, tmp_path_factory) -> Non
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_smoke_target(runtime_ready: str) -> None:
-    from conftest import make
     proc = make("smoke", "NP=3", f"RUNTIME={runtime_ready}", timeout=600)
     command = f"make smoke NP=3 RUNTIME={runtime_ready}"
     assert proc.returncode == 0, explain(proc, command)

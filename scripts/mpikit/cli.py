@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import checks, docker, runtimes
-from .config import EXAMPLES, RunError, UsageError, default_base, supported_bases
+from .config import EXAMPLES, RunError, UsageError, default_base, read_versions, supported_bases
 from .docker import say
 
 EXAMPLE_NAMES = ", ".join(EXAMPLES)
@@ -73,7 +73,6 @@ def parse_ca_cert(value: str) -> str | None:
 def parse_image(value: str, base: str) -> tuple[str, bool]:
     """(image, is_default): the default tag is built on demand, a named one must exist."""
     if not value:
-        from .config import read_versions
         return f"{read_versions()['IMAGE_NAME']}:{base}", True
     if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", value):
         raise UsageError(f"IMAGE={value!r} is not a valid image name (lowercase, like mpi4py-kit:trixie)")
