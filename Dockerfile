@@ -17,23 +17,23 @@ FROM debian:${BASE}-slim AS builder
 ARG BASE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The pins and the shared build steps; the Python pins change least often after these.
-COPY versions.env /tmp/kit/versions.env
-COPY requirements/build.txt requirements/image.txt /tmp/kit/requirements/
-COPY scripts/image/install.sh /tmp/kit/install.sh
+COPY versions.env /kit/versions.env
+COPY requirements/build.txt requirements/image.txt /kit/requirements/
+COPY scripts/image/install.sh /kit/install.sh
 # The CA bundle for a proxy arrives as a secret mount: readable during this
 # step only, absent from every layer.
 RUN --mount=type=secret,id=ca_cert,required=false \
-    CA_CERT_FILE=/run/secrets/ca_cert /tmp/kit/install.sh builder
+    CA_CERT_FILE=/run/secrets/ca_cert /kit/install.sh builder
 
 # ---- runtime: what users get ----
 FROM debian:${BASE}-slim
 ARG BASE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-COPY versions.env /tmp/kit/versions.env
-COPY requirements/image.txt /tmp/kit/requirements/
-COPY scripts/image/install.sh /tmp/kit/install.sh
+COPY versions.env /kit/versions.env
+COPY requirements/image.txt /kit/requirements/
+COPY scripts/image/install.sh /kit/install.sh
 # Open MPI and Python from the distribution, exactly the pinned versions.
-RUN /tmp/kit/install.sh runtime && rm -rf /tmp/kit
+RUN /kit/install.sh runtime && rm -rf /kit
 COPY --from=builder /opt/venv /opt/venv
 # The venv's python comes first; packages in a user's ~/.local (bind-mounted
 # home on clusters) must not shadow the image's mpi4py and numpy. No

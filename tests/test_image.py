@@ -87,7 +87,7 @@ def test_manifest_matches_the_pins(docker_image: str) -> None:
 
 
 def test_no_compilers_or_build_tools_are_shipped(docker_image: str) -> None:
-    proc = in_image(docker_image, "sh", "-c", "command -v gcc cc mpicc cython pip; ls /tmp/kit /tmp/wheels 2>&1")
+    proc = in_image(docker_image, "sh", "-c", "command -v gcc cc mpicc cython pip; ls /kit /tmp/wheels 2>&1")
     assert "gcc" not in proc.stdout and "cython" not in proc.stdout and "No such file" in proc.stdout, \
         explain(proc, "command -v gcc cc mpicc cython pip")
 

@@ -7,12 +7,13 @@
 #   install.sh runtime   Open MPI + Python only; the non-root user; the stack
 #                        manifest /opt/mpi4py-kit/stack.env
 #
-# Inputs: BASE (the Debian suite), /tmp/kit/versions.env, /tmp/kit/requirements/,
+# Inputs: BASE (the Debian suite), /kit/versions.env, /kit/requirements/,
 # and optionally a CA bundle for a TLS-intercepting proxy at $CA_CERT_FILE
 # (a build secret: it is read, never copied into the image).
 set -euo pipefail
 
-kit=/tmp/kit
+# Not under /tmp: apptainer build mounts a fresh /tmp over it during %post.
+kit=/kit
 # shellcheck source=/dev/null
 . "$kit/versions.env"
 : "${BASE:?BASE must name the Debian suite (trixie or bookworm)}"
