@@ -47,6 +47,15 @@ def test_the_twin_recipes_agree_on_the_default_base() -> None:
     assert re.search(rf"^\s*BASE={base}$", (ROOT / "Apptainer.def").read_text(), re.M)
 
 
+def test_the_twin_recipes_set_the_same_environment() -> None:
+    """Dockerfile ENV and Apptainer.def %environment: the same variables, same values."""
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    docker_env = dict(re.findall(r"(\w+)=(\S+)", " ".join(re.findall(r"^ENV (.*)$", dockerfile, re.M))))
+    section = (ROOT / "Apptainer.def").read_text().split("%environment", 1)[1].split("\n%", 1)[0]
+    apptainer_env = dict(re.findall(r"^\s*export (\w+)=(\S+)", section, re.M))
+    assert docker_env == apptainer_env and "PYTHONNOUSERSITE" in docker_env, (docker_env, apptainer_env)
+
+
 def test_every_supported_base_has_pins() -> None:
     versions = config.read_versions()
     for base in config.supported_bases():

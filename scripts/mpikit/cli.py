@@ -182,9 +182,8 @@ def cmd_smoke(ns: argparse.Namespace) -> int:
         launch = runtimes.LAUNCHERS[runtime](job)
         try:
             result = runtimes.execute(launch, job.timeout, capture=True, cwd=runtimes.ROOT)
-            size = int(example.smoke_args[1]) if "--size" in example.smoke_args else None
             verdict = checks.check_run(example.name, result.stdout, result.stderr,
-                                       result.returncode, np, size)
+                                       result.returncode, np, example.smoke_size)
         except RunError as exc:
             verdict = checks.Verdict([str(exc)])
         if verdict.ok:

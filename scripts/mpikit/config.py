@@ -32,6 +32,12 @@ class Example:
     def path(self) -> Path:
         return EXAMPLES_DIR / self.file
 
+    @property
+    def smoke_size(self) -> int | None:
+        """The --size among smoke_args: how many values the checks must count."""
+        args = list(self.smoke_args)
+        return int(args[args.index("--size") + 1]) if "--size" in args else None
+
 
 # The one list of examples: the Makefile, smoke checks and tests read it.
 EXAMPLES: dict[str, Example] = {
