@@ -8,19 +8,20 @@ NP       ?= 4## number of MPI ranks
 RUNTIME  ?= auto## auto | native | docker (auto: Docker if an engine answers, else native)
 BASE     ?= $(DEFAULT_BASE)## Debian base of the image: trixie (Open MPI 5) | bookworm (Open MPI 4)
 IMAGE    ?=## Docker image (default mpi4py-kit:BASE, built on first use)
+SIF      ?= mpi.sif## Apptainer image file for `make sif`
 SCRIPT   ?=## your own script for `make run`, under the current directory
 ARGS     ?=## arguments passed to the example or SCRIPT
 TIMEOUT  ?= 0## stop a run after this many seconds (0: no limit)
 CA_CERT  ?=## CA bundle for a TLS-intercepting proxy (default: PIP_CERT if set)
 PYTEST_ARGS ?=## extra pytest arguments for `make test`
 
-export NP RUNTIME BASE IMAGE SCRIPT ARGS TIMEOUT CA_CERT PYTEST_ARGS
+export NP RUNTIME BASE IMAGE SIF SCRIPT ARGS TIMEOUT CA_CERT PYTEST_ARGS
 KIT := python3 scripts/kit
 # Example short names, from the one list in scripts/mpikit/config.py.
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help image run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
+.PHONY: help image sif run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
 # run-% catches any other name so the kit can say which names exist.
@@ -52,6 +53,9 @@ smoke: ## run all four examples under RUNTIME and check their output
 image: ## build the Docker image for BASE (makes the base image if none can be pulled)
 	@$(KIT) image
 
+sif: venv ## build the Apptainer image SIF from Apptainer.def (unprivileged, via spython)
+	@.venv/bin/python scripts/kit sif
+
 venv: ## create .venv: the native runtime plus the test tools
 	@$(KIT) venv --dev
 
@@ -68,5 +72,5 @@ lock: venv ## refresh the hashes in requirements/*.txt after editing requirement
 	  ../.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
 	    --no-emit-index-url --no-emit-find-links -o $$f.txt $$f.in || exit 1; done
 
-clean: ## remove .venv and caches (images stay: docker rmi mpi4py-kit:BASE)
-	rm -rf .venv .pytest_cache .ruff_cache tests/__pycache__ scripts/mpikit/__pycache__
+clean: ## remove .venv, build/ and caches (images and SIF files stay)
+	rm -rf .venv build .pytest_cache .ruff_cache tests/__pycache__ scripts/mpikit/__pycache__

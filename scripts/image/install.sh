@@ -49,7 +49,7 @@ builder() {
     "openmpi-bin=$OPENMPI_DEB" "libopenmpi-dev=$OPENMPI_DEB" "libpmix-dev=$PMIX_DEB"
   check_pins openmpi-bin libopenmpi-dev libpmix-dev
   if [ -n "${CA_CERT_FILE:-}" ] && [ -s "$CA_CERT_FILE" ]; then
-    echo "using the CA bundle passed as a build secret for pip"
+    echo "pip trusts the CA bundle passed to this build (CA_CERT)"
     export PIP_CERT=$CA_CERT_FILE
   fi
   export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_CONFIG_FILE=/dev/null

@@ -208,6 +208,16 @@ def cmd_image(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sif(ns: argparse.Namespace) -> int:
+    from . import apptainer
+
+    base = parse_base(ns.base)
+    sif = apptainer.parse_sif(ns.sif)
+    ca_cert = parse_ca_cert(ns.ca_cert)
+    apptainer.build_sif(base, sif, ca_cert)
+    return 0
+
+
 def cmd_venv(ns: argparse.Namespace) -> int:
     files = ["native.txt"] + (["dev.txt"] if ns.dev else [])
     runtimes.ensure_venv(*files)
@@ -248,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--image", default=env("IMAGE"))
     image.add_argument("--ca-cert", default=env("CA_CERT"))
     image.set_defaults(func=cmd_image)
+
+    sif = sub.add_parser("sif", help="build the Apptainer image (SIF) from Apptainer.def")
+    sif.add_argument("--base", default=env("BASE", default_base()))
+    sif.add_argument("--sif", default=env("SIF", "mpi.sif"))
+    sif.add_argument("--ca-cert", default=env("CA_CERT"))
+    sif.set_defaults(func=cmd_sif)
 
     venv = sub.add_parser("venv", help="create the native venv (.venv)")
     venv.add_argument("--dev", action="store_true", help="add the test and lint tools")
