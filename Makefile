@@ -5,7 +5,7 @@
 include versions.env
 
 NP       ?= 4## number of MPI ranks
-RUNTIME  ?= auto## auto | native | docker (auto: Docker if an engine answers, else native)
+RUNTIME  ?= auto## auto | native | docker | cluster (auto: Docker if an engine answers, else native)
 BASE     ?= $(DEFAULT_BASE)## Debian base of the image: trixie (Open MPI 5) | bookworm (Open MPI 4)
 IMAGE    ?=## Docker image (default mpi4py-kit:BASE, built on first use)
 SIF      ?= mpi.sif## Apptainer image file for `make sif`
@@ -21,7 +21,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help image sif run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
+.PHONY: help image sif cluster-up cluster-down cluster-batch cluster-shell run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
 # run-% catches any other name so the kit can say which names exist.
@@ -55,6 +55,18 @@ image: ## build the Docker image for BASE (makes the base image if none can be p
 
 sif: venv ## build the Apptainer image SIF from Apptainer.def (unprivileged, via spython)
 	@.venv/bin/python scripts/kit sif
+
+cluster-up: ## start the test Slurm cluster: controller + 2 nodes, munge, PMIx, Apptainer
+	@$(KIT) cluster up
+
+cluster-down: ## remove every container, network and volume the cluster made
+	@$(KIT) cluster down
+
+cluster-batch: ## sbatch slurm/example.sbatch (SCRIPT, default scatter) in the test cluster; show its output
+	@$(KIT) batch
+
+cluster-shell: ## a login shell on the cluster's controller, as the user hpcuser
+	@$(KIT) cluster shell
 
 venv: ## create .venv: the native runtime plus the test tools
 	@$(KIT) venv --dev

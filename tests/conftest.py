@@ -57,3 +57,17 @@ def docker_image() -> str:
     proc = kit("image", "--base", base, timeout=1800)
     assert proc.returncode == 0, explain(proc, f"make image BASE={base}")
     return f"{config.read_versions()['IMAGE_NAME']}:{base}"
+
+
+TEST_SIF = "build/test/mpi.sif"
+
+
+@pytest.fixture(scope="session")
+def sif(docker_image: str) -> str:
+    """A SIF built by `make sif` from the current Apptainer.def (the tests' own copy)."""
+    (ROOT / "build" / "test").mkdir(parents=True, exist_ok=True)
+    proc = make("sif", f"SIF={TEST_SIF}", timeout=1800)
+    assert proc.returncode == 0, explain(proc, f"make sif SIF={TEST_SIF}")
+    assert "Running testscript" in proc.stdout + proc.stderr, "the definition's %test did not run"
+    assert (ROOT / TEST_SIF).is_file()
+    return TEST_SIF

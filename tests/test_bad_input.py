@@ -4,6 +4,7 @@ fast, and nothing built, started or written."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 
@@ -32,6 +33,9 @@ CASES = [
     (["run-rank", "CA_CERT=/no/such/ca.pem"], "CA_CERT='/no/such/ca.pem' is not a readable file"),
     (["image", "CA_CERT=/no/such/ca.pem"], "is not a readable file"),
     (["run-rank", "IMAGE=Not A Name"], "is not a valid image name"),
+    (["run-rank", "SIF=mpi.img"], "must name a .sif file"),
+    (["sif", "SIF=no/such/dir/mpi.sif"], "does not exist"),
+
 ]
 
 
@@ -66,6 +70,19 @@ def test_bad_input_is_refused(args: list[str], words: str) -> None:
     elapsed = time.monotonic() - start
     assert_clean_refusal(proc, words, "make " + " ".join(args), elapsed)
     assert snapshot() == before, "a refused command changed files or Docker state"
+
+
+@pytest.mark.parametrize("runtime,words", [("apptainer", "RUNTIME=apptainer needs apptainer on PATH"),
+                                           ("srun", "RUNTIME=srun needs srun and apptainer on PATH")])
+def test_apptainer_runtimes_without_apptainer(runtime: str, words: str) -> None:
+    """This host (like a laptop) has no Apptainer: a clear refusal, not a crash."""
+    if shutil.which("apptainer") or shutil.which("singularity"):
+        pytest.skip("this host has Apptainer; the refusal cannot happen here")
+    before = snapshot()
+    start = time.monotonic()
+    proc = make("run-rank", f"RUNTIME={runtime}", timeout=60)
+    assert_clean_refusal(proc, words, f"make run-rank RUNTIME={runtime}", time.monotonic() - start)
+    assert snapshot() == before
 
 
 def test_docker_runtime_without_an_engine() -> None:

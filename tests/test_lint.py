@@ -12,7 +12,7 @@ BIN = Path(sys.executable).parent
 
 
 def shell_scripts() -> list[str]:
-    found = [str(p) for p in ROOT.rglob("*.sh") if ".venv" not in p.parts]
+    found = [str(p) for p in [*ROOT.rglob("*.sh"), *ROOT.rglob("*.sbatch")] if ".venv" not in p.parts]
     found += [str(p) for p in (ROOT / ".ci").glob("*") if p.is_file()]
     return sorted(found)
 

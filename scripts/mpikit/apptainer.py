@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import docker
-from .config import ROOT, RunError, UsageError, python_pins, read_versions
+from .config import ROOT, RunError, python_pins, read_versions
 from .docker import say
 
 HELPER_IMAGE = "mpi4py-kit-apptainer:trixie"
@@ -36,20 +36,16 @@ def host_apptainer() -> str | None:
 
 
 def ensure_helper() -> None:
-    """The Apptainer-in-Docker image, built once (about a minute)."""
+    """The Apptainer-in-Docker image: built once (about a minute), then a cached rebuild."""
     docker.require_engine("building a SIF without Apptainer on this host")
     if not Path("/dev/fuse").exists():
         raise RunError("no /dev/fuse on this host, which Apptainer in a container needs; "
                        "install Apptainer on the host instead")
-    if docker.image_exists(HELPER_IMAGE):
-        return
-    client = docker.client()
-    say(f"building {HELPER_IMAGE}: Apptainer from Debian sid in a trixie container (about a minute)")
+    if not docker.image_exists(HELPER_IMAGE):
+        say(f"building {HELPER_IMAGE}: Apptainer from Debian sid in a trixie container (about a minute)")
     if subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh"), "trixie"]).returncode != 0:
         raise RunError("no debian:trixie-slim base image; retry: bash scripts/base-image.sh trixie")
-    cmd = [client, "build", "-q", "-t", HELPER_IMAGE, str(ROOT / "scripts" / "apptainer")]
-    if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
-        raise RunError(f"building the Apptainer helper image failed; rerun: {' '.join(cmd)}")
+    docker.build_quietly(ROOT / "scripts" / "apptainer", HELPER_IMAGE, "apptainer")
 
 
 def helper_argv(*apptainer_args: str) -> list[str]:
@@ -104,15 +100,6 @@ def build_arguments(base: str, ca_cert: str | None) -> dict[str, str]:
         staged.chmod(0o644)
         args["CA_CERT"] = str(staged)
     return args
-
-
-def parse_sif(value: str) -> Path:
-    path = (Path.cwd() / value).resolve()
-    if path.suffix != ".sif":
-        raise UsageError(f"SIF={value!r} must name a .sif file (like mpi.sif)")
-    if not path.parent.is_dir():
-        raise UsageError(f"SIF={value!r}: the folder {path.parent} does not exist")
-    return path
 
 
 def build_sif(base: str, sif: Path, ca_cert: str | None) -> None:

@@ -11,6 +11,8 @@ import argparse
 import os
 import re
 import shlex
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +95,15 @@ def parse_script(value: str, workdir: Path) -> Path:
     return path
 
 
+def parse_sif(value: str) -> Path:
+    path = (Path.cwd() / value).resolve()
+    if path.suffix != ".sif":
+        raise UsageError(f"SIF={value!r} must name a .sif file (like mpi.sif)")
+    if not path.parent.is_dir():
+        raise UsageError(f"SIF={value!r}: the folder {path.parent} does not exist")
+    return path
+
+
 def parse_example(name: str, np: int) -> Path:
     example = EXAMPLES.get(name)
     if example is None:
@@ -107,7 +118,34 @@ def parse_example(name: str, np: int) -> Path:
 # ---- runtime choice ----
 
 def resolve_runtime(requested: str) -> tuple[str, str]:
-    """(runtime, why). auto: Docker when an engine answers, else native."""
+    """(runtime, why). auto prefers srun inside a Slurm allocation with Apptainer,
+    then Apptainer, then Docker when an engine answers, then native."""
+    from .apptainer import host_apptainer
+
+    slurm_problem = None if os.environ.get("SLURM_JOB_ID") else "not inside a Slurm allocation"
+    if slurm_problem is None and not shutil.which("srun"):
+        slurm_problem = "no srun on PATH"
+    appt_problem = None if host_apptainer() else "no apptainer on PATH"
+    if requested == "srun":
+        missing = appt_problem or ("no srun on PATH" if shutil.which("srun") is None else None)
+        if missing:
+            raise UsageError(f"RUNTIME=srun needs srun and apptainer on PATH ({missing}); on a cluster: "
+                             "module load apptainer, or use RUNTIME=cluster for the test cluster")
+        inside = os.environ.get("SLURM_JOB_ID")
+        return "srun", f"RUNTIME=srun (allocation {inside})" if inside else "RUNTIME=srun (srun asks for an allocation)"
+    if requested == "apptainer":
+        if appt_problem:
+            raise UsageError("RUNTIME=apptainer needs apptainer on PATH; install it (or module load apptainer), "
+                             "or use RUNTIME=docker")
+        return "apptainer", "RUNTIME=apptainer"
+    if requested == "auto" and slurm_problem is None and appt_problem is None:
+        return "srun", f"auto: inside Slurm allocation {os.environ['SLURM_JOB_ID']} with Apptainer"
+    if requested == "auto" and appt_problem is None:
+        return "apptainer", f"auto: apptainer on PATH ({slurm_problem})"
+    if requested == "cluster":
+        from . import cluster
+        cluster.require_up()
+        return "cluster", "RUNTIME=cluster: srun in the test Slurm cluster"
     if requested == "docker":
         docker.require_engine()
         return "docker", "RUNTIME=docker"
@@ -126,6 +164,7 @@ class Knobs:
     base: str
     image: str
     image_is_default: bool
+    sif: Path
     timeout: int | None
     args: list[str]
     ca_cert: str | None
@@ -137,7 +176,8 @@ def prepare(ns: argparse.Namespace) -> Knobs:
     runtime = parse_runtime(ns.runtime)
     base = parse_base(ns.base)
     image, image_is_default = parse_image(ns.image, base)
-    return Knobs(np, runtime, base, image, image_is_default, parse_timeout(ns.timeout),
+    sif = parse_sif(ns.sif)
+    return Knobs(np, runtime, base, image, image_is_default, sif, parse_timeout(ns.timeout),
                  parse_args_knob(ns.args), parse_ca_cert(ns.ca_cert))
 
 
@@ -150,6 +190,13 @@ def ready_runtime(knobs: Knobs) -> str:
                              f"make image IMAGE={knobs.image} BASE={knobs.base}")
         say(f"image {knobs.image} not found: building it first")
         docker.build_image(knobs.base, knobs.image, knobs.ca_cert)
+    if runtime in ("cluster", "srun", "apptainer") and not knobs.sif.is_file():
+        say(f"{knobs.sif} not found: building it first (make sif)")
+        venv = runtimes.ensure_venv("native.txt", "dev.txt")
+        cmd = [str(venv / "bin" / "python"), str(runtimes.ROOT / "scripts" / "kit"), "sif",
+               "--sif", str(knobs.sif), "--base", knobs.base]
+        if subprocess.run(cmd).returncode != 0:
+            raise RunError(f"building {knobs.sif} failed; rerun: make sif SIF={knobs.sif}")
     return runtime
 
 
@@ -158,7 +205,12 @@ def cmd_run(ns: argparse.Namespace) -> int:
     workdir = Path.cwd()
     script = parse_script(ns.script, workdir) if ns.script else parse_example(ns.example, knobs.np)
     runtime = ready_runtime(knobs)
-    job = runtimes.Job(script, knobs.args, knobs.np, runtime, knobs.image, workdir, knobs.timeout)
+    if runtime == "cluster":
+        for path, knob in ((script, "SCRIPT"), (knobs.sif, "SIF")):
+            if not path.is_relative_to(runtimes.ROOT):
+                raise UsageError(f"{knob}={path} is outside {runtimes.ROOT}, the cluster's /shared")
+    job = runtimes.Job(script, knobs.args, knobs.np, runtime, knobs.image, workdir, knobs.timeout,
+                       knobs.sif)
     launch = runtimes.LAUNCHERS[runtime](job)
     say("+ " + runtimes.show(launch.argv))
     result = runtimes.execute(launch, knobs.timeout)
@@ -178,7 +230,7 @@ def cmd_smoke(ns: argparse.Namespace) -> int:
             continue
         result = None
         job = runtimes.Job(example.path, list(example.smoke_args), np, runtime, image,
-                           runtimes.ROOT, timeout or 300)
+                           runtimes.ROOT, timeout or 300, knobs.sif)
         launch = runtimes.LAUNCHERS[runtime](job)
         try:
             result = runtimes.execute(launch, job.timeout, capture=True, cwd=runtimes.ROOT)
@@ -212,9 +264,44 @@ def cmd_sif(ns: argparse.Namespace) -> int:
     from . import apptainer
 
     base = parse_base(ns.base)
-    sif = apptainer.parse_sif(ns.sif)
+    sif = parse_sif(ns.sif)
     ca_cert = parse_ca_cert(ns.ca_cert)
     apptainer.build_sif(base, sif, ca_cert)
+    return 0
+
+
+def cmd_batch(ns: argparse.Namespace) -> int:
+    """Submit slurm/example.sbatch to the test cluster, wait, show the output file."""
+    from . import cluster
+
+    knobs = prepare(ns)
+    script = parse_script(ns.script or "examples/scatter_gather.py", runtimes.ROOT)
+    knobs.runtime = "cluster"
+    ready_runtime(knobs)
+    sif = f"{cluster.SHARED}/{knobs.sif.relative_to(runtimes.ROOT).as_posix()}"
+    argv = cluster.batch_argv(knobs.np, sif, script.relative_to(runtimes.ROOT).as_posix(), knobs.args)
+    say("+ " + runtimes.show(argv))
+    result = runtimes.execute(runtimes.Launch(argv, dict(os.environ)), knobs.timeout, capture=True)
+    job_id = result.stdout.strip().split(";")[0]
+    say(f"job {job_id} finished with exit status {result.returncode}; its output file "
+        f"(/home/{cluster.USER}/mpi4py-kit-{job_id}.out):")
+    print(cluster.job_output(job_id), end="", flush=True)
+    if result.returncode != 0:
+        say(f"error: the batch job failed: {result.stderr.strip()} ({runtimes.show(argv)})")
+    return result.returncode
+
+
+def cmd_cluster(ns: argparse.Namespace) -> int:
+    from . import cluster
+
+    if ns.action == "up":
+        cluster.up()
+    elif ns.action == "down":
+        cluster.down()
+    else:
+        cluster.require_up()
+        argv = cluster.login_argv("bash", "-l")
+        return subprocess.call([argv[0], "exec", "-it", *argv[2:]])
     return 0
 
 
@@ -242,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", default=env("TIMEOUT", "0"))
         p.add_argument("--args", default=env("ARGS"))
         p.add_argument("--ca-cert", default=env("CA_CERT"))
+        p.add_argument("--sif", default=env("SIF", "mpi.sif"))
 
     run = sub.add_parser("run", help="run an example or SCRIPT under a runtime")
     run.add_argument("example", nargs="?", default="")
@@ -268,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     venv = sub.add_parser("venv", help="create the native venv (.venv)")
     venv.add_argument("--dev", action="store_true", help="add the test and lint tools")
     venv.set_defaults(func=cmd_venv)
+
+    batch = sub.add_parser("batch", help="sbatch an example or SCRIPT in the test cluster")
+    batch.add_argument("--script", default=env("SCRIPT"))
+    knobs(batch)
+    batch.set_defaults(func=cmd_batch)
+
+    clus = sub.add_parser("cluster", help="the test Slurm cluster in containers")
+    clus.add_argument("action", choices=("up", "down", "shell"))
+    clus.set_defaults(func=cmd_cluster)
 
     sub.add_parser("examples", help="list the examples").set_defaults(func=cmd_examples)
     return parser

@@ -74,6 +74,15 @@ def _buildkit_client() -> str:
                    "(package docker-buildx or docker-buildx-plugin) and retry make image")
 
 
+def build_quietly(context: Path, image: str, target: str) -> None:
+    """Build a helper image (no secrets) with BuildKit, printing only errors."""
+    cmd = [_buildkit_client(), "build", "-q", "--target", target, "-t", image, str(context)]
+    proc = subprocess.run(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise RunError(f"building {image} failed; rerun to see why: DOCKER_BUILDKIT=1 {' '.join(cmd)}")
+
+
 def image_exists(image: str) -> bool:
     docker = client()
     return bool(docker) and subprocess.run(

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import docker
 from .config import REQUIREMENTS, ROOT, RunError
 
-RUNTIMES = ("auto", "native", "docker")
+RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
 VENV = Path(os.environ.get("MPIKIT_VENV", ROOT / ".venv"))
 # Docker's default 64 MB /dev/shm is too small for Open MPI's shared-memory
 # transport with several ranks and large messages.
@@ -32,6 +32,7 @@ class Job:
     image: str = ""
     workdir: Path = field(default_factory=Path.cwd)
     timeout: int | None = None
+    sif: Path | None = None  # the Apptainer image, for runtimes that use one
 
 
 @dataclass
@@ -106,7 +107,42 @@ def docker_launch(job: Job) -> Launch:
     return Launch(argv, dict(os.environ), cleanup=[[client, "rm", "-f", name]])
 
 
-LAUNCHERS = {"native": native_launch, "docker": docker_launch}
+def cluster_launch(job: Job) -> Launch:
+    """srun in the test cluster's controller; /shared there is this repository."""
+    from . import cluster
+
+    assert job.sif is not None
+    script = job.script.relative_to(ROOT).as_posix()
+    sif = f"{cluster.SHARED}/{job.sif.relative_to(ROOT).as_posix()}"
+    argv = cluster.srun_argv(job.np, sif, script, job.args)
+    stop = [docker.client() or "docker", "exec", cluster.CONTROLLER, "scancel", "-u", cluster.USER]
+    return Launch(argv, dict(os.environ), cleanup=[stop])
+
+
+def apptainer_launch(job: Job) -> Launch:
+    """One node, the launcher inside the image: apptainer exec SIF mpiexec ..."""
+    from .apptainer import host_apptainer
+
+    assert job.sif is not None
+    rel = job.script.relative_to(job.workdir).as_posix()
+    argv = [host_apptainer() or "apptainer", "exec", str(job.sif), *local_mpiexec(job.np), "python", rel, *job.args]
+    return Launch(argv, {**os.environ, **root_fixes()})
+
+
+def srun_launch(job: Job) -> Launch:
+    """The hybrid model on a real cluster: Slurm starts the ranks through PMIx,
+    each rank runs in the SIF; the working directory is visible (Apptainer binds it)."""
+    from .apptainer import host_apptainer
+
+    assert job.sif is not None
+    rel = job.script.relative_to(job.workdir).as_posix()
+    argv = ["srun", f"--ntasks={job.np}", "--mpi=pmix", host_apptainer() or "apptainer", "exec",
+            str(job.sif), "python", rel, *job.args]
+    return Launch(argv, dict(os.environ))
+
+
+LAUNCHERS = {"native": native_launch, "docker": docker_launch, "apptainer": apptainer_launch,
+             "srun": srun_launch, "cluster": cluster_launch}
 
 
 def show(argv: list[str]) -> str:
