@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import docker
-from .config import ROOT, RunError, python_pins, read_versions
+from .config import ROOT, RunError, stack_pins
 from .docker import say
 
 HELPER_IMAGE = "mpi4py-kit-apptainer:trixie"
@@ -81,11 +81,7 @@ def singularity_command() -> Iterator[str]:
 
 def build_arguments(base: str, ca_cert: str | None) -> dict[str, str]:
     """Apptainer.def's {{ ARGS }}: where the base comes from, and the pins for %labels."""
-    versions, pins = read_versions(), python_pins()
-    args = {"BASE": base, "OPENMPI_DEB": versions[f"OPENMPI_DEB_{base}"],
-            "PMIX_DEB": versions[f"PMIX_DEB_{base}"], "MPI4PY_VERSION": pins["mpi4py"],
-            "NUMPY_VERSION": pins["numpy"], "CA_CERT": "/dev/null",
-            "BOOTSTRAP": "docker", "FROM": f"debian:{base}-slim"}
+    args = {**stack_pins(base), "CA_CERT": "/dev/null", "BOOTSTRAP": "docker", "FROM": f"debian:{base}-slim"}
     if docker.engine_problem() is None:
         # The same local base the Docker image uses (pulled or debootstrapped).
         if subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh"), base]).returncode != 0:

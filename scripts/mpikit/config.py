@@ -76,15 +76,17 @@ def python_pins(requirements_file: str = "image.txt") -> dict[str, str]:
     return dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)", text, flags=re.M))
 
 
+def stack_pins(base: str) -> dict[str, str]:
+    """The pinned versions of the image built for `base` (Apptainer.def's build arguments)."""
+    versions, pins = read_versions(), python_pins()
+    return {"BASE": base, "OPENMPI_DEB": versions[f"OPENMPI_DEB_{base}"],
+            "PMIX_DEB": versions[f"PMIX_DEB_{base}"], "MPI4PY_VERSION": pins["mpi4py"],
+            "NUMPY_VERSION": pins["numpy"]}
+
+
 def stack_labels(base: str) -> dict[str, str]:
-    """The OCI labels an image built for `base` carries: the pinned versions."""
-    versions = read_versions()
-    pins = python_pins()
+    """The labels an image built for `base` carries (Docker and SIF alike): the pinned versions."""
+    pins = stack_pins(base)
     prefix = "io.github.mpi4py-kit"
-    return {
-        f"{prefix}.base": base,
-        f"{prefix}.openmpi": versions[f"OPENMPI_DEB_{base}"],
-        f"{prefix}.pmix": versions[f"PMIX_DEB_{base}"],
-        f"{prefix}.mpi4py": pins["mpi4py"],
-        f"{prefix}.numpy": pins["numpy"],
-    }
+    return {f"{prefix}.base": base, f"{prefix}.openmpi": pins["OPENMPI_DEB"], f"{prefix}.pmix": pins["PMIX_DEB"],
+            f"{prefix}.mpi4py": pins["MPI4PY_VERSION"], f"{prefix}.numpy": pins["NUMPY_VERSION"]}
