@@ -19,7 +19,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The pins and the shared build steps; the Python pins change least often after these.
 COPY versions.env /kit/versions.env
 COPY requirements/build.txt requirements/image.txt /kit/requirements/
-COPY scripts/image/install.sh /kit/install.sh
+COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
 # The CA bundle for a proxy arrives as a secret mount: readable during this
 # step only, absent from every layer.
 RUN --mount=type=secret,id=ca_cert,required=false \
@@ -31,7 +31,7 @@ ARG BASE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY versions.env /kit/versions.env
 COPY requirements/image.txt /kit/requirements/
-COPY scripts/image/install.sh /kit/install.sh
+COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
 # Open MPI and Python from the distribution, exactly the pinned versions.
 RUN /kit/install.sh runtime && rm -rf /kit
 COPY --from=builder /opt/venv /opt/venv

@@ -45,6 +45,7 @@ check_pins() {
 }
 
 builder() {
+  bash "$kit/without-rocm.sh"
   apt_install ca-certificates gcc libc6-dev python3-dev python3-venv \
     "openmpi-bin=$OPENMPI_DEB" "libopenmpi-dev=$OPENMPI_DEB" "libpmix-dev=$PMIX_DEB"
   check_pins openmpi-bin libopenmpi-dev libpmix-dev
@@ -67,6 +68,7 @@ builder() {
 }
 
 runtime() {
+  bash "$kit/without-rocm.sh"
   # openmpi-bin pulls the matching library (libopenmpi3 or libopenmpi40) and PMIx.
   apt_install python3 "openmpi-bin=$OPENMPI_DEB"
   check_pins openmpi-bin
