@@ -45,7 +45,7 @@ def ensure_helper() -> None:
         say(f"building {HELPER_IMAGE}: Apptainer from Debian sid in a trixie container (about a minute)")
     if subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh"), "trixie"]).returncode != 0:
         raise RunError("no debian:trixie-slim base image; retry: bash scripts/base-image.sh trixie")
-    docker.build_quietly(ROOT / "scripts" / "apptainer", HELPER_IMAGE, "apptainer")
+    docker.build_quietly(HELPER_IMAGE, "apptainer")
 
 
 def helper_argv(*apptainer_args: str) -> list[str]:

@@ -74,9 +74,16 @@ def _buildkit_client() -> str:
                    "(package docker-buildx or docker-buildx-plugin) and retry make image")
 
 
-def build_quietly(context: Path, image: str, target: str) -> None:
-    """Build a helper image (no secrets) with BuildKit, printing only errors."""
-    cmd = [_buildkit_client(), "build", "-q", "--target", target, "-t", image, str(context)]
+HELPER_CONTEXT = ROOT / "scripts"
+HELPER_DOCKERFILE = HELPER_CONTEXT / "apptainer" / "Dockerfile"
+
+
+def build_quietly(image: str, target: str, build_args: dict[str, str] | None = None) -> None:
+    """Build a helper image (scripts/apptainer/Dockerfile, no secrets) with BuildKit, printing only errors."""
+    cmd = [_buildkit_client(), "build", "-q", "--target", target, "-t", image, "-f", str(HELPER_DOCKERFILE)]
+    for key, value in (build_args or {}).items():
+        cmd += ["--build-arg", f"{key}={value}"]
+    cmd.append(str(HELPER_CONTEXT))
     proc = subprocess.run(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True)
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
