@@ -5,23 +5,24 @@
 include versions.env
 
 NP       ?= 4## number of MPI ranks
-RUNTIME  ?= auto## auto | native | docker | cluster (auto: Docker if an engine answers, else native)
+RUNTIME  ?= auto## auto | native | docker | apptainer | srun | cluster (auto: srun in an allocation, apptainer, docker, native)
 BASE     ?= $(DEFAULT_BASE)## Debian base of the image: trixie (Open MPI 5) | bookworm (Open MPI 4)
 IMAGE    ?=## Docker image (default mpi4py-kit:BASE, built on first use)
 SIF      ?= mpi.sif## Apptainer image file for `make sif`
 SCRIPT   ?=## your own script for `make run`, under the current directory
 ARGS     ?=## arguments passed to the example or SCRIPT
-TIMEOUT  ?= 0## stop a run after this many seconds (0: no limit)
+TIMEOUT  ?= 1800## stop a run after this many seconds, naming the ranks still running (0: no limit)
+SRUN_MPI ?= pmix## srun --mpi plugin for RUNTIME=srun/cluster (srun --mpi=list shows yours)
 CA_CERT  ?=## CA bundle for a TLS-intercepting proxy (default: PIP_CERT if set)
 PYTEST_ARGS ?=## extra pytest arguments for `make test`
 
-export NP RUNTIME BASE IMAGE SIF SCRIPT ARGS TIMEOUT CA_CERT PYTEST_ARGS
+export NP RUNTIME BASE IMAGE SIF SCRIPT ARGS TIMEOUT CA_CERT SRUN_MPI PYTEST_ARGS
 KIT := python3 scripts/kit
 # Example short names, from the one list in scripts/mpikit/config.py.
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help image sif cluster-up cluster-down cluster-batch cluster-shell run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
+.PHONY: help doctor image sif cluster-up cluster-down cluster-batch cluster-shell run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
 # run-% catches any other name so the kit can say which names exist.
@@ -49,6 +50,9 @@ run: ## run your own SCRIPT=path.py with NP ranks
 
 smoke: ## run all four examples under RUNTIME and check their output
 	@$(KIT) smoke
+
+doctor: ## check host and image for RUNTIME: launch 2 ranks, explain each problem and its fix
+	@$(KIT) doctor
 
 image: ## build the Docker image for BASE (makes the base image if none can be pulled)
 	@$(KIT) image

@@ -7,8 +7,11 @@ failure instead of a skip.
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from mpikit import config, docker  # noqa: E402
 
 REQUIRE_CONTAINERS = os.environ.get("REQUIRE_CONTAINERS") == "1"
 # Knobs the Makefile exports; a test states its own, never inherits the caller's.
-KNOBS = ("NP", "RUNTIME", "BASE", "IMAGE", "SCRIPT", "ARGS", "TIMEOUT", "CA_CERT", "PYTEST_ARGS")
+KNOBS = ("NP", "RUNTIME", "BASE", "IMAGE", "SCRIPT", "ARGS", "TIMEOUT", "CA_CERT", "SRUN_MPI", "SIF", "PYTEST_ARGS")
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
@@ -38,6 +41,31 @@ def kit(*args: str, timeout: int = 180, **env: str) -> subprocess.CompletedProce
 def make(*args: str, timeout: int = 180, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=clean_env(**env))
+
+
+def make_then_ctrl_c(*args: str, ranks: int) -> subprocess.CompletedProcess:
+    """`make ARGS` until `ranks` ranks print 'rank N started', then Ctrl-C: a
+    terminal sends SIGINT to the whole foreground process group."""
+    proc = subprocess.Popen(["make", "--no-print-directory", *args], cwd=ROOT, env=clean_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    started: set[str] = set()
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while len(started) < ranks and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        started.update(re.findall(r"^rank (\d+) started", line))
+    if len(started) < ranks:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"only ranks {sorted(started)} started: make {' '.join(args)}")
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"Ctrl-C did not end the run within 30 s: make {' '.join(args)}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def explain(proc: subprocess.CompletedProcess, command: str) -> str:
@@ -59,15 +87,22 @@ def docker_image() -> str:
     return f"{config.read_versions()['IMAGE_NAME']}:{base}"
 
 
-TEST_SIF = "build/test/mpi.sif"
+def build_test_sif(sif: str, base: str) -> str:
+    """`make sif` from the current Apptainer.def into the tests' own file."""
+    (ROOT / "build" / "test").mkdir(parents=True, exist_ok=True)
+    proc = make("sif", f"SIF={sif}", f"BASE={base}", timeout=1800)
+    assert proc.returncode == 0, explain(proc, f"make sif SIF={sif} BASE={base}")
+    assert "Running testscript" in proc.stdout + proc.stderr, "the definition's %test did not run"
+    assert (ROOT / sif).is_file()
+    return sif
 
 
 @pytest.fixture(scope="session")
 def sif(docker_image: str) -> str:
-    """A SIF built by `make sif` from the current Apptainer.def (the tests' own copy)."""
-    (ROOT / "build" / "test").mkdir(parents=True, exist_ok=True)
-    proc = make("sif", f"SIF={TEST_SIF}", timeout=1800)
-    assert proc.returncode == 0, explain(proc, f"make sif SIF={TEST_SIF}")
-    assert "Running testscript" in proc.stdout + proc.stderr, "the definition's %test did not run"
-    assert (ROOT / TEST_SIF).is_file()
-    return TEST_SIF
+    return build_test_sif("build/test/mpi.sif", config.default_base())
+
+
+@pytest.fixture(scope="session")
+def sif_bookworm(docker_image: str) -> str:
+    """The PMIx 4 image, for clusters whose Slurm speaks another PMIx than the default image."""
+    return build_test_sif("build/test/mpi-bookworm.sif", "bookworm")

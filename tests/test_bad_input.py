@@ -35,7 +35,9 @@ CASES = [
     (["run-rank", "IMAGE=Not A Name"], "is not a valid image name"),
     (["run-rank", "SIF=mpi.img"], "must name a .sif file"),
     (["sif", "SIF=no/such/dir/mpi.sif"], "does not exist"),
-
+    (["run-rank", "SRUN_MPI=pmix;ls"], "is not an srun --mpi plugin name"),
+    (["doctor", "NP=zero"], "NP must be a whole number"),
+    (["doctor", "RUNTIME=bogus"], "unknown RUNTIME='bogus'"),
 ]
 
 

@@ -3,11 +3,13 @@ starts NP ranks in the SIF across 2 nodes, and they form ONE communicator."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import time
 
 import pytest
-from conftest import REQUIRE_CONTAINERS, explain, kit, make
+from conftest import REQUIRE_CONTAINERS, ROOT, explain, kit, make, make_then_ctrl_c
 from mpikit import cluster as cluster_module
 from mpikit import docker
 from mpikit.checks import check_run
@@ -84,3 +86,112 @@ def test_apptainer_runtime_on_one_node(cluster: str) -> None:
     assert "apptainer exec" in proc.stderr and "mpiexec" in proc.stderr, explain(proc, command)
     verdict = check_run("bcast", proc.stdout, proc.stderr, proc.returncode, 3)
     assert verdict.ok, "; ".join(verdict.problems) + explain(proc, command)
+
+
+# ---- PMIx compatibility: an image whose PMIx differs from the cluster's ----
+
+@pytest.mark.parametrize("name", ["rank", "scatter"])
+def test_bookworm_image_pmix4_under_slurm_pmix5(name: str, cluster: str, sif_bookworm: str) -> None:
+    """BASE=bookworm (Open MPI 4.1, PMIx 4.2) under Slurm 24.11 built with PMIx 5: one communicator."""
+    args = f"--size {SCATTER_SIZE} --seed 4" if name == "scatter" else ""
+    proc = kit("run", name, "--np", "4", "--runtime", "cluster", "--sif", sif_bookworm, "--args", args,
+               timeout=300)
+    command = f"make run-{name} NP=4 RUNTIME=cluster SIF={sif_bookworm}" + (f" ARGS='{args}'" if args else "")
+    verdict = check_run(name, proc.stdout, proc.stderr, proc.returncode, 4,
+                        SCATTER_SIZE if name == "scatter" else None)
+    assert verdict.ok, "; ".join(verdict.problems) + explain(proc, command)
+    if name == "rank":
+        hosts = set(re.findall(r"^rank: \d+ has PID: \d+ on host: (\S+)$", proc.stdout, re.M))
+        assert hosts == {"node1", "node2"}, explain(proc, command)
+
+
+# ---- make doctor on the cluster ----
+
+@pytest.mark.parametrize("image", ["trixie", "bookworm"])
+def test_doctor_reports_the_fit(image: str, request, cluster: str) -> None:
+    sif = cluster if image == "trixie" else request.getfixturevalue("sif_bookworm")
+    proc = make("doctor", "RUNTIME=cluster", f"SIF={sif}", timeout=300)
+    command = f"make doctor RUNTIME=cluster SIF={sif}"
+    out = proc.stdout
+    assert proc.returncode == 0, explain(proc, command)
+    assert re.search(r"ok +slurm-wlm [\d.]+; srun --mpi=list: .*pmix.* \(pmix_v5\)", out), explain(proc, command)
+    assert "2 ranks form one communicator (ranks [0, 1] of 2) on node1, node2" in out, explain(proc, command)
+    pmix = {"trixie": "5.0.7", "bookworm": "4.2.2"}[image]
+    assert re.search(rf"ok +Slurm PMIx \(pmix_v5\) and the image's PMIx {pmix}", out), explain(proc, command)
+    # --sharens: ranks on one node share a user namespace, so CMA works between them.
+    assert "CMA single-copy shared memory works between ranks on one host" in out, explain(proc, command)
+    if image == "bookworm":
+        assert "for an exact PMIx match with this Slurm build the image with BASE=trixie" in out, explain(
+            proc, command)
+
+
+def test_doctor_explains_rank_0_of_1(cluster: str) -> None:
+    """srun without PMIx: every task starts its own world of 1; doctor names it and the fix."""
+    proc = make("doctor", "RUNTIME=cluster", f"SIF={cluster}", "SRUN_MPI=none", timeout=300)
+    command = f"make doctor RUNTIME=cluster SIF={cluster} SRUN_MPI=none"
+    assert proc.returncode != 0, explain(proc, command)
+    assert "PROBLEM  launcher/PMI mismatch: 2 tasks each say 'rank 0 of 1'" in proc.stdout, explain(proc, command)
+    assert "fix: launch with srun --mpi=pmix" in proc.stdout, explain(proc, command)
+    # The example says the same on its own.
+    proc = kit("run", "rank", "--np", "2", "--runtime", "cluster", "--sif", cluster, "--srun-mpi", "none",
+               timeout=120)
+    assert proc.returncode != 0 and "MPI sees a world of 1" in proc.stderr, explain(
+        proc, f"make run-rank NP=2 RUNTIME=cluster SIF={cluster} SRUN_MPI=none")
+
+
+def test_doctor_finds_a_sif_older_than_its_recipe(cluster: str) -> None:
+    path = ROOT / cluster
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, (ROOT / "Apptainer.def").stat().st_mtime - 60))
+    try:
+        proc = make("doctor", "RUNTIME=cluster", f"SIF={cluster}", timeout=300)
+    finally:
+        os.utime(path, (stat.st_atime, stat.st_mtime))
+    command = f"make doctor RUNTIME=cluster SIF={cluster}   (SIF older than Apptainer.def)"
+    assert "is older than its recipe (Apptainer.def" in proc.stdout, explain(proc, command)
+    assert f"fix: rebuild it: make sif SIF={ROOT / cluster}" in proc.stdout, explain(proc, command)
+
+
+# ---- failures end cleanly in the cluster ----
+
+def squeue(settle: float = 30) -> str:
+    """Jobs left in the queue, once those completing (CG) have had `settle` s to finish."""
+    deadline = time.monotonic() + settle
+    while True:
+        jobs = in_cluster("squeue", "-h", "-o", "%i %j %T", timeout=30).stdout.strip()
+        if not jobs or time.monotonic() > deadline:
+            return jobs
+        time.sleep(1)
+
+
+def test_exception_in_one_rank_aborts_the_cluster_job(cluster: str) -> None:
+    start = time.monotonic()
+    proc = kit("run", "--script", "tests/scripts/fail_on_rank1.py", "--np", "4", "--runtime", "cluster",
+               "--sif", cluster, "--timeout", "120", timeout=180)
+    elapsed = time.monotonic() - start
+    command = f"make run SCRIPT=tests/scripts/fail_on_rank1.py NP=4 RUNTIME=cluster SIF={cluster}"
+    assert proc.returncode != 0, explain(proc, command)
+    assert "ValueError: rank 1 failed on purpose" in proc.stderr, explain(proc, command)
+    assert "timed out" not in proc.stderr and elapsed < 15, f"took {elapsed:.1f} s" + explain(proc, command)
+    assert (left := squeue()) == "", "a Slurm job remained: " + left
+
+
+def test_timeout_names_the_ranks_and_cancels_the_job(cluster: str) -> None:
+    proc = kit("run", "--script", "tests/scripts/hang.py", "--np", "4", "--runtime", "cluster",
+               "--sif", cluster, "--timeout", "10", timeout=120)
+    command = f"make run SCRIPT=tests/scripts/hang.py NP=4 RUNTIME=cluster SIF={cluster} TIMEOUT=10"
+    assert proc.returncode == 1, explain(proc, command)
+    assert "timed out after 10 s (TIMEOUT=10); ranks still running: 0, 1, 2, 3" in proc.stderr, explain(proc, command)
+    assert (left := squeue()) == "", "a Slurm job remained: " + left
+
+
+def test_ctrl_c_cancels_the_slurm_job(cluster: str) -> None:
+    done = make_then_ctrl_c("run", "SCRIPT=tests/scripts/hang.py", "NP=4", "RUNTIME=cluster", f"SIF={cluster}",
+                            ranks=4)
+    command = f"make run SCRIPT=tests/scripts/hang.py NP=4 RUNTIME=cluster SIF={cluster}, then Ctrl-C"
+    assert done.returncode != 0, explain(done, command)
+    assert "interrupted: every rank and container this run started was stopped" in done.stderr, explain(
+        done, command)
+    assert (left := squeue()) == "", "a Slurm job remained after Ctrl-C: " + left
+    ranks = subprocess.run(["pgrep", "-af", "tests/scripts/hang.py"], capture_output=True, text=True).stdout
+    assert ranks == "", "rank processes remained: " + ranks

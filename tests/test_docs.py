@@ -92,3 +92,11 @@ def test_every_make_target_in_the_readme_exists() -> None:
         if target == "run-nosuch":  # the README's own example of a bad name
             continue
         assert target in targets, f"README mentions 'make {target}', which make help does not list"
+
+
+def test_default_timeout_is_one_fact() -> None:
+    """The Makefile's TIMEOUT default and the kit's (for direct scripts/kit calls) agree."""
+    from mpikit.cli import DEFAULT_TIMEOUT
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^TIMEOUT +\?= *{DEFAULT_TIMEOUT}##", makefile, re.M), "Makefile TIMEOUT default drifted"

@@ -1,7 +1,7 @@
 """Command line behind the Makefile: `scripts/kit COMMAND [options]`.
 
 Every option defaults to the environment variable the Makefile exports under
-the knob's name (NP, RUNTIME, ARGS, BASE, IMAGE, SCRIPT, TIMEOUT, CA_CERT).
+the knob's name (NP, RUNTIME, ARGS, BASE, IMAGE, SIF, SCRIPT, TIMEOUT, CA_CERT, SRUN_MPI).
 Every knob is checked before anything is built, started or written.
 """
 
@@ -21,6 +21,7 @@ from .config import EXAMPLES, RunError, UsageError, default_base, read_versions,
 from .docker import say
 
 EXAMPLE_NAMES = ", ".join(EXAMPLES)
+DEFAULT_TIMEOUT = "1800"  # seconds; a hung job ends with the ranks still running named
 
 
 def env(name: str, default: str = "") -> str:
@@ -104,6 +105,13 @@ def parse_sif(value: str) -> Path:
     return path
 
 
+def parse_srun_mpi(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise UsageError(f"SRUN_MPI={value!r} is not an srun --mpi plugin name (like pmix, pmix_v5; "
+                         "srun --mpi=list shows yours)")
+    return value
+
+
 def parse_example(name: str, np: int) -> Path:
     example = EXAMPLES.get(name)
     if example is None:
@@ -168,6 +176,7 @@ class Knobs:
     timeout: int | None
     args: list[str]
     ca_cert: str | None
+    mpi: str
 
 
 def prepare(ns: argparse.Namespace) -> Knobs:
@@ -178,7 +187,7 @@ def prepare(ns: argparse.Namespace) -> Knobs:
     image, image_is_default = parse_image(ns.image, base)
     sif = parse_sif(ns.sif)
     return Knobs(np, runtime, base, image, image_is_default, sif, parse_timeout(ns.timeout),
-                 parse_args_knob(ns.args), parse_ca_cert(ns.ca_cert))
+                 parse_args_knob(ns.args), parse_ca_cert(ns.ca_cert), parse_srun_mpi(ns.srun_mpi))
 
 
 def ready_runtime(knobs: Knobs) -> str:
@@ -210,7 +219,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             if not path.is_relative_to(runtimes.ROOT):
                 raise UsageError(f"{knob}={path} is outside {runtimes.ROOT}, the cluster's /shared")
     job = runtimes.Job(script, knobs.args, knobs.np, runtime, knobs.image, workdir, knobs.timeout,
-                       knobs.sif)
+                       knobs.sif, knobs.mpi)
     launch = runtimes.LAUNCHERS[runtime](job)
     say("+ " + runtimes.show(launch.argv))
     result = runtimes.execute(launch, knobs.timeout)
@@ -230,7 +239,7 @@ def cmd_smoke(ns: argparse.Namespace) -> int:
             continue
         result = None
         job = runtimes.Job(example.path, list(example.smoke_args), np, runtime, image,
-                           runtimes.ROOT, timeout or 300, knobs.sif)
+                           runtimes.ROOT, timeout or 300, knobs.sif, knobs.mpi)
         launch = runtimes.LAUNCHERS[runtime](job)
         try:
             result = runtimes.execute(launch, job.timeout, capture=True, cwd=runtimes.ROOT)
@@ -250,6 +259,21 @@ def cmd_smoke(ns: argparse.Namespace) -> int:
     skipped = len(EXAMPLES) - passed - failed
     print(f"smoke: {passed} passed, {failed} failed, {skipped} skipped [{runtime}, NP={np}]")
     return 1 if failed else 0
+
+
+def cmd_doctor(ns: argparse.Namespace) -> int:
+    from . import doctor
+
+    knobs = prepare(ns)
+    try:
+        runtime, why = resolve_runtime(knobs.runtime)
+    except (UsageError, RunError) as exc:
+        doctor.section("runtime")
+        print(f"  PROBLEM  {exc}", flush=True)
+        print("doctor: 1 problem(s)", flush=True)
+        return 1
+    print(f"doctor: runtime {runtime} ({why})", flush=True)
+    return doctor.diagnose(knobs, runtime, knobs.mpi)
 
 
 def cmd_image(ns: argparse.Namespace) -> int:
@@ -326,10 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--runtime", default=env("RUNTIME", "auto"))
         p.add_argument("--base", default=env("BASE", default_base()))
         p.add_argument("--image", default=env("IMAGE"))
-        p.add_argument("--timeout", default=env("TIMEOUT", "0"))
+        p.add_argument("--timeout", default=env("TIMEOUT", DEFAULT_TIMEOUT))
         p.add_argument("--args", default=env("ARGS"))
         p.add_argument("--ca-cert", default=env("CA_CERT"))
         p.add_argument("--sif", default=env("SIF", "mpi.sif"))
+        p.add_argument("--srun-mpi", default=env("SRUN_MPI", "pmix"))
 
     run = sub.add_parser("run", help="run an example or SCRIPT under a runtime")
     run.add_argument("example", nargs="?", default="")
@@ -340,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     smoke = sub.add_parser("smoke", help="run every example and check its output")
     knobs(smoke)
     smoke.set_defaults(func=cmd_smoke)
+
+    doctor = sub.add_parser("doctor", help="check the host and the image; explain problems and fixes")
+    knobs(doctor)
+    doctor.set_defaults(func=cmd_doctor)
 
     image = sub.add_parser("image", help="build the Docker image")
     image.add_argument("--base", default=env("BASE", default_base()))

@@ -7,15 +7,16 @@ from __future__ import annotations
 import subprocess
 import time
 
-from . import apptainer, docker
-from .config import ROOT, RunError
+from . import apptainer, docker, runtimes
+from .config import ROOT, RunError, stack_pins
 from .docker import say
 
 PREFIX = "mpikit"
 NETWORK = f"{PREFIX}-net"
 KEY_VOLUME = f"{PREFIX}-munge"
 HOME_VOLUME = f"{PREFIX}-home"  # the user's home, shared by every node as on a real cluster
-NODE_IMAGE = "mpi4py-kit-slurm:trixie"
+NODE_BASE = "trixie"  # the nodes' Debian: Slurm 24.11 with PMIx 5
+NODE_IMAGE = f"mpi4py-kit-slurm:{NODE_BASE}"
 CONTROLLER = f"{PREFIX}-slurmctld"
 NODES = {CONTROLLER: ("slurmctld", "controller"),
          f"{PREFIX}-node1": ("node1", "compute"),
@@ -62,7 +63,7 @@ def up() -> None:
     down(quiet=True)
     apptainer.ensure_helper()  # the base image and the apptainer stage, cached
     say(f"cluster: building {NODE_IMAGE} (Slurm, munge, PMIx, Apptainer; about a minute the first time)")
-    docker.build_quietly(ROOT / "scripts" / "apptainer", NODE_IMAGE, "slurm-node")
+    docker.build_quietly(NODE_IMAGE, "slurm-node", {"OPENMPI_DEB": stack_pins(NODE_BASE)["OPENMPI_DEB"]})
     say("cluster: network, and a munge key made for this cluster only")
     _docker("network", "create", "--internal", NETWORK)
     _docker("volume", "create", KEY_VOLUME)
@@ -71,7 +72,8 @@ def up() -> None:
     for name, (host, role) in NODES.items():
         say(f"cluster: starting {host} ({role})")
         _docker("run", "-d", "--name", name, "--hostname", host, "--network", NETWORK,
-                *apptainer.HELPER_OPTIONS, "-v", f"{KEY_VOLUME}:/run/munge-key:ro",
+                *apptainer.HELPER_OPTIONS, f"--shm-size={runtimes.DOCKER_SHM_SIZE}",
+                "-v", f"{KEY_VOLUME}:/run/munge-key:ro",
                 "-v", f"{HOME_VOLUME}:/home/{USER}",
                 "-v", f"{ROOT}:{SHARED}:ro", NODE_IMAGE, role)
     wait_ready()
@@ -101,10 +103,12 @@ def login_argv(*command: str, env: tuple[str, ...] = ()) -> list[str]:
     return [docker.client() or "docker", "exec", "-u", USER, "-w", SHARED, *options, CONTROLLER, *command]
 
 
-def srun_argv(np: int, sif: str, script: str, args: list[str]) -> list[str]:
+def srun_argv(np: int, sif: str, script: str, args: list[str], mpi: str = "pmix",
+              nodes: int | None = None) -> list[str]:
     """The hybrid model: the host Slurm starts NP ranks through PMIx, each in the SIF."""
-    return login_argv("srun", f"--nodes={min(np, 2)}", f"--ntasks={np}", "--mpi=pmix",
-                      "apptainer", "exec", sif, "python", script, *args)
+    return login_argv("srun", f"--nodes={nodes or min(np, 2)}", f"--ntasks={np}", f"--mpi={mpi}",
+                      "apptainer", "exec", *runtimes.APPTAINER_RANK_OPTIONS, sif, *runtimes.RANK_PYTHON,
+                      script, *args)
 
 
 def batch_argv(np: int, sif: str, script: str, args: list[str]) -> list[str]:
@@ -116,3 +120,17 @@ def batch_argv(np: int, sif: str, script: str, args: list[str]) -> list[str]:
 
 def job_output(job_id: str) -> str:
     return _docker(*login_argv("cat", f"/home/{USER}/mpi4py-kit-{job_id}.out")[1:], check=False).stdout
+
+
+def live_ranks() -> list[int] | None:
+    """Global task ids (ranks) of the running job steps on the compute nodes."""
+    ranks: set[int] = set()
+    for name, (_, role) in NODES.items():
+        if role != "compute":
+            continue
+        proc = _docker("exec", name, "scontrol", "listpids", check=False)
+        for fields in (line.split() for line in proc.stdout.splitlines()[1:]):
+            # PID JOBID STEPID LOCALID GLOBALID; batch and extern steps carry no rank.
+            if len(fields) == 5 and fields[2].isdigit() and fields[4].isdigit():
+                ranks.add(int(fields[4]))
+    return sorted(ranks)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,17 @@ VENV = Path(os.environ.get("MPIKIT_VENV", ROOT / ".venv"))
 # Docker's default 64 MB /dev/shm is too small for Open MPI's shared-memory
 # transport with several ranks and large messages.
 DOCKER_SHM_SIZE = "1g"
+# How every rank runs a script: mpi4py's runner calls MPI_Abort when a rank
+# raises, so one failing rank ends the whole job (with its traceback) instead
+# of leaving the others waiting forever.
+RANK_PYTHON = ("python", "-m", "mpi4py")
+# srun starts each rank as its own `apptainer exec`; unprivileged, each would get
+# its own user namespace, and Open MPI's CMA single-copy (process_vm_readv)
+# between ranks on a node fails with EPERM, silently falling back to copying
+# twice through /dev/shm. --sharens (Apptainer 1.3+) puts the ranks that one
+# parent starts in one namespace: CMA works (make doctor checks; make bench
+# measures the difference).
+APPTAINER_RANK_OPTIONS = ("--sharens",)
 
 
 @dataclass
@@ -28,11 +40,13 @@ class Job:
     script: Path  # absolute path, under `workdir`
     args: list[str]
     np: int
-    runtime: str  # resolved: native or docker
+    runtime: str  # resolved: one of LAUNCHERS
     image: str = ""
     workdir: Path = field(default_factory=Path.cwd)
     timeout: int | None = None
     sif: Path | None = None  # the Apptainer image, for runtimes that use one
+    mpi: str = "pmix"  # srun --mpi plugin, for srun and cluster
+    nodes: int | None = None  # srun --nodes, for srun and cluster (None: Slurm's choice / up to 2)
 
 
 @dataclass
@@ -40,6 +54,39 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     cleanup: list[list[str]] = field(default_factory=list)  # run after a timeout or Ctrl-C
+    # Which ranks are still running, given the launcher's session id (for the timeout message).
+    live_ranks: Callable[[int], list[int] | None] | None = None
+
+
+# Lists the MPI ranks among the processes this kernel shows (a rank carries
+# PMIX_RANK in its environment); with an argument, only that session's.
+# Runs with any Python: the host's, or the image's through docker exec.
+RANK_SCAN = r"""
+import os, sys
+sid = int(sys.argv[1]) if len(sys.argv) > 1 else None
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if sid is not None and os.getsid(int(pid)) != sid:
+            continue
+        env = open("/proc/%s/environ" % pid, "rb").read().split(b"\0")
+    except OSError:
+        continue
+    rank = [e[10:] for e in env if e.startswith(b"PMIX_RANK=")]
+    if rank:
+        print(int(rank[0]))
+"""
+
+
+def _ranks_from(argv: list[str]) -> list[int] | None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return sorted({int(x) for x in proc.stdout.split() if x.isdigit()}) if proc.returncode == 0 else None
+
+
+def local_ranks(session: int) -> list[int] | None:
+    return _ranks_from([sys.executable, "-c", RANK_SCAN, str(session)])
 
 
 def local_mpiexec(np: int) -> list[str]:
@@ -86,7 +133,7 @@ def native_launch(job: Job) -> Launch:
     env = {**os.environ, **root_fixes(),
            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     rel = job.script.relative_to(job.workdir)
-    return Launch([*local_mpiexec(job.np), "python", str(rel), *job.args], env)
+    return Launch([*local_mpiexec(job.np), *RANK_PYTHON, str(rel), *job.args], env, live_ranks=local_ranks)
 
 
 def docker_launch(job: Job) -> Launch:
@@ -103,8 +150,9 @@ def docker_launch(job: Job) -> Launch:
         # Files the job writes belong to the user who ran it.
         argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp"]
     rel = job.script.relative_to(job.workdir)
-    argv += [job.image, *local_mpiexec(job.np), "python", rel.as_posix(), *job.args]
-    return Launch(argv, dict(os.environ), cleanup=[[client, "rm", "-f", name]])
+    argv += [job.image, *local_mpiexec(job.np), *RANK_PYTHON, rel.as_posix(), *job.args]
+    return Launch(argv, dict(os.environ), cleanup=[[client, "rm", "-f", name]],
+                  live_ranks=lambda _: _ranks_from([client, "exec", name, "python", "-c", RANK_SCAN]))
 
 
 def cluster_launch(job: Job) -> Launch:
@@ -114,9 +162,9 @@ def cluster_launch(job: Job) -> Launch:
     assert job.sif is not None
     script = job.script.relative_to(ROOT).as_posix()
     sif = f"{cluster.SHARED}/{job.sif.relative_to(ROOT).as_posix()}"
-    argv = cluster.srun_argv(job.np, sif, script, job.args)
+    argv = cluster.srun_argv(job.np, sif, script, job.args, job.mpi, job.nodes)
     stop = [docker.client() or "docker", "exec", cluster.CONTROLLER, "scancel", "-u", cluster.USER]
-    return Launch(argv, dict(os.environ), cleanup=[stop])
+    return Launch(argv, dict(os.environ), cleanup=[stop], live_ranks=lambda _: cluster.live_ranks())
 
 
 def apptainer_launch(job: Job) -> Launch:
@@ -125,19 +173,23 @@ def apptainer_launch(job: Job) -> Launch:
 
     assert job.sif is not None
     rel = job.script.relative_to(job.workdir).as_posix()
-    argv = [host_apptainer() or "apptainer", "exec", str(job.sif), *local_mpiexec(job.np), "python", rel, *job.args]
-    return Launch(argv, {**os.environ, **root_fixes()})
+    argv = [host_apptainer() or "apptainer", "exec", str(job.sif), *local_mpiexec(job.np), *RANK_PYTHON,
+            rel, *job.args]
+    return Launch(argv, {**os.environ, **root_fixes()}, live_ranks=local_ranks)
 
 
 def srun_launch(job: Job) -> Launch:
     """The hybrid model on a real cluster: Slurm starts the ranks through PMIx,
     each rank runs in the SIF; the working directory is visible (Apptainer binds it)."""
-    from .apptainer import host_apptainer
+    from .apptainer import host_apptainer, supports_sharens
 
     assert job.sif is not None
     rel = job.script.relative_to(job.workdir).as_posix()
-    argv = ["srun", f"--ntasks={job.np}", "--mpi=pmix", host_apptainer() or "apptainer", "exec",
-            str(job.sif), "python", rel, *job.args]
+    apptainer = host_apptainer() or "apptainer"
+    options = list(APPTAINER_RANK_OPTIONS) if supports_sharens(apptainer) else []
+    nodes = [f"--nodes={job.nodes}"] if job.nodes else []
+    argv = ["srun", *nodes, f"--ntasks={job.np}", f"--mpi={job.mpi}", apptainer, "exec", *options,
+            str(job.sif), *RANK_PYTHON, rel, *job.args]
     return Launch(argv, dict(os.environ))
 
 
@@ -171,8 +223,14 @@ def execute(launch: Launch, timeout: int | None, capture: bool = False,
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop()
-        raise RunError(f"timed out after {timeout} s (TIMEOUT={timeout}); stopped: {show(launch.argv)}") from None
+        try:
+            live = launch.live_ranks(proc.pid) if launch.live_ranks else None
+        finally:
+            stop()
+        still = ("ranks still running: " + ", ".join(map(str, live)) if live
+                 else "no rank was still running (the launcher hung)" if live == [] else "")
+        raise RunError(f"timed out after {timeout} s (TIMEOUT={timeout}); {still + '; ' if still else ''}"
+                       f"stopped every rank: {show(launch.argv)}") from None
     except KeyboardInterrupt:
         stop()
         raise

@@ -1,0 +1,52 @@
+"""make doctor: each diagnosis is caused for real, then doctor must name it,
+say what to do, and exit non-zero; a healthy runtime passes with exit 0."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from conftest import ROOT, explain, make
+
+
+def doctor(*knobs: str, **env: str) -> subprocess.CompletedProcess:
+    return make("doctor", *knobs, timeout=300, **env)
+
+
+@pytest.mark.parametrize("runtime", ["native", "docker"])
+def test_a_healthy_runtime_passes(request, runtime: str) -> None:
+    if runtime == "docker":
+        request.getfixturevalue("docker_image")
+    proc = doctor(f"RUNTIME={runtime}")
+    command = f"make doctor RUNTIME={runtime}"
+    assert proc.returncode == 0, explain(proc, command)
+    out = proc.stdout
+    assert "2 ranks form one communicator (ranks [0, 1] of 2)" in out, explain(proc, command)
+    assert "CMA single-copy shared memory works" in out, explain(proc, command)
+    assert "mpi4py comes from the runtime's own Python" in out, explain(proc, command)
+    assert "doctor: 0 problem(s), ready to run" in out, explain(proc, command)
+    if runtime == "docker":
+        assert "image BASE=trixie, PMIx" in out and "/dev/shm 1.0 GiB" in out, explain(proc, command)
+
+
+def test_shadowing_mpi4py_is_found(tmp_path) -> None:
+    """A second mpi4py earlier on PYTHONPATH (a module, a pip --user install) shadows the runtime's."""
+    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages/mpi4py"))
+    shutil.copytree(site, tmp_path / "mpi4py")
+    proc = doctor("RUNTIME=native", PYTHONPATH=str(tmp_path))
+    command = f"PYTHONPATH={tmp_path} make doctor RUNTIME=native"
+    assert proc.returncode != 0, explain(proc, command)
+    assert f"PROBLEM  mpi4py is imported from {tmp_path}/mpi4py/__init__.py" in proc.stdout, explain(proc, command)
+    assert "fix: unset PYTHONPATH" in proc.stdout, explain(proc, command)
+
+
+def test_no_container_engine_is_a_problem() -> None:
+    proc = doctor("RUNTIME=auto", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    command = "DOCKER_HOST=unix:///nonexistent/docker.sock make doctor"
+    assert proc.returncode != 0, explain(proc, command)
+    assert "PROBLEM  no container engine and no Apptainer" in proc.stdout, explain(proc, command)
+    assert "runtime native (auto: no Docker engine" in proc.stdout, explain(proc, command)
+    # The native runtime itself still works, and doctor says so.
+    assert "2 ranks form one communicator" in proc.stdout, explain(proc, command)
+
