@@ -13,10 +13,11 @@ SCRIPT   ?=## your own script for `make run`, under the current directory
 ARGS     ?=## arguments passed to the example or SCRIPT
 TIMEOUT  ?= 1800## stop a run after this many seconds, naming the ranks still running (0: no limit)
 SRUN_MPI ?= pmix## srun --mpi plugin for RUNTIME=srun/cluster (srun --mpi=list shows yours)
+LAUNCH   ?=## make doctor: check your own launch line, e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'
 CA_CERT  ?=## CA bundle for a TLS-intercepting proxy (default: PIP_CERT if set)
 PYTEST_ARGS ?=## extra pytest arguments for `make test`
 
-export NP RUNTIME BASE IMAGE SIF SCRIPT ARGS TIMEOUT CA_CERT SRUN_MPI PYTEST_ARGS
+export NP RUNTIME BASE IMAGE SIF SCRIPT ARGS TIMEOUT CA_CERT SRUN_MPI LAUNCH PYTEST_ARGS
 KIT := python3 scripts/kit
 # Example short names, from the one list in scripts/mpikit/config.py.
 EXAMPLES := $(shell $(KIT) examples | cut -f1)

@@ -23,7 +23,8 @@ from mpikit import config, docker  # noqa: E402
 
 REQUIRE_CONTAINERS = os.environ.get("REQUIRE_CONTAINERS") == "1"
 # Knobs the Makefile exports; a test states its own, never inherits the caller's.
-KNOBS = ("NP", "RUNTIME", "BASE", "IMAGE", "SCRIPT", "ARGS", "TIMEOUT", "CA_CERT", "SRUN_MPI", "SIF", "PYTEST_ARGS")
+KNOBS = ("NP", "RUNTIME", "BASE", "IMAGE", "SCRIPT", "ARGS", "TIMEOUT", "CA_CERT", "SRUN_MPI", "SIF", "LAUNCH",
+         "PYTEST_ARGS")
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

@@ -38,6 +38,7 @@ CASES = [
     (["run-rank", "SRUN_MPI=pmix;ls"], "is not an srun --mpi plugin name"),
     (["doctor", "NP=zero"], "NP must be a whole number"),
     (["doctor", "RUNTIME=bogus"], "unknown RUNTIME='bogus'"),
+    (["doctor", "LAUNCH=nosuchlauncher -n 2"], "is not a command on PATH"),
 ]
 
 

@@ -50,3 +50,17 @@ def test_no_container_engine_is_a_problem() -> None:
     # The native runtime itself still works, and doctor says so.
     assert "2 ranks form one communicator" in proc.stdout, explain(proc, command)
 
+
+
+def test_a_bare_docker_run_line_lacks_cma_and_shm(docker_image: str) -> None:
+    """The line users write by hand: no --cap-add SYS_PTRACE, Docker's 64 MB /dev/shm."""
+    launch = f"docker run --rm {docker_image} mpiexec -n 2"
+    proc = make("doctor", f"LAUNCH={launch}", timeout=300)
+    command = f"make doctor LAUNCH='{launch}'"
+    assert proc.returncode != 0, explain(proc, command)
+    assert "2 ranks form one communicator" in proc.stdout, explain(proc, command)
+    assert "PROBLEM  CMA single-copy unavailable between ranks (failed: process_vm_readv: Operation not permitted" \
+        in proc.stdout, explain(proc, command)
+    assert "fix: docker run --cap-add SYS_PTRACE" in proc.stdout, explain(proc, command)
+    assert "PROBLEM  /dev/shm is only 64 MiB" in proc.stdout, explain(proc, command)
+    assert "fix: docker run --shm-size=1g" in proc.stdout, explain(proc, command)

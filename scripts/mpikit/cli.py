@@ -261,10 +261,23 @@ def cmd_smoke(ns: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def parse_launch(value: str) -> list[str] | None:
+    if not value.strip():
+        return None
+    argv = parse_args_knob(value)
+    if shutil.which(argv[0]) is None:
+        raise UsageError(f"LAUNCH={value!r}: {argv[0]!r} is not a command on PATH")
+    return argv
+
+
 def cmd_doctor(ns: argparse.Namespace) -> int:
     from . import doctor
 
     knobs = prepare(ns)
+    launch = parse_launch(ns.launch)
+    if launch:
+        print(f"doctor: your own launch line: {runtimes.show(launch)}", flush=True)
+        return doctor.diagnose_launch(launch)
     try:
         runtime, why = resolve_runtime(knobs.runtime)
     except (UsageError, RunError) as exc:
@@ -367,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.set_defaults(func=cmd_smoke)
 
     doctor = sub.add_parser("doctor", help="check the host and the image; explain problems and fixes")
+    doctor.add_argument("--launch", default=env("LAUNCH"),
+                        help="check your own launch line instead, e.g. 'docker run --rm IMAGE mpiexec -n 2'")
     knobs(doctor)
     doctor.set_defaults(func=cmd_doctor)
 

@@ -29,7 +29,7 @@ PROBE_TIMEOUT = 180
 
 @dataclass
 class Finding:
-    level: str  # ok | info | warn | PROBLEM
+    level: str  # ok | info | PROBLEM (only PROBLEM makes the exit status 1)
     text: str
     fix: str = ""
 
@@ -193,7 +193,7 @@ def check_probe(report: Report, runtime: str, probes: list[dict], np: int) -> No
     check_cma(report, runtime, probes)
     shm = min(p["shm_bytes"] for p in probes)
     if shm < MIN_SHM:
-        report.add("warn", f"/dev/shm is only {shm / 2**20:.0f} MiB: Open MPI's shared-memory transport "
+        report.add("PROBLEM", f"/dev/shm is only {shm / 2**20:.0f} MiB: Open MPI's shared-memory transport "
                    "needs more for several ranks and large messages (bus errors, or slow fallbacks)",
                    "docker run --shm-size=1g (make run-* and make cluster-up pass it); on a real cluster "
                    "/dev/shm is the node's: ask the admins")
@@ -211,7 +211,7 @@ def check_cma(report: Report, runtime: str, probes: list[dict]) -> None:
                "srun": "apptainer exec --sharens, Apptainer 1.3 or later (make run-* passes it when "
                        "the installed Apptainer has it)",
                "cluster": "apptainer exec --sharens (make run-* passes it)"}.get(runtime, "")
-        report.add("warn", f"CMA single-copy unavailable between ranks ({cma}): Open MPI falls back to "
+        report.add("PROBLEM", f"CMA single-copy unavailable between ranks ({cma}): Open MPI falls back to "
                    "copying through /dev/shm twice, slower for large messages", fix)
 
 
@@ -236,7 +236,7 @@ def sif_staleness(report: Report, sif: Path) -> bool:
         return False
     newer = [name for name in SIF_INPUTS if (ROOT / name).stat().st_mtime > sif.stat().st_mtime]
     if newer:
-        report.add("warn", f"{sif} is older than its recipe ({', '.join(newer)} changed since)",
+        report.add("PROBLEM", f"{sif} is older than its recipe ({', '.join(newer)} changed since)",
                    f"rebuild it: make sif SIF={sif}")
     else:
         report.add("ok", f"{sif} is newer than its recipe ({sif.stat().st_size / 1e6:.0f} MB)")
@@ -251,6 +251,37 @@ def parse_probes(text: str) -> list[dict]:
             probe["library"] = probe.get("library", "").replace("\x00", "")
             probes.append(probe)
     return probes
+
+
+def summary(report: Report) -> int:
+    problems = report.problems
+    print(f"doctor: {len(problems)} problem(s)" + (" (each PROBLEM line above says what to do)" if problems
+                                                      else ", ready to run"), flush=True)
+    return 1 if problems else 0
+
+
+def diagnose_launch(launch: list[str]) -> int:
+    """Check a launch line users run themselves: LAUNCH + `python -c <probe>` must make 2 ranks."""
+    report = Report()
+    section("ranks: your launch line running the probe (python -c ...), expecting 2 ranks")
+    argv = [*launch, "python", "-c", PROBE.read_text()]
+    print(f"  {'':8} + {runtimes.show(launch)} python -c <scripts/mpikit/probe.py>", flush=True)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+        output, probes = proc.stdout + proc.stderr, parse_probes(proc.stdout)
+    except subprocess.TimeoutExpired:
+        output, probes = f"no answer within {PROBE_TIMEOUT} s", []
+    if not probes:
+        report.add("PROBLEM", "the probe reported nothing through this launch line",
+                   "read the output below; the line must end where `python ...` can follow")
+        print("\n".join(f"  {'':8} | {line}" for line in output.splitlines()[-12:]), flush=True)
+    elif len(probes) == 1:
+        report.add("PROBLEM", "the launch line started 1 rank; the checks need 2",
+                   "ask for 2: mpiexec -n 2, or srun --ntasks=2")
+    else:
+        runtime = "srun" if "srun" in launch else "docker" if "docker" in launch[0] else "native"
+        check_probe(report, runtime, probes, len(probes))
+    return summary(report)
 
 
 def diagnose(knobs, runtime: str, mpi: str) -> int:
@@ -293,7 +324,4 @@ def diagnose(knobs, runtime: str, mpi: str) -> int:
             one_node = run_probe(report, job)
             if one_node:
                 check_cma(report, runtime, one_node)
-    problems = report.problems
-    print(f"doctor: {len(problems)} problem(s)" + (" (each PROBLEM line above says what to do)" if problems
-                                                      else ", ready to run"), flush=True)
-    return 1 if problems else 0
+    return summary(report)
