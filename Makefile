@@ -13,17 +13,18 @@ SCRIPT   ?=## your own script for `make run`, under the current directory
 ARGS     ?=## arguments passed to the example or SCRIPT
 TIMEOUT  ?= 1800## stop a run after this many seconds, naming the ranks still running (0: no limit)
 SRUN_MPI ?= pmix## srun --mpi plugin for RUNTIME=srun/cluster (srun --mpi=list shows yours)
+QUICK    ?= 0## make bench: 1 for a short run (proves it works; figures not for quoting)
 LAUNCH   ?=## make doctor: check your own launch line, e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'
 CA_CERT  ?=## CA bundle for a TLS-intercepting proxy (default: PIP_CERT if set)
 PYTEST_ARGS ?=## extra pytest arguments for `make test`
 
-export NP RUNTIME BASE IMAGE SIF SCRIPT ARGS TIMEOUT CA_CERT SRUN_MPI LAUNCH PYTEST_ARGS
+export NP RUNTIME BASE IMAGE SIF SCRIPT ARGS TIMEOUT CA_CERT SRUN_MPI LAUNCH QUICK PYTEST_ARGS
 KIT := python3 scripts/kit
 # Example short names, from the one list in scripts/mpikit/config.py.
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help doctor image sif cluster-up cluster-down cluster-batch cluster-shell run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
+.PHONY: help bench doctor image sif cluster-up cluster-down cluster-batch cluster-shell run smoke test lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
 # run-% catches any other name so the kit can say which names exist.
@@ -51,6 +52,9 @@ run: ## run your own SCRIPT=path.py with NP ranks
 
 smoke: ## run all four examples under RUNTIME and check their output
 	@$(KIT) smoke
+
+bench: ## container vs native in one run: ping-pong, start-up, scatter, image facts -> results/
+	@$(KIT) bench
 
 doctor: ## check host and image for RUNTIME: launch 2 ranks, explain each problem and its fix
 	@$(KIT) doctor

@@ -24,7 +24,7 @@ from mpikit import config, docker  # noqa: E402
 REQUIRE_CONTAINERS = os.environ.get("REQUIRE_CONTAINERS") == "1"
 # Knobs the Makefile exports; a test states its own, never inherits the caller's.
 KNOBS = ("NP", "RUNTIME", "BASE", "IMAGE", "SCRIPT", "ARGS", "TIMEOUT", "CA_CERT", "SRUN_MPI", "SIF", "LAUNCH",
-         "PYTEST_ARGS")
+         "QUICK", "PYTEST_ARGS")
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
@@ -107,3 +107,23 @@ def sif(docker_image: str) -> str:
 def sif_bookworm(docker_image: str) -> str:
     """The PMIx 4 image, for clusters whose Slurm speaks another PMIx than the default image."""
     return build_test_sif("build/test/mpi-bookworm.sif", "bookworm")
+
+
+@pytest.fixture(scope="session")
+def cluster(sif: str):
+    """The test Slurm cluster, started once (make cluster-up, twice: idempotent) and removed at the end."""
+    problem = docker.engine_problem()
+    if problem:
+        if REQUIRE_CONTAINERS:
+            pytest.fail(f"REQUIRE_CONTAINERS=1 but there is no Docker engine: {problem}")
+        pytest.skip(f"no Docker engine for the test cluster ({problem})")
+    proc = make("cluster-up", timeout=900)
+    assert proc.returncode == 0, explain(proc, "make cluster-up")
+    again = make("cluster-up", timeout=300)
+    assert again.returncode == 0 and "already up" in again.stderr, explain(again, "make cluster-up (again)")
+    yield sif
+    proc = make("cluster-down", timeout=300)
+    assert proc.returncode == 0, explain(proc, "make cluster-down")
+    # Once down, the cluster runtime says how to start it instead of failing obscurely.
+    proc = make("run-rank", "RUNTIME=cluster", timeout=60)
+    assert proc.returncode != 0 and "make cluster-up" in proc.stderr, explain(proc, "make run-rank RUNTIME=cluster")

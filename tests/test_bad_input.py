@@ -39,6 +39,8 @@ CASES = [
     (["doctor", "NP=zero"], "NP must be a whole number"),
     (["doctor", "RUNTIME=bogus"], "unknown RUNTIME='bogus'"),
     (["doctor", "LAUNCH=nosuchlauncher -n 2"], "is not a command on PATH"),
+    (["bench", "QUICK=yes"], "QUICK must be 0 or 1"),
+    (["bench", "NP=abc"], "NP must be a whole number"),
 ]
 
 

@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,6 +290,32 @@ def cmd_doctor(ns: argparse.Namespace) -> int:
     return doctor.diagnose(knobs, runtime, knobs.mpi)
 
 
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from . import bench, cluster
+
+    knobs = prepare(ns)
+    if ns.quick not in ("", "0", "1"):
+        raise UsageError(f"QUICK must be 0 or 1; got QUICK={ns.quick!r}")
+    docker.require_engine("make bench")
+    venv_python = runtimes.VENV / "bin" / "python"
+    if Path(sys.executable).resolve() != venv_python.resolve():
+        # The plot needs matplotlib (requirements/dev.txt): continue inside .venv, knobs checked.
+        runtimes.ensure_venv("native.txt", "dev.txt")
+        os.execv(venv_python, [str(venv_python), str(runtimes.ROOT / "scripts" / "kit"), *sys.argv[1:]])
+    if not docker.image_exists(knobs.image):
+        if not knobs.image_is_default:
+            raise UsageError(f"image {knobs.image!r} not found; build it with: make image IMAGE={knobs.image}")
+        docker.build_image(knobs.base, knobs.image, knobs.ca_cert)
+    if not knobs.sif.is_relative_to(runtimes.ROOT):
+        raise UsageError(f"SIF={knobs.sif} is outside {runtimes.ROOT}, the cluster's /shared")
+    cluster.up()
+    knobs.runtime = "cluster"
+    ready_runtime(knobs)  # builds the SIF if missing
+    code = bench.run(knobs.image, knobs.sif, ns.quick == "1")
+    say("bench: the test cluster is still up; make cluster-down removes it")
+    return code
+
+
 def cmd_image(ns: argparse.Namespace) -> int:
     base = parse_base(ns.base)
     image, _ = parse_image(ns.image, base)
@@ -384,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check your own launch line instead, e.g. 'docker run --rm IMAGE mpiexec -n 2'")
     knobs(doctor)
     doctor.set_defaults(func=cmd_doctor)
+
+    bench = sub.add_parser("bench", help="container vs native, measured in one run; results/bench.{json,png}")
+    bench.add_argument("--quick", default=env("QUICK", "0"))
+    knobs(bench)
+    bench.set_defaults(func=cmd_bench)
 
     image = sub.add_parser("image", help="build the Docker image")
     image.add_argument("--base", default=env("BASE", default_base()))

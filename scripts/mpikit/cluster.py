@@ -107,8 +107,7 @@ def srun_argv(np: int, sif: str, script: str, args: list[str], mpi: str = "pmix"
               nodes: int | None = None) -> list[str]:
     """The hybrid model: the host Slurm starts NP ranks through PMIx, each in the SIF."""
     return login_argv("srun", f"--nodes={nodes or min(np, 2)}", f"--ntasks={np}", f"--mpi={mpi}",
-                      "apptainer", "exec", *runtimes.APPTAINER_RANK_OPTIONS, sif, *runtimes.RANK_PYTHON,
-                      script, *args)
+                      "apptainer", "exec", sif, *runtimes.RANK_PYTHON, script, *args)
 
 
 def batch_argv(np: int, sif: str, script: str, args: list[str]) -> list[str]:
@@ -122,15 +121,20 @@ def job_output(job_id: str) -> str:
     return _docker(*login_argv("cat", f"/home/{USER}/mpi4py-kit-{job_id}.out")[1:], check=False).stdout
 
 
-def live_ranks() -> list[int] | None:
-    """Global task ids (ranks) of the running job steps on the compute nodes."""
+def live_ranks(expected: int) -> list[int] | None:
+    """Global task ids (ranks) of the running job steps on the compute nodes. A node's
+    listing is occasionally empty for a moment, so fewer than `expected` is asked again."""
     ranks: set[int] = set()
-    for name, (_, role) in NODES.items():
-        if role != "compute":
-            continue
-        proc = _docker("exec", name, "scontrol", "listpids", check=False)
-        for fields in (line.split() for line in proc.stdout.splitlines()[1:]):
-            # PID JOBID STEPID LOCALID GLOBALID; batch and extern steps carry no rank.
-            if len(fields) == 5 and fields[2].isdigit() and fields[4].isdigit():
-                ranks.add(int(fields[4]))
+    for _attempt in range(3):
+        for name, (_, role) in NODES.items():
+            if role != "compute":
+                continue
+            proc = _docker("exec", name, "scontrol", "listpids", check=False)
+            for fields in (line.split() for line in proc.stdout.splitlines()[1:]):
+                # PID JOBID STEPID LOCALID GLOBALID; batch and extern steps carry no rank.
+                if len(fields) == 5 and fields[2].isdigit() and fields[4].isdigit():
+                    ranks.add(int(fields[4]))
+        if len(ranks) >= expected:
+            break
+        time.sleep(0.5)
     return sorted(ranks)

@@ -96,8 +96,9 @@ def image_exists(image: str) -> bool:
         [docker, "image", "inspect", image], capture_output=True).returncode == 0
 
 
-def build_image(base: str, image: str, ca_cert: str | None) -> None:
-    """Build `image` from the Dockerfile for `base`, making the base if needed."""
+def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT,
+                extra: tuple[str, ...] = ()) -> float:
+    """Build `image` from the Dockerfile for `base`, making the base if needed; returns seconds taken."""
     require_engine("building the image")
     docker = _buildkit_client()
     env = {**os.environ, "DOCKER_BUILDKIT": "1", "DOCKER": docker}
@@ -105,19 +106,21 @@ def build_image(base: str, image: str, ca_cert: str | None) -> None:
     if subprocess.run(["bash", str(base_script), base], env=env).returncode != 0:
         raise RunError(f"no base image debian:{base}-slim; see above, then retry: "
                        f"bash scripts/base-image.sh {base}")
-    cmd = [docker, "build", "--build-arg", f"BASE={base}", "-t", image]
+    cmd = [docker, "build", *extra, "--build-arg", f"BASE={base}", "-t", image]
     for key, value in stack_labels(base).items():
         cmd += ["--label", f"{key}={value}"]
     if ca_cert:
         cmd += ["--secret", f"id=ca_cert,src={ca_cert}"]
-    cmd.append(str(ROOT))
+    cmd.append(str(context))
     say(f"building image {image} (BASE={base}{', CA bundle ' + ca_cert if ca_cert else ''}); "
         "a cold build takes about 3 minutes")
     say("+ " + " ".join(cmd))
     start = time.monotonic()
     if subprocess.run(cmd, env=env).returncode != 0:
         raise RunError(f"the image build failed; rerun it to see why: DOCKER_BUILDKIT=1 {' '.join(cmd)}")
-    say(f"built {image} in {time.monotonic() - start:.0f} s")
+    elapsed = time.monotonic() - start
+    say(f"built {image} in {elapsed:.0f} s")
+    return elapsed
 
 
 def default_ca_cert() -> str | None:

@@ -9,7 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +26,15 @@ DOCKER_SHM_SIZE = "1g"
 # raises, so one failing rank ends the whole job (with its traceback) instead
 # of leaving the others waiting forever.
 RANK_PYTHON = ("python", "-m", "mpi4py")
-# srun starts each rank as its own `apptainer exec`; unprivileged, each would get
-# its own user namespace, and Open MPI's CMA single-copy (process_vm_readv)
-# between ranks on a node fails with EPERM, silently falling back to copying
-# twice through /dev/shm. --sharens (Apptainer 1.3+) puts the ranks that one
-# parent starts in one namespace: CMA works (make doctor checks; make bench
-# measures the difference).
-APPTAINER_RANK_OPTIONS = ("--sharens",)
+# No --sharens for srun + apptainer ranks, deliberately. Each rank is its own
+# unprivileged `apptainer exec`, so ranks on a node sit in separate user
+# namespaces and Open MPI's CMA single-copy (process_vm_readv) fails with EPERM;
+# Open MPI then copies through /dev/shm instead. Measured on the test cluster
+# (make bench): the same latency and bandwidth from 8 B to 4 MiB with and
+# without --sharens, and no better than a 2-copy path at 16-64 MiB in Docker.
+# --sharens, however, re-parents one rank per node under Apptainer's init, and
+# on clusters whose Slurm tracks processes by parentage (proctrack/linuxproc,
+# as in the test cluster) that rank survived scancel, TIMEOUT and MPI_Abort.
 
 
 @dataclass
@@ -138,7 +140,7 @@ def native_launch(job: Job) -> Launch:
 
 def docker_launch(job: Job) -> Launch:
     client = docker.client() or "docker"
-    name = f"mpikit-{os.getpid()}-{int(time.time())}"
+    name = f"mpikit-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     argv = [client, "run", "--rm", "--init", "--name", name,
             f"--shm-size={DOCKER_SHM_SIZE}",
             # CMA single-copy (process_vm_readv) needs ptrace rights between the
@@ -164,7 +166,7 @@ def cluster_launch(job: Job) -> Launch:
     sif = f"{cluster.SHARED}/{job.sif.relative_to(ROOT).as_posix()}"
     argv = cluster.srun_argv(job.np, sif, script, job.args, job.mpi, job.nodes)
     stop = [docker.client() or "docker", "exec", cluster.CONTROLLER, "scancel", "-u", cluster.USER]
-    return Launch(argv, dict(os.environ), cleanup=[stop], live_ranks=lambda _: cluster.live_ranks())
+    return Launch(argv, dict(os.environ), cleanup=[stop], live_ranks=lambda _: cluster.live_ranks(job.np))
 
 
 def apptainer_launch(job: Job) -> Launch:
@@ -181,14 +183,12 @@ def apptainer_launch(job: Job) -> Launch:
 def srun_launch(job: Job) -> Launch:
     """The hybrid model on a real cluster: Slurm starts the ranks through PMIx,
     each rank runs in the SIF; the working directory is visible (Apptainer binds it)."""
-    from .apptainer import host_apptainer, supports_sharens
+    from .apptainer import host_apptainer
 
     assert job.sif is not None
     rel = job.script.relative_to(job.workdir).as_posix()
-    apptainer = host_apptainer() or "apptainer"
-    options = list(APPTAINER_RANK_OPTIONS) if supports_sharens(apptainer) else []
     nodes = [f"--nodes={job.nodes}"] if job.nodes else []
-    argv = ["srun", *nodes, f"--ntasks={job.np}", f"--mpi={job.mpi}", apptainer, "exec", *options,
+    argv = ["srun", *nodes, f"--ntasks={job.np}", f"--mpi={job.mpi}", host_apptainer() or "apptainer", "exec",
             str(job.sif), *RANK_PYTHON, rel, *job.args]
     return Launch(argv, dict(os.environ))
 
