@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+# The kit's package lives in scripts/, put on sys.path just above.
 from mpikit import config, docker  # noqa: E402
 
 REQUIRE_CONTAINERS = os.environ.get("REQUIRE_CONTAINERS") == "1"

@@ -15,7 +15,7 @@ def test_quick_bench_measures_every_scenario(cluster: str) -> None:
     results = json.loads((ROOT / "results" / "bench.json").read_text())
     assert results["quick"] is True
     scenarios = set(results["scenarios"])
-    assert {"native", "docker", "cluster-native-1node", "cluster-apptainer-1node", "cluster-apptainer-sharens",
+    assert {"native", "docker", "cluster-native-1node", "cluster-apptainer-1node", "cluster-apptainer-nosharens",
             "cluster-apptainer-mpiexec", "cluster-native-2nodes", "cluster-apptainer-2nodes"} <= scenarios
     for name in scenarios:
         for api in ("buffer", "pickle"):

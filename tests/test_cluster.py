@@ -100,9 +100,8 @@ def test_doctor_reports_the_fit(image: str, request, cluster: str) -> None:
     assert "2 ranks form one communicator (ranks [0, 1] of 2) on node1, node2" in out, explain(proc, command)
     pmix = {"trixie": "5.0.7", "bookworm": "4.2.2"}[image]
     assert re.search(rf"ok +Slurm PMIx \(pmix_v5\) and the image's PMIx {pmix}", out), explain(proc, command)
-    # Each rank is its own apptainer exec: doctor explains why CMA is off and that it costs nothing here.
-    assert "CMA single-copy unavailable between ranks (failed: process_vm_readv: Operation not permitted" in out, \
-        explain(proc, command)
+    # apptainer exec --sharens: ranks of a node share a user namespace, so CMA works between them.
+    assert "CMA single-copy shared memory works between ranks on one host" in out, explain(proc, command)
     if image == "bookworm":
         assert "for an exact PMIx match with this Slurm build the image with BASE=trixie" in out, explain(
             proc, command)
@@ -224,3 +223,40 @@ def test_a_node_lost_mid_job_fails_the_job_and_returns_to_service(cluster: str) 
     assert verdict.ok, "; ".join(verdict.problems) + explain(again, f"make run-rank NP=4 RUNTIME=cluster SIF={cluster}")
     hosts = set(re.findall(r"^rank: \d+ has PID: \d+ on host: (\S+)$", again.stdout, re.M))
     assert hosts == {"node1", "node2"}, explain(again, "make run-rank NP=4 RUNTIME=cluster (after node2 returned)")
+
+
+# ---- security of the test cluster ----
+
+def test_no_host_port_and_an_internal_network(cluster: str) -> None:
+    client = docker.client() or "docker"
+    for name in cluster_module.NODES:
+        ports = subprocess.run([client, "port", name], capture_output=True, text=True).stdout.strip()
+        assert ports == "", f"{name} publishes ports on the host: {ports}"
+        bindings = subprocess.run([client, "inspect", "--format", "{{json .HostConfig.PortBindings}}", name],
+                                  capture_output=True, text=True).stdout.strip()
+        assert bindings in ("{}", "null"), f"{name} has port bindings {bindings}"
+    internal = subprocess.run([client, "network", "inspect", "--format", "{{.Internal}}", cluster_module.NETWORK],
+                              capture_output=True, text=True).stdout.strip()
+    assert internal == "true", f"{cluster_module.NETWORK} is not --internal"
+
+
+def test_munge_key_is_per_cluster_and_never_in_the_repository_or_image(cluster: str) -> None:
+    client = docker.client() or "docker"
+    key = subprocess.run([client, "exec", cluster_module.CONTROLLER, "stat", "-c", "%U %a %s",
+                          "/etc/munge/munge.key"], capture_output=True, text=True).stdout.split()
+    assert key == ["munge", "400", "1024"], f"munge key owner/mode/size: {key}"
+    baked = subprocess.run([client, "run", "--rm", "--entrypoint", "sh", cluster_module.NODE_IMAGE, "-c",
+                            "ls /etc/munge/munge.key /run/munge-key 2>/dev/null"], capture_output=True, text=True)
+    assert baked.stdout.strip() == "", f"a munge key is baked into {cluster_module.NODE_IMAGE}: {baked.stdout}"
+    tracked = subprocess.run(["git", "ls-files", "--others", "--cached"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert not [f for f in tracked if "munge" in f and f.endswith(".key")], "a munge key is in the repository"
+
+
+def test_apptainer_runs_unprivileged_without_setuid(cluster: str) -> None:
+    proc = in_cluster("apptainer", "exec", cluster, "id", "-u")
+    assert proc.returncode == 0 and proc.stdout.strip() == "1000", explain(proc, f"apptainer exec {cluster} id -u")
+    suid = subprocess.run([docker.client() or "docker", "exec", f"{cluster_module.PREFIX}-node1", "sh", "-c",
+                           "find / -xdev -perm -4000 -path '*apptainer*' 2>/dev/null"],
+                          capture_output=True, text=True).stdout.strip()
+    assert suid == "", f"setuid Apptainer starter installed: {suid}"

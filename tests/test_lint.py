@@ -1,7 +1,8 @@
-"""Linters as tests: ruff, shellcheck and hadolint, with no exceptions."""
+"""Linters as tests: ruff, shellcheck and hadolint; every suppression says why."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,23 @@ def test_hadolint() -> None:
     files = ["Dockerfile", "scripts/apptainer/Dockerfile"]
     proc = run([str(BIN / "hadolint"), *files])
     assert proc.returncode == 0, explain(proc, ".venv/bin/hadolint " + " ".join(files))
+
+
+SUPPRESSION = re.compile(r"#\s*(noqa|shellcheck (disable|source)|hadolint ignore)")
+
+
+def test_every_suppression_is_explained() -> None:
+    """A linter exception must be preceded by a comment that says why (not another directive)."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    unexplained = []
+    for name in files:
+        path = ROOT / name
+        if name.startswith("requirements/") or not path.is_file() or path.suffix in (".txt", ".png"):
+            continue
+        lines = path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if SUPPRESSION.search(line) and name != "tests/test_lint.py":
+                before = lines[i - 1].strip() if i else ""
+                if not before.startswith("#") or SUPPRESSION.search(before):
+                    unexplained.append(f"{name}:{i + 1}: {line.strip()}")
+    assert not unexplained, "linter exceptions without a comment above saying why:\n" + "\n".join(unexplained)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 from conftest import ROOT, explain
-from mpikit import apptainer, config
+from mpikit import apptainer, config, docker
 from mpikit.checks import check_run
 
 
@@ -38,3 +39,18 @@ def test_the_scatter_example_runs_in_the_sif(sif: str) -> None:
                   "examples/scatter_gather.py", "--size", "1001", "--seed", "3")
     verdict = check_run("scatter", proc.stdout, proc.stderr, proc.returncode, 3, 1001)
     assert verdict.ok, "; ".join(verdict.problems) + explain(proc, f"apptainer exec {sif} mpiexec -n 3 ...")
+
+
+def test_no_build_inputs_or_ca_bundle_in_the_sif(sif: str) -> None:
+    """/kit (pins, install steps, the staged CA bundle) is removed in %post; no CA certificate body
+    from the build's bundle is anywhere the build wrote."""
+    ca = docker.default_ca_cert()
+    needles = []
+    if ca:
+        certs = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", open(ca).read(), re.S)
+        needles = [c.splitlines()[5] for c in certs if len(c.splitlines()) > 6][-5:]
+    script = "test ! -e /kit || { echo /kit exists; exit 1; }; " + "".join(
+        f"if grep -rqsF -e '{n}' /etc /opt /root /usr/local /var /home; then echo CA data found; exit 1; fi; "
+        for n in needles)
+    proc = in_sif("exec", sif, "sh", "-c", script)
+    assert proc.returncode == 0, explain(proc, f"apptainer exec {sif} sh -c '{script[:80]}...'")

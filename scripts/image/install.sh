@@ -14,6 +14,7 @@ set -euo pipefail
 
 # Not under /tmp: apptainer build mounts a fresh /tmp over it during %post.
 kit=/kit
+# versions.env is copied to /kit only inside the build, so shellcheck cannot follow it.
 # shellcheck source=/dev/null
 . "$kit/versions.env"
 : "${BASE:?BASE must name the Debian suite (trixie or bookworm)}"

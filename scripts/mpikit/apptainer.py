@@ -35,6 +35,15 @@ def host_apptainer() -> str | None:
     return shutil.which("apptainer") or shutil.which("singularity")
 
 
+def supports_sharens(apptainer: str) -> bool:
+    """--sharens exists from Apptainer 1.3 on (older installs reject the flag)."""
+    try:
+        text = subprocess.run([apptainer, "exec", "--help"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--sharens" in text
+
+
 def ensure_helper() -> None:
     """The Apptainer-in-Docker image: built once (about a minute), then a cached rebuild."""
     docker.require_engine("building a SIF without Apptainer on this host")

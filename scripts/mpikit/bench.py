@@ -6,8 +6,8 @@ machine noise lands on both; each figure is a median over repetitions.
 
 Pairs compared (container / baseline):
   one node   docker                      / native (the kit's venv)
-  cluster    apptainer, 1 node           / srun of the same Open MPI package, no container
-  cluster    apptainer --sharens, 1 node / the same baseline (what CMA via --sharens buys)
+  cluster    apptainer --sharens, 1 node / srun of the same Open MPI package, no container
+  cluster    apptainer, no --sharens     / the same baseline (what --sharens buys)
   cluster    apptainer, 2 nodes          / srun without a container, 2 nodes
   cluster    apptainer mpiexec on a node / the same baseline
 Results: results/bench.json and results/bench.png. QUICK=1 makes it short
@@ -99,18 +99,20 @@ def scenarios(image: str, sif: str | None) -> list[Scenario]:
              Scenario("docker", "native", f"docker run {image} mpiexec (Debian Open MPI "
                       f"{read_versions()['OPENMPI_DEB_trixie']})", _docker_argv(image))]
     if sif:
-        appt = ["apptainer", "exec", sif]
+        appt = ["apptainer", "exec", *runtimes.APPTAINER_RANK_OPTIONS, sif]
         found += [
             Scenario("cluster-native-1node", None, "srun, 1 node, Debian Open MPI + mpi4py on the node",
                      _srun([], "python3")),
-            Scenario("cluster-apptainer-1node", "cluster-native-1node", "srun apptainer exec (the kit's), 1 node",
+            Scenario("cluster-apptainer-1node", "cluster-native-1node", "srun apptainer exec --sharens "
+                     "(the kit's), 1 node",
                      _srun(appt, "python")),
-            Scenario("cluster-apptainer-sharens", "cluster-native-1node", "srun apptainer exec --sharens, 1 node "
-                     "(CMA works)", _srun(["apptainer", "exec", "--sharens", sif], "python")),
+            Scenario("cluster-apptainer-nosharens", "cluster-native-1node", "srun apptainer exec without "
+                     "--sharens, 1 node (no CMA)", _srun(["apptainer", "exec", sif], "python")),
             Scenario("cluster-apptainer-mpiexec", "cluster-native-1node", "apptainer exec SIF mpiexec on node1",
                      _node_mpiexec(sif)),
             Scenario("cluster-native-2nodes", None, "srun, 2 nodes, no container", _srun([], "python3")),
-            Scenario("cluster-apptainer-2nodes", "cluster-native-2nodes", "srun apptainer exec (the kit's), 2 nodes",
+            Scenario("cluster-apptainer-2nodes", "cluster-native-2nodes", "srun apptainer exec --sharens "
+                     "(the kit's), 2 nodes",
                      _srun(appt, "python")),
         ]
     return found

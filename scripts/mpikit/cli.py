@@ -298,7 +298,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
         raise UsageError(f"QUICK must be 0 or 1; got QUICK={ns.quick!r}")
     docker.require_engine("make bench")
     venv_python = runtimes.VENV / "bin" / "python"
-    if Path(sys.executable).resolve() != venv_python.resolve():
+    if Path(sys.prefix).resolve() != runtimes.VENV.resolve():
         # The plot needs matplotlib (requirements/dev.txt): continue inside .venv, knobs checked.
         runtimes.ensure_venv("native.txt", "dev.txt")
         os.execv(venv_python, [str(venv_python), str(runtimes.ROOT / "scripts" / "kit"), *sys.argv[1:]])

@@ -71,7 +71,9 @@ def up() -> None:
             "dd if=/dev/urandom of=/key/munge.key bs=1024 count=1 2>/dev/null")
     for name, (host, role) in NODES.items():
         say(f"cluster: starting {host} ({role})")
-        _docker("run", "-d", "--name", name, "--hostname", host, "--network", NETWORK,
+        # --init: an init that reaps orphaned processes, as on a real node (slurmd as PID 1 does
+        # not, and an unreaped rank keeps its job COMPLETING forever).
+        _docker("run", "-d", "--init", "--name", name, "--hostname", host, "--network", NETWORK,
                 *apptainer.HELPER_OPTIONS, f"--shm-size={runtimes.DOCKER_SHM_SIZE}",
                 "-v", f"{KEY_VOLUME}:/run/munge-key:ro",
                 "-v", f"{HOME_VOLUME}:/home/{USER}",
@@ -107,7 +109,8 @@ def srun_argv(np: int, sif: str, script: str, args: list[str], mpi: str = "pmix"
               nodes: int | None = None) -> list[str]:
     """The hybrid model: the host Slurm starts NP ranks through PMIx, each in the SIF."""
     return login_argv("srun", f"--nodes={nodes or min(np, 2)}", f"--ntasks={np}", f"--mpi={mpi}",
-                      "apptainer", "exec", sif, *runtimes.RANK_PYTHON, script, *args)
+                      "apptainer", "exec", *runtimes.APPTAINER_RANK_OPTIONS, sif, *runtimes.RANK_PYTHON,
+                      script, *args)
 
 
 def batch_argv(np: int, sif: str, script: str, args: list[str]) -> list[str]:

@@ -100,6 +100,12 @@ def check_host(report: Report, runtime: str, host_cmd) -> dict[str, object]:
         return facts
     code, listing = _run(host_cmd("srun", "--mpi=list"))
     plugins, versions = parse_mpi_list(listing)
+    _, config = _run(host_cmd("scontrol", "show", "config"))
+    proctrack = re.search(r"^ProctrackType\s*=\s*(\S+)", config, re.M)
+    if proctrack and proctrack.group(1) == "proctrack/linuxproc":
+        report.add("info", "Slurm tracks job processes by parentage (proctrack/linuxproc): a rank that "
+                   "apptainer exec --sharens re-parents can outlive scancel; proctrack/cgroup or pgid does not "
+                   "lose it (ask the admins), or run srun ... apptainer exec without --sharens by hand")
     facts.update(slurm=out, plugins=plugins, pmix_versions=versions)
     report.add("ok", f"{out}; srun --mpi=list: {', '.join(plugins) or '?'}"
                + (f" ({', '.join(versions)})" if versions else ""))
@@ -206,10 +212,10 @@ def check_cma(report: Report, runtime: str, probes: list[dict]) -> None:
     if cma == "ok":
         report.add("ok", "CMA single-copy shared memory works between ranks on one host")
     elif cma.startswith("failed") and runtime in ("srun", "cluster"):
-        report.add("info", f"CMA single-copy unavailable between ranks ({cma}): each rank is its own "
-                   "apptainer exec, in its own user namespace, so Open MPI copies through /dev/shm; "
-                   "measured the same speed here (make bench). apptainer exec --sharens enables CMA but "
-                   "can leave ranks behind after scancel where Slurm tracks processes by parentage")
+        report.add("PROBLEM", f"CMA single-copy unavailable between ranks ({cma}): each rank is its own "
+                   "apptainer exec in its own user namespace (Apptainer older than 1.3 has no --sharens); "
+                   "large messages between ranks of a node were 2-4x slower this way on the test cluster",
+                   "Apptainer 1.3 or later (make run-* then passes apptainer exec --sharens)")
     elif cma.startswith("failed"):
         fix = {"docker": "docker run --cap-add SYS_PTRACE (make run-* passes it)",
                "apptainer": "run mpiexec inside one container (make run-* does)"}.get(runtime, "")

@@ -26,15 +26,16 @@ DOCKER_SHM_SIZE = "1g"
 # raises, so one failing rank ends the whole job (with its traceback) instead
 # of leaving the others waiting forever.
 RANK_PYTHON = ("python", "-m", "mpi4py")
-# No --sharens for srun + apptainer ranks, deliberately. Each rank is its own
-# unprivileged `apptainer exec`, so ranks on a node sit in separate user
-# namespaces and Open MPI's CMA single-copy (process_vm_readv) fails with EPERM;
-# Open MPI then copies through /dev/shm instead. Measured on the test cluster
-# (make bench): the same latency and bandwidth from 8 B to 4 MiB with and
-# without --sharens, and no better than a 2-copy path at 16-64 MiB in Docker.
-# --sharens, however, re-parents one rank per node under Apptainer's init, and
-# on clusters whose Slurm tracks processes by parentage (proctrack/linuxproc,
-# as in the test cluster) that rank survived scancel, TIMEOUT and MPI_Abort.
+# srun starts each rank as its own unprivileged `apptainer exec`: without
+# --sharens, ranks on a node sit in separate user namespaces, each with its own
+# squashfuse mount of the SIF, and Open MPI's CMA single-copy between them
+# fails with EPERM. Measured on the test cluster (2 nodes, 4 ranks, medians of
+# 5, the scatter example at 10,000,000 values): no container 1.40 s, --sharens
+# 2.02 s, without it 5.16 s (and very uneven run to run). --sharens (Apptainer
+# 1.3+) starts the ranks of one node in one namespace, and CMA works.
+# It re-parents one rank per node under Apptainer's init, so Slurm must track
+# processes by cgroup (usual) or process group; the test cluster uses pgid.
+APPTAINER_RANK_OPTIONS = ("--sharens",)
 
 
 @dataclass
@@ -183,12 +184,14 @@ def apptainer_launch(job: Job) -> Launch:
 def srun_launch(job: Job) -> Launch:
     """The hybrid model on a real cluster: Slurm starts the ranks through PMIx,
     each rank runs in the SIF; the working directory is visible (Apptainer binds it)."""
-    from .apptainer import host_apptainer
+    from .apptainer import host_apptainer, supports_sharens
 
     assert job.sif is not None
     rel = job.script.relative_to(job.workdir).as_posix()
+    apptainer = host_apptainer() or "apptainer"
+    options = list(APPTAINER_RANK_OPTIONS) if supports_sharens(apptainer) else []
     nodes = [f"--nodes={job.nodes}"] if job.nodes else []
-    argv = ["srun", *nodes, f"--ntasks={job.np}", f"--mpi={job.mpi}", host_apptainer() or "apptainer", "exec",
+    argv = ["srun", *nodes, f"--ntasks={job.np}", f"--mpi={job.mpi}", apptainer, "exec", *options,
             str(job.sif), *RANK_PYTHON, rel, *job.args]
     return Launch(argv, dict(os.environ))
 
