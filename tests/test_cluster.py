@@ -260,3 +260,21 @@ def test_apptainer_runs_unprivileged_without_setuid(cluster: str) -> None:
                            "find / -xdev -perm -4000 -path '*apptainer*' 2>/dev/null"],
                           capture_output=True, text=True).stdout.strip()
     assert suid == "", f"setuid Apptainer starter installed: {suid}"
+
+
+@pytest.mark.parametrize("runtime", ["apptainer", "srun"])
+def test_exception_aborts_under_the_apptainer_and_srun_runtimes(runtime: str, cluster: str) -> None:
+    """On the login node as a user: RUNTIME=apptainer (mpiexec in the SIF) and, in an allocation,
+    RUNTIME=srun; a rank that raises ends the job with its traceback and no Slurm job is left."""
+    make_line = ["make", "--no-print-directory", "run", "SCRIPT=tests/scripts/fail_on_rank1.py", "NP=3",
+                 f"RUNTIME={runtime}", f"SIF={cluster}", "TIMEOUT=120"]
+    argv = make_line if runtime == "apptainer" else ["salloc", "--nodes=2", "--ntasks=3", *make_line]
+    start = time.monotonic()
+    proc = in_cluster(*argv, timeout=240)
+    elapsed = time.monotonic() - start
+    command = " ".join(argv) + "   (on the cluster's login node)"
+    assert proc.returncode != 0, explain(proc, command)
+    assert "ValueError: rank 1 failed on purpose" in proc.stderr, explain(proc, command)
+    assert "timed out" not in proc.stderr and elapsed < 30, f"took {elapsed:.0f} s" + explain(proc, command)
+    assert (left := squeue()) == "", "a Slurm job remained: " + left
+    assert (left := ranks_left("tests/scripts/fail_on_rank1.py")) == "", "ranks remained: " + left

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 
+import pytest
 from conftest import ROOT, explain
 from mpikit import apptainer, config, docker
 from mpikit.checks import check_run
@@ -19,12 +20,14 @@ def in_sif(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_labels_carry_the_pinned_versions(sif: str) -> None:
+@pytest.mark.parametrize("base", ["trixie", "bookworm"])
+def test_labels_carry_the_pinned_versions(base: str, request) -> None:
+    sif = request.getfixturevalue("sif" if base == config.default_base() else "sif_bookworm")
     proc = in_sif("inspect", "--json", "--labels", sif)
     assert proc.returncode == 0, explain(proc, f"apptainer inspect --json --labels {sif}")
     data = json.loads(proc.stdout)
     labels = data.get("data", {}).get("attributes", {}).get("labels", data)
-    for key, value in config.stack_labels(config.default_base()).items():
+    for key, value in config.stack_labels(base).items():
         assert labels.get(key) == value, f"label {key}: {labels.get(key)!r} != {value!r}"
 
 

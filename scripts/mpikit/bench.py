@@ -218,11 +218,13 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (lat, bw) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for name, apis in results["pingpong"].items():
-        for api, style in (("buffer", "-"), ("pickle", ":")):
-            sizes = sorted(apis[api])
-            lat.plot(sizes, [apis[api][s]["latency_us"] for s in sizes], style, marker="o", label=f"{name} {api}")
-            bw.plot(sizes, [apis[api][s]["bandwidth_MBps"] for s in sizes], style, marker="o", label=f"{name} {api}")
+    for i, (name, apis) in enumerate(results["pingpong"].items()):
+        for api, style in (("buffer", "-"), ("pickle", ":")):  # one colour per runtime
+            points = sorted((int(size), v) for size, v in apis[api].items())
+            sizes = [size for size, _ in points]
+            kw = {"color": f"C{i % 10}", "marker": "o", "label": f"{name} {api}"}
+            lat.plot(sizes, [v["latency_us"] for _, v in points], style, **kw)
+            bw.plot(sizes, [v["bandwidth_MBps"] for _, v in points], style, **kw)
     for ax, title, unit in ((lat, "one-way latency", "µs"), (bw, "bandwidth", "MB/s")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
