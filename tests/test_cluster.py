@@ -278,3 +278,20 @@ def test_exception_aborts_under_the_apptainer_and_srun_runtimes(runtime: str, cl
     assert "timed out" not in proc.stderr and elapsed < 30, f"took {elapsed:.0f} s" + explain(proc, command)
     assert (left := squeue()) == "", "a Slurm job remained: " + left
     assert (left := ranks_left("tests/scripts/fail_on_rank1.py")) == "", "ranks remained: " + left
+
+
+@pytest.mark.parametrize("runtime", ["apptainer", "srun"])
+def test_timeout_under_the_apptainer_and_srun_runtimes(runtime: str, cluster: str) -> None:
+    """TIMEOUT stops a hang under RUNTIME=apptainer (naming the ranks, found in /proc) and RUNTIME=srun
+    inside an allocation; no rank or Slurm job step is left running."""
+    make_line = ["make", "--no-print-directory", "run", "SCRIPT=tests/scripts/hang.py", "NP=3",
+                 f"RUNTIME={runtime}", f"SIF={cluster}", "TIMEOUT=10"]
+    argv = make_line if runtime == "apptainer" else ["salloc", "--nodes=2", "--ntasks=3", *make_line]
+    proc = in_cluster(*argv, timeout=240)
+    command = " ".join(argv) + "   (on the cluster's login node)"
+    assert proc.returncode != 0, explain(proc, command)
+    stopped = "ranks still running: 0, 1, 2; stopped every rank" if runtime == "apptainer" else "stopped every rank"
+    assert "error: timed out after 10 s (TIMEOUT=10); " in proc.stderr and stopped in proc.stderr, explain(
+        proc, command)
+    assert (left := squeue()) == "", "a Slurm job remained: " + left
+    assert (left := ranks_left("tests/scripts/hang.py")) == "", "ranks remained: " + left
