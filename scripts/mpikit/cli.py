@@ -283,9 +283,9 @@ def cmd_doctor(ns: argparse.Namespace) -> int:
         runtime, why = resolve_runtime(knobs.runtime)
     except (UsageError, RunError) as exc:
         doctor.section("runtime")
-        print(f"  PROBLEM  {exc}", flush=True)
-        print("doctor: 1 problem(s)", flush=True)
-        return 1
+        report = doctor.Report()
+        report.add("PROBLEM", str(exc))
+        return doctor.summary(report)
     print(f"doctor: runtime {runtime} ({why})", flush=True)
     return doctor.diagnose(knobs, runtime, knobs.mpi)
 
@@ -311,7 +311,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     cluster.up()
     knobs.runtime = "cluster"
     ready_runtime(knobs)  # builds the SIF if missing
-    code = bench.run(knobs.image, knobs.sif, ns.quick == "1")
+    code = bench.run(knobs.image, knobs.base, knobs.sif, ns.quick == "1")
     say("bench: the test cluster is still up; make cluster-down removes it")
     return code
 

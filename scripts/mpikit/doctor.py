@@ -24,6 +24,8 @@ PROBE = ROOT / "scripts" / "mpikit" / "probe.py"
 SIF_INPUTS = ("Apptainer.def", "versions.env", "requirements/image.txt", "requirements/build.txt",
               "scripts/image/install.sh")
 MIN_SHM = 256 * 2**20
+# Which BASE carries the PMIx major a Slurm's pmix_vN plugin was built with (versions.env's PMIX_DEB_*).
+BASE_FOR_PMIX = {"pmix_v4": "bookworm", "pmix_v5": "trixie"}
 PROBE_TIMEOUT = 180
 
 
@@ -144,13 +146,10 @@ def check_fit(report: Report, facts: dict, probe: dict, mpi: str) -> None:
     major = image_pmix.split(".")[0]
     report.add("ok", f"Slurm PMIx ({host_pmix}) and the image's PMIx {image_pmix} (BASE={stack.get('BASE')}): "
                "PMIx 3 and later talk across versions (tested: PMIx 4 and 5 images under Slurm's PMIx 5)")
-    if f"pmix_v{major}" not in (facts.get("pmix_versions") or []):
-        other = {"4": "trixie", "5": "bookworm"}.get(major)
-        hint = next((b for v in facts.get("pmix_versions") or [] for b in [{"pmix_v4": "bookworm",
-                                                                            "pmix_v5": "trixie"}.get(v)] if b), None)
-        if hint and hint != stack.get("BASE"):
-            report.add("info", f"for an exact PMIx match with this Slurm build the image with BASE={hint}"
-                       + (f" (this one is PMIx {major}; {other} differs)" if other else ""))
+    matching = [BASE_FOR_PMIX[v] for v in facts.get("pmix_versions") or [] if v in BASE_FOR_PMIX]
+    if f"pmix_v{major}" not in (facts.get("pmix_versions") or []) and matching and matching[0] != stack.get("BASE"):
+        report.add("info", f"for an exact PMIx match with this Slurm build the image with BASE={matching[0]} "
+                   f"(this one is PMIx {major})")
 
 
 def check_probe(report: Report, runtime: str, probes: list[dict], np: int) -> None:
