@@ -20,6 +20,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY versions.env /kit/versions.env
 COPY requirements/build.txt requirements/image.txt /kit/requirements/
 COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
+COPY scripts/image/site/ /kit/site/
 # The CA bundle for a proxy arrives as a secret mount: readable during this
 # step only, absent from every layer.
 RUN --mount=type=secret,id=ca_cert,required=false \

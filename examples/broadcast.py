@@ -1,4 +1,4 @@
-"""Rank 0 broadcasts a dict to every rank; each rank appends its own rank.
+r"""Rank 0 broadcasts a dict to every rank; each rank appends its own rank.
 
 Teaches: comm.bcast(obj, root=0) sends one Python object from the root to all
 ranks. Non-root ranks pass None and get the root's object back; each rank then
@@ -6,10 +6,11 @@ owns an independent copy it can change.
 
 Run it with 4 ranks:
     make run-bcast NP=4
-    mpiexec -n 4 python examples/broadcast.py
-    docker run --rm -v "$PWD":/work -w /work mpi4py-kit mpiexec -n 4 python examples/broadcast.py
-    apptainer exec mpi.sif mpiexec -n 4 python examples/broadcast.py
-    srun --ntasks=4 --mpi=pmix apptainer exec mpi.sif python examples/broadcast.py
+    mpiexec --oversubscribe -n 4 python -m mpi4py examples/broadcast.py
+    docker run --rm --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work \
+        mpi4py-kit:trixie mpiexec --oversubscribe -n 4 python -m mpi4py examples/broadcast.py
+    apptainer exec mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py examples/broadcast.py
+    srun --ntasks=4 --mpi=pmix apptainer exec --sharens mpi.sif python -m mpi4py examples/broadcast.py
 
 Self-check: every rank compares what it holds with the expected dict, and
 rank 0 counts how many ranks got it right.

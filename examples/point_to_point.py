@@ -1,4 +1,4 @@
-"""Rank 0 sends 'Hello, world' to rank 1 with a blocking send and receive.
+r"""Rank 0 sends 'Hello, world' to rank 1 with a blocking send and receive.
 
 Teaches: comm.send(obj, dest=...) and comm.recv(source=...) move any
 picklable Python object between two ranks; both calls block until matched, so
@@ -6,10 +6,11 @@ a receive with no matching send hangs. Ranks above 1 are bystanders.
 
 Run it with 4 ranks (it needs at least 2):
     make run-p2p NP=4
-    mpiexec -n 4 python examples/point_to_point.py
-    docker run --rm -v "$PWD":/work -w /work mpi4py-kit mpiexec -n 4 python examples/point_to_point.py
-    apptainer exec mpi.sif mpiexec -n 4 python examples/point_to_point.py
-    srun --ntasks=4 --mpi=pmix apptainer exec mpi.sif python examples/point_to_point.py
+    mpiexec --oversubscribe -n 4 python -m mpi4py examples/point_to_point.py
+    docker run --rm --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work \
+        mpi4py-kit:trixie mpiexec --oversubscribe -n 4 python -m mpi4py examples/point_to_point.py
+    apptainer exec mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py examples/point_to_point.py
+    srun --ntasks=4 --mpi=pmix apptainer exec --sharens mpi.sif python -m mpi4py examples/point_to_point.py
 
 Self-check: rank 1 checks the text it received and every rank agrees on the
 verdict (allreduce), so a wrong message fails the whole job.

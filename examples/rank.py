@@ -1,14 +1,15 @@
-"""Every rank reports its rank, its process ID and the host it runs on.
+r"""Every rank reports its rank, its process ID and the host it runs on.
 
 Teaches: MPI.COMM_WORLD is the communicator holding every process of the job;
 Get_size() is how many there are, Get_rank() is this process's number in it.
 
 Run it with 4 ranks:
     make run-rank NP=4
-    mpiexec -n 4 python examples/rank.py
-    docker run --rm -v "$PWD":/work -w /work mpi4py-kit mpiexec -n 4 python examples/rank.py
-    apptainer exec mpi.sif mpiexec -n 4 python examples/rank.py
-    srun --ntasks=4 --mpi=pmix apptainer exec mpi.sif python examples/rank.py
+    mpiexec --oversubscribe -n 4 python -m mpi4py examples/rank.py
+    docker run --rm --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work \
+        mpi4py-kit:trixie mpiexec --oversubscribe -n 4 python -m mpi4py examples/rank.py
+    apptainer exec mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py examples/rank.py
+    srun --ntasks=4 --mpi=pmix apptainer exec --sharens mpi.sif python -m mpi4py examples/rank.py
 
 Self-check: rank 0 gathers every report; ranks 0..size-1 must each appear once.
 If the launcher started several tasks but each one sees a world of size 1

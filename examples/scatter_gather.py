@@ -1,4 +1,4 @@
-"""Rank 0 scatters a large numpy array, each rank averages its part, and the
+r"""Rank 0 scatters a large numpy array, each rank averages its part, and the
 averages are gathered back to rank 0, which prints the full average.
 
 Teaches: the buffer API (capitalised Scatterv/Gather) moves numpy arrays
@@ -12,10 +12,11 @@ Memory: the default --size 100000000 float64 values is 800 MB on rank 0, plus
 
 Run it with 4 ranks:
     make run-scatter NP=4
-    mpiexec -n 4 python examples/scatter_gather.py --size 1000000 --seed 1
-    docker run --rm -v "$PWD":/work -w /work mpi4py-kit mpiexec -n 4 python examples/scatter_gather.py
-    apptainer exec mpi.sif mpiexec -n 4 python examples/scatter_gather.py
-    srun --ntasks=4 --mpi=pmix apptainer exec mpi.sif python examples/scatter_gather.py
+    mpiexec --oversubscribe -n 4 python -m mpi4py examples/scatter_gather.py
+    docker run --rm --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work \
+        mpi4py-kit:trixie mpiexec --oversubscribe -n 4 python -m mpi4py examples/scatter_gather.py
+    apptainer exec mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py examples/scatter_gather.py
+    srun --ntasks=4 --mpi=pmix apptainer exec --sharens mpi.sif python -m mpi4py examples/scatter_gather.py
 
 Self-check: rank 0 asserts the gathered average equals numpy.average of the
 whole array (relative tolerance 1e-12) and that the counts add up to --size.

@@ -64,6 +64,9 @@ builder() {
     --no-binary mpi4py -r "$kit/requirements/image.txt" -w /tmp/wheels
   python3 -m venv --without-pip /opt/venv
   /tmp/buildenv/bin/pip --python /opt/venv/bin/python install -q --no-index --no-deps /tmp/wheels/*.whl
+  # The kit's hook: an exception in any thread of a rank ends the MPI job (site/mpi4py_kit_abort.py).
+  cp "$kit"/site/mpi4py_kit_abort.py "$kit"/site/mpi4py_kit_abort.pth \
+    "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
   find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
   /opt/venv/bin/python -c 'import mpi4py, numpy; print("built mpi4py", mpi4py.__version__, "numpy", numpy.__version__)'
 }

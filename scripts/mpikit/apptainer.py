@@ -1,40 +1,53 @@
-"""The SIF: built from Apptainer.def through spython, unprivileged (--fakeroot).
+"""Apptainer, through spython: build a SIF from Apptainer.def, inspect it, run
+a command in it; and the Apptainer-in-Docker helper for hosts without one.
 
-spython calls a command named `singularity`. Where the host has only
-`apptainer`, a private bin folder maps the name; where the host has no
-Apptainer at all (this CI machine, macOS and Windows laptops), the same name
-runs Apptainer inside a container (scripts/apptainer/Dockerfile) with the
-repository mounted at its own path, and the kit says so.
+spython runs a command named `singularity` and nothing else. Where the host
+has only `apptainer`, a private bin folder maps the name; where the host has
+no Apptainer at all (this CI machine, macOS and Windows laptops), the same
+name runs Apptainer inside a container (scripts/apptainer/Dockerfile) with
+the repository mounted at its own path, and the kit says so. That shim, and
+the chdir the build needs (%files paths are relative to the current folder,
+and spython takes no cwd), live in this adapter and nowhere else.
+
+Built SIFs are cached outside the checkout by a digest of everything they are
+built from, so an unchanged recipe is not rebuilt (its %test still runs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import docker
-from .config import ROOT, RunError, stack_pins
-from .docker import say
+from . import config, docker
+from .choose import host_apptainer
+from .config import ROOT
+from .launch import show
+from .ui import MissingPrerequisite, RunError, say
 
-HELPER_IMAGE = "mpi4py-kit-apptainer:trixie"
+HELPER_DOCKERFILE = ROOT / "scripts" / "apptainer" / "Dockerfile"
+HELPER_BASE = "trixie"  # sid's Apptainer needs glibc 2.38: trixie or later
 # What nested, unprivileged Apptainer needs from Docker (verified on Docker 20.10):
 # mounts (SYS_ADMIN, no seccomp/apparmor filters, writable /proc/sys) and FUSE.
-HELPER_OPTIONS = ["--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+HELPER_OPTIONS = ("--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
                   "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined",
-                  "--device", "/dev/fuse"]
+                  "--device", "/dev/fuse")
 STAGE = ROOT / "build" / "sif"
+CACHE = Path(os.environ.get("MPIKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+             / "mpi4py-kit")
 
 
-def host_apptainer() -> str | None:
-    return shutil.which("apptainer") or shutil.which("singularity")
+def helper_image(base: str = HELPER_BASE) -> str:
+    return f"mpi4py-kit-apptainer:{base}"
 
 
+@functools.cache
 def supports_sharens(apptainer: str) -> bool:
     """--sharens exists from Apptainer 1.3 on (older installs reject the flag)."""
     try:
@@ -44,59 +57,94 @@ def supports_sharens(apptainer: str) -> bool:
     return "--sharens" in text
 
 
-def ensure_helper() -> None:
-    """The Apptainer-in-Docker image: built once (about a minute), then a cached rebuild."""
-    docker.require_engine("building a SIF without Apptainer on this host")
+def ensure_helper(base: str = HELPER_BASE) -> str:
+    """The Apptainer-in-Docker image for `base`: built once (about a minute), then a cached rebuild."""
+    docker.require_engine("Apptainer in a container (no Apptainer on this host)")
     if not Path("/dev/fuse").exists():
-        raise RunError("no /dev/fuse on this host, which Apptainer in a container needs; "
-                       "install Apptainer on the host instead")
-    if not docker.image_exists(HELPER_IMAGE):
-        say(f"building {HELPER_IMAGE}: Apptainer from Debian sid in a trixie container (about a minute)")
-    if subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh"), "trixie"]).returncode != 0:
-        raise RunError("no debian:trixie-slim base image; retry: bash scripts/base-image.sh trixie")
-    docker.build_quietly(HELPER_IMAGE, "apptainer")
+        raise MissingPrerequisite("no /dev/fuse on this host, which Apptainer in a container needs; "
+                                  "install Apptainer on the host instead")
+    image = helper_image(base)
+    if not docker.image_exists(image):
+        say(f"building {image}: Apptainer from Debian sid in a {base} container (about a minute)")
+    docker.ensure_base(base)
+    docker.build_quietly(image, HELPER_DOCKERFILE, build_args={"BASE": base}, context=HELPER_DOCKERFILE.parent)
+    return image
 
 
 def helper_argv(*apptainer_args: str) -> list[str]:
     """`apptainer ARGS` inside the helper, with the repository at its own path."""
-    return [docker.client() or "docker", "run", "--rm", *HELPER_OPTIONS, "-v", f"{ROOT}:{ROOT}",
-            "-w", str(ROOT), HELPER_IMAGE, *apptainer_args]
+    return [docker.command(), "run", "--rm", *HELPER_OPTIONS, "-v", f"{ROOT}:{ROOT}",
+            "-w", str(ROOT), helper_image(), *apptainer_args]
+
+
+def apptainer_argv(*args: str) -> list[str]:
+    """`apptainer ARGS` on this host, or in the helper when the host has none."""
+    host = host_apptainer()
+    return [host, *args] if host else helper_argv(*args)
 
 
 @contextlib.contextmanager
-def singularity_command() -> Iterator[str]:
+def _singularity_on_path() -> Iterator[str]:
     """Put a `singularity` that works on PATH for spython; yields how it runs."""
     with tempfile.TemporaryDirectory(prefix="mpikit-bin-") as tmp:
-        shim = Path(tmp) / "singularity"
         host = host_apptainer()
         if host:
-            command = [host]
-            how = f"the host's {host}"
+            command, how = [host], f"the host's {host}"
         else:
             ensure_helper()
-            command = helper_argv()
-            how = f"Apptainer inside the container {HELPER_IMAGE} (no Apptainer on this host)"
-        # stderr joins stdout: spython streams stdout only, and Apptainer
-        # reports its progress and its errors on stderr.
-        shim.write_text(f'#!/bin/sh\nexec {" ".join(shlex.quote(a) for a in command)} "$@" 2>&1\n')
+            command, how = helper_argv(), f"Apptainer inside the container {helper_image()} (no Apptainer here)"
+        # For builds stderr joins stdout: spython streams stdout only, and Apptainer
+        # reports its progress and its errors on stderr. Other commands keep them apart
+        # (inspect's JSON is on stdout).
+        shim = Path(tmp) / "singularity"
+        shim.write_text("#!/bin/sh\n"
+                        f'if [ "$1" = build ]; then exec {show(command)} "$@" 2>&1; fi\n'
+                        f'exec {show(command)} "$@"\n')
         shim.chmod(0o755)
-        old_path = os.environ.get("PATH", "")
+        old_path, old_cwd = os.environ.get("PATH", ""), Path.cwd()
         os.environ["PATH"] = f"{tmp}{os.pathsep}{old_path}"
+        os.chdir(ROOT)  # %files paths in Apptainer.def are relative to the repository
         try:
             yield how
         finally:
             os.environ["PATH"] = old_path
+            os.chdir(old_cwd)
 
+
+def _client():
+    from spython.main import Client  # in .venv (requirements/dev.txt); commands that build re-run there
+
+    return Client
+
+
+def inspect_labels(sif: Path) -> dict[str, str]:
+    """The SIF's labels (spython's Client.inspect)."""
+    with _singularity_on_path():
+        result = _client().inspect(str(sif), quiet=True)
+    if not isinstance(result, dict):
+        raise RunError(f"apptainer inspect {sif} failed: {result}")
+    labels = result.get("attributes", {}).get("labels", {})
+    return labels if isinstance(labels, dict) else {}
+
+
+def execute(sif: Path, argv: list[str]) -> tuple[int, str]:
+    """Run argv in the SIF (spython's Client.execute): (exit status, output)."""
+    with _singularity_on_path():
+        result = _client().execute(str(sif), argv, return_result=True, quiet=True)
+    message = result.get("message", "")
+    return result.get("return_code", 1), "".join(message) if isinstance(message, list) else str(message)
+
+
+# ---- building the SIF ----
 
 def build_arguments(base: str, ca_cert: str | None) -> dict[str, str]:
     """Apptainer.def's {{ ARGS }}: where the base comes from, and the pins for %labels."""
-    args = {**stack_pins(base), "CA_CERT": "/dev/null", "BOOTSTRAP": "docker", "FROM": f"debian:{base}-slim"}
+    args = {**config.stack_pins(base), "CA_CERT": "/dev/null", "BOOTSTRAP": "docker", "FROM": f"debian:{base}-slim"}
     if docker.engine_problem() is None:
         # The same local base the Docker image uses (pulled or debootstrapped).
-        if subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh"), base]).returncode != 0:
-            raise RunError(f"no base image debian:{base}-slim; retry: bash scripts/base-image.sh {base}")
+        name = docker.ensure_base(base)
         archive = STAGE / "base.tar"
-        subprocess.run([docker.client(), "save", "-o", str(archive), f"debian:{base}-slim"], check=True)
+        docker.run("save", "-o", str(archive), name)
         archive.chmod(0o644)
         args.update(BOOTSTRAP="docker-archive", FROM=str(archive))
     if ca_cert:
@@ -107,34 +155,78 @@ def build_arguments(base: str, ca_cert: str | None) -> dict[str, str]:
     return args
 
 
-def build_sif(base: str, sif: Path, ca_cert: str | None) -> None:
-    from spython.main import Client  # in .venv (requirements/dev.txt)
+def inputs_digest(base: str, extra: list[str]) -> str:
+    """sha256 of what a SIF is built from: the recipe, the build inputs, the pins, the base image."""
+    h = hashlib.sha256()
+    for path in [ROOT / "Apptainer.def", *config.build_input_files()]:
+        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for key, value in sorted(config.stack_pins(base).items()):
+        h.update(f"{key}={value}\0".encode())
+    for item in extra:
+        h.update(item.encode() + b"\0")
+    return h.hexdigest()[:16]
 
-    with singularity_command() as how:
-        STAGE.mkdir(parents=True, exist_ok=True)
-        STAGE.chmod(0o777)  # the unprivileged builder writes here
+
+def _builder_identity(base: str) -> list[str]:
+    """What else decides the bytes of a build: the base image and the Apptainer that builds."""
+    ids = [f"base={docker.image_id(f'debian:{base}-slim') or 'registry'}"]
+    host = host_apptainer()
+    ids.append(f"apptainer={host or docker.image_id(helper_image())}")
+    return ids
+
+
+def build_sif(base: str, sif: Path, ca_cert: str | None) -> None:
+    """make sif: build Apptainer.def for `base` into `sif`, or reuse the cached build of the same inputs."""
+    STAGE.mkdir(parents=True, exist_ok=True)
+    STAGE.chmod(0o777)  # the unprivileged builder writes here
+    with _singularity_on_path() as how:
         try:
             args = build_arguments(base, ca_cert)
-            arg_file = STAGE / "sif.args"
-            arg_file.write_text("".join(f"{k}={v}\n" for k, v in args.items()))
-            arg_file.chmod(0o644)
-            staged_sif = STAGE / "mpi.sif"
-            options = ["--fakeroot", "--force", "--build-arg-file", str(arg_file)]
-            say(f"building {sif} from Apptainer.def (BASE={base}) with {how}; about 3 minutes, "
-                "%test runs at the end")
-            say(f"+ singularity build {' '.join(options)} {staged_sif} Apptainer.def")
-            os.chdir(ROOT)  # %files paths are relative to the repository
-            _, lines = Client.build(recipe="Apptainer.def", image=str(staged_sif), sudo=False,
-                                    stream=True, options=options, quiet=True)
-            try:
-                for line in lines:
-                    print(line, end="", flush=True)
-            except subprocess.CalledProcessError as exc:
-                raise RunError(f"the SIF build failed (exit status {exc.returncode}); rerun: make sif "
-                               f"BASE={base}") from None
+            digest = inputs_digest(base, _builder_identity(base))
+            cached = CACHE / "sif" / f"{base}-{digest}.sif"
+            if cached.is_file():
+                _reuse(cached, sif, digest)
+                return
+            _build(base, args, how)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            for old in cached.parent.glob(f"{base}-*.sif"):
+                old.unlink()  # one cached build per base: the newest
+            shutil.copyfile(STAGE / "mpi.sif", cached)
             # A copy, so the SIF belongs to whoever ran make (the builder's uid wrote the staged one).
-            shutil.copyfile(staged_sif, sif)
-            say(f"built {sif} ({sif.stat().st_size / 1e6:.0f} MB)")
+            shutil.copyfile(STAGE / "mpi.sif", sif)
+            say(f"built {sif} ({sif.stat().st_size / 1e6:.0f} MB; %test passed at the end of the build; "
+                f"cached as {cached})")
         finally:
             for leftover in ("base.tar", "ca.pem", "sif.args", "mpi.sif"):
                 (STAGE / leftover).unlink(missing_ok=True)
+
+
+def _build(base: str, args: dict[str, str], how: str) -> None:
+    arg_file = STAGE / "sif.args"
+    arg_file.write_text("".join(f"{k}={v}\n" for k, v in args.items()))
+    arg_file.chmod(0o644)
+    staged = STAGE / "mpi.sif"
+    options = ["--fakeroot", "--force", "--build-arg-file", str(arg_file)]
+    say(f"building the SIF from Apptainer.def (BASE={base}) with {how}; a few minutes, %test runs at the end")
+    say(f"+ singularity build {' '.join(options)} {staged} Apptainer.def")
+    _, lines = _client().build(recipe="Apptainer.def", image=str(staged), sudo=False, stream=True,
+                               options=options, quiet=True)
+    try:
+        for line in lines:
+            print(line, end="", flush=True)
+    except subprocess.CalledProcessError as exc:
+        raise RunError(f"the SIF build failed (exit status {exc.returncode}); rerun: make sif BASE={base}") from None
+
+
+def _reuse(cached: Path, sif: Path, digest: str) -> None:
+    say(f"the SIF's inputs are unchanged (digest {digest}): reusing {cached}")
+    staged = STAGE / "mpi.sif"  # under the repository, where Apptainer in a container sees it too
+    shutil.copyfile(cached, staged)
+    staged.chmod(0o644)
+    proc = subprocess.run(["singularity", "test", str(staged)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        cached.unlink(missing_ok=True)
+        raise RunError(f"the cached SIF failed its %test ({(proc.stdout + proc.stderr).strip()[-300:]}); "
+                       f"it was dropped from the cache; rerun: make sif SIF={sif}")
+    shutil.copyfile(staged, sif)
+    say(f"%test passed; wrote {sif} ({sif.stat().st_size / 1e6:.0f} MB)")

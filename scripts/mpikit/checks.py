@@ -21,6 +21,14 @@ class Verdict:
         return not self.problems
 
 
+RANK_LINE = re.compile(r"^rank: (\d+) has PID: \d+ on host: (\S+)$", re.M)
+
+
+def hosts_of(out: str) -> set[str]:
+    """The hosts named in rank.py's 'rank: R has PID: P on host: H' lines."""
+    return {m.group(2) for m in RANK_LINE.finditer(out)}
+
+
 def _ranks(pattern: str, text: str) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(pattern, text, flags=re.M)]
 
@@ -30,16 +38,15 @@ def _expect_ranks(verdict: Verdict, what: str, found: list[int], np: int) -> Non
         verdict.problems.append(f"{what}: expected ranks 0..{np - 1} once each, got {sorted(found)}")
 
 
-def check_rank(out: str, np: int) -> Verdict:
+def check_rank(out: str, np: int, size: int | None = None) -> Verdict:
     v = Verdict()
-    _expect_ranks(v, "'rank: R has PID: P on host: H' lines",
-                  _ranks(r"^rank: (\d+) has PID: \d+ on host: \S+$", out), np)
-    hosts = set(re.findall(r"^rank: \d+ has PID: \d+ on host: (\S+)$", out, flags=re.M))
+    _expect_ranks(v, "'rank: R has PID: P on host: H' lines", [int(m.group(1)) for m in RANK_LINE.finditer(out)], np)
+    hosts = hosts_of(out)
     v.summary = f"{np} ranks on {len(hosts)} host(s)"
     return v
 
 
-def check_p2p(out: str, np: int) -> Verdict:
+def check_p2p(out: str, np: int, size: int | None = None) -> Verdict:
     v = Verdict()
     hello = re.findall(r"^rank 1: Hello, world$", out, flags=re.M)
     if len(hello) != 1:
@@ -48,7 +55,7 @@ def check_p2p(out: str, np: int) -> Verdict:
     return v
 
 
-def check_bcast(out: str, np: int) -> Verdict:
+def check_bcast(out: str, np: int, size: int | None = None) -> Verdict:
     v = Verdict()
     found = []
     for m in re.finditer(r"^Rank: (\d+), data: (\{.*\})$", out, flags=re.M):
@@ -75,16 +82,25 @@ def check_scatter(out: str, np: int, size: int | None = None) -> Verdict:
     return v
 
 
-CHECKS = {"rank": check_rank, "p2p": check_p2p, "bcast": check_bcast, "scatter": check_scatter}
+def check_pool(out: str, np: int, size: int | None = None) -> Verdict:
+    v = Verdict()
+    workers = _ranks(r"^worker rank (\d+) on host \S+ ran \d+ tasks$", out)
+    if sorted(workers) != list(range(1, np)):
+        v.problems.append(f"'worker rank R ... ran N tasks' lines: expected workers 1..{np - 1} once each, "
+                          f"got {sorted(workers)}")
+    hosts = set(re.findall(r"^worker rank \d+ on host (\S+) ran", out, flags=re.M))
+    v.summary = f"{np - 1} workers on {len(hosts)} host(s) ran the tasks"
+    return v
+
+
+CHECKS = {"rank": check_rank, "p2p": check_p2p, "bcast": check_bcast, "scatter": check_scatter,
+          "pool": check_pool}
 
 
 def check_run(example: str, out: str, err: str, returncode: int, np: int,
               size: int | None = None) -> Verdict:
     """Everything a good run of `example` with `np` ranks must show."""
-    if example == "scatter":
-        verdict = check_scatter(out, np, size)
-    else:
-        verdict = CHECKS[example](out, np)
+    verdict = CHECKS[example](out, np, size)
     if returncode != 0:
         verdict.problems.insert(0, f"exit status {returncode}")
     if "Traceback" in out + err:

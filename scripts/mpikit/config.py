@@ -1,9 +1,10 @@
 """The project's facts, each read from its one source: versions.env for the
-stack pins, requirements/*.txt for Python pins, and EXAMPLES below for the
-list of examples."""
+stack pins, requirements/*.txt for Python pins, EXAMPLES for the examples and
+BUILD_INPUTS for what the image is built from."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +12,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "examples"
 REQUIREMENTS = ROOT / "requirements"
+MPI_PROGRAMS = ROOT / "scripts" / "mpi"  # the MPI programs the kit runs itself (probe, benchmarks)
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
-
-
-class RunError(Exception):
-    """Something failed while running: printed as one line, exit status 1."""
+# What the image is built from, besides its recipe (Dockerfile or Apptainer.def):
+# both recipes copy exactly these, .dockerignore admits exactly these, and a SIF
+# older than any of them is stale. Folders count with everything under them.
+BUILD_INPUTS = ("versions.env", "requirements/build.txt", "requirements/image.txt",
+                "scripts/image/install.sh", "scripts/image/without-rocm.sh", "scripts/image/site", "examples")
+RECIPES = ("Dockerfile", "Apptainer.def")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Example:
     file: str  # under examples/
     min_ranks: int = 1
     smoke_args: tuple[str, ...] = ()  # arguments that keep `make smoke` quick
+    futures: bool = False  # runs under python -m mpi4py.futures: rank 0 the client, the others workers
 
     @property
     def path(self) -> Path:
@@ -39,7 +41,7 @@ class Example:
         return int(args[args.index("--size") + 1]) if "--size" in args else None
 
 
-# The one list of examples: the Makefile, smoke checks and tests read it.
+# The one list of examples: the Makefile, smoke checks, docs and tests read it.
 EXAMPLES: dict[str, Example] = {
     e.name: e
     for e in (
@@ -47,19 +49,25 @@ EXAMPLES: dict[str, Example] = {
         Example("p2p", "point_to_point.py", min_ranks=2),
         Example("bcast", "broadcast.py"),
         Example("scatter", "scatter_gather.py", smoke_args=("--size", "1000000", "--seed", "1")),
+        Example("pool", "pool.py", min_ranks=2, futures=True),
     )
 }
 
 
-def read_versions() -> dict[str, str]:
-    """versions.env as a dict (KEY=VALUE lines; # comments)."""
+def parse_env_file(text: str) -> dict[str, str]:
+    """KEY=VALUE lines with # comments (versions.env, the image's stack.env)."""
     values: dict[str, str] = {}
-    for line in (ROOT / "versions.env").read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
+        if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
     return values
+
+
+@functools.cache
+def read_versions() -> dict[str, str]:
+    return parse_env_file((ROOT / "versions.env").read_text())
 
 
 def supported_bases() -> list[str]:
@@ -70,10 +78,19 @@ def default_base() -> str:
     return read_versions()["DEFAULT_BASE"]
 
 
+def image_name() -> str:
+    return read_versions()["IMAGE_NAME"]
+
+
 def python_pins(requirements_file: str = "image.txt") -> dict[str, str]:
     """name -> version from a hash-pinned requirements file."""
     text = (REQUIREMENTS / requirements_file).read_text()
     return dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)", text, flags=re.M))
+
+
+def upstream_version(deb_version: str) -> str:
+    """A Debian package version without epoch and revision: 4.1.4-3+b1 -> 4.1.4."""
+    return re.sub(r"-[^-]*$", "", deb_version.split(":")[-1])
 
 
 def stack_pins(base: str) -> dict[str, str]:
@@ -84,9 +101,22 @@ def stack_pins(base: str) -> dict[str, str]:
             "NUMPY_VERSION": pins["numpy"]}
 
 
+LABEL_PREFIX = "io.github.mpi4py-kit"
+
+
 def stack_labels(base: str) -> dict[str, str]:
     """The labels an image built for `base` carries (Docker and SIF alike): the pinned versions."""
     pins = stack_pins(base)
-    prefix = "io.github.mpi4py-kit"
-    return {f"{prefix}.base": base, f"{prefix}.openmpi": pins["OPENMPI_DEB"], f"{prefix}.pmix": pins["PMIX_DEB"],
-            f"{prefix}.mpi4py": pins["MPI4PY_VERSION"], f"{prefix}.numpy": pins["NUMPY_VERSION"]}
+    return {f"{LABEL_PREFIX}.base": base, f"{LABEL_PREFIX}.openmpi": pins["OPENMPI_DEB"],
+            f"{LABEL_PREFIX}.pmix": pins["PMIX_DEB"], f"{LABEL_PREFIX}.mpi4py": pins["MPI4PY_VERSION"],
+            f"{LABEL_PREFIX}.numpy": pins["NUMPY_VERSION"]}
+
+
+def build_input_files() -> list[Path]:
+    """Every file BUILD_INPUTS names, folders expanded, in a stable order."""
+    files: list[Path] = []
+    for name in BUILD_INPUTS:
+        path = ROOT / name
+        files += sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
+            if path.is_dir() else [path]
+    return files

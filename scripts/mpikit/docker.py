@@ -1,21 +1,15 @@
-"""The Docker engine and image: find a client, check the engine, build."""
+"""The Docker engine and images: find a client, check the engine, build."""
 
 from __future__ import annotations
 
-import configparser
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .config import ROOT, RunError, UsageError, stack_labels
-
-
-def say(message: str) -> None:
-    """Progress and decisions go to stderr, so stdout stays the job's output."""
-    print(message, file=sys.stderr, flush=True)
+from .config import ROOT, stack_labels
+from .ui import MissingPrerequisite, RunError, say
 
 
 def _clients() -> list[str]:
@@ -31,6 +25,11 @@ def _clients() -> list[str]:
 def client() -> str | None:
     clients = _clients()
     return clients[0] if clients else None
+
+
+def command() -> str:
+    """The docker command for argv: the client found, else plain `docker` (its error then says why)."""
+    return client() or "docker"
 
 
 def engine_problem() -> str | None:
@@ -49,12 +48,20 @@ def engine_problem() -> str | None:
     return None
 
 
-def require_engine(knob: str = "RUNTIME=docker") -> str:
+def require_engine(what: str = "RUNTIME=docker") -> str:
     problem = engine_problem()
     if problem:
-        raise UsageError(f"{knob} needs a Docker engine, but {problem}; start Docker "
-                         "(sudo systemctl start docker, or Docker Desktop) or use RUNTIME=native")
-    return client()  # type: ignore[return-value]
+        raise MissingPrerequisite(f"{what} needs a Docker engine, but {problem}; start Docker "
+                                  "(sudo systemctl start docker, or Docker Desktop) or use RUNTIME=native")
+    return command()
+
+
+def run(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`docker ARGS`, captured; a failure raises RunError naming the command when `check`."""
+    proc = subprocess.run([command(), *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RunError(f"docker {' '.join(args)} failed: {(proc.stderr or '').strip()}")
+    return proc
 
 
 def _buildkit_client() -> str:
@@ -70,20 +77,19 @@ def _buildkit_client() -> str:
                                  capture_output=True, text=True).stdout.strip()
         if version and version.split(".")[0].isdigit() and int(version.split(".")[0]) < 23:
             return docker
-    raise RunError("no docker client here can build with BuildKit: install the buildx plugin "
-                   "(package docker-buildx or docker-buildx-plugin) and retry make image")
+    raise MissingPrerequisite("no docker client here can build with BuildKit: install the buildx plugin "
+                              "(package docker-buildx or docker-buildx-plugin) and retry make image")
 
 
-HELPER_CONTEXT = ROOT / "scripts"
-HELPER_DOCKERFILE = HELPER_CONTEXT / "apptainer" / "Dockerfile"
-
-
-def build_quietly(image: str, target: str, build_args: dict[str, str] | None = None) -> None:
-    """Build a helper image (scripts/apptainer/Dockerfile, no secrets) with BuildKit, printing only errors."""
-    cmd = [_buildkit_client(), "build", "-q", "--target", target, "-t", image, "-f", str(HELPER_DOCKERFILE)]
+def build_quietly(image: str, dockerfile: Path, target: str | None = None,
+                  build_args: dict[str, str] | None = None, context: Path | None = None) -> None:
+    """Build a helper image (no secrets) with BuildKit, printing only errors."""
+    cmd = [_buildkit_client(), "build", "-q", "-t", image, "-f", str(dockerfile)]
+    if target:
+        cmd += ["--target", target]
     for key, value in (build_args or {}).items():
         cmd += ["--build-arg", f"{key}={value}"]
-    cmd.append(str(HELPER_CONTEXT))
+    cmd.append(str(context or dockerfile.parent))
     proc = subprocess.run(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True)
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -96,16 +102,27 @@ def image_exists(image: str) -> bool:
         [docker, "image", "inspect", image], capture_output=True).returncode == 0
 
 
+def image_id(image: str) -> str | None:
+    proc = subprocess.run([command(), "image", "inspect", "--format", "{{.Id}}", image],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def ensure_base(base: str) -> str:
+    """The local debian:BASE-slim the recipes start from: present, pulled, or debootstrapped."""
+    name = f"debian:{base}-slim"
+    env = {**os.environ, "DOCKER": command()}
+    if subprocess.run(["bash", str(ROOT / "scripts" / "image" / "base-image.sh"), base], env=env).returncode != 0:
+        raise RunError(f"no base image {name}; see above, then retry: bash scripts/image/base-image.sh {base}")
+    return name
+
+
 def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT,
                 extra: tuple[str, ...] = ()) -> float:
     """Build `image` from the Dockerfile for `base`, making the base if needed; returns seconds taken."""
     require_engine("building the image")
     docker = _buildkit_client()
-    env = {**os.environ, "DOCKER_BUILDKIT": "1", "DOCKER": docker}
-    base_script = ROOT / "scripts" / "base-image.sh"
-    if subprocess.run(["bash", str(base_script), base], env=env).returncode != 0:
-        raise RunError(f"no base image debian:{base}-slim; see above, then retry: "
-                       f"bash scripts/base-image.sh {base}")
+    ensure_base(base)
     cmd = [docker, "build", *extra, "--build-arg", f"BASE={base}", "-t", image]
     for key, value in stack_labels(base).items():
         cmd += ["--label", f"{key}={value}"]
@@ -113,26 +130,11 @@ def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT
         cmd += ["--secret", f"id=ca_cert,src={ca_cert}"]
     cmd.append(str(context))
     say(f"building image {image} (BASE={base}{', CA bundle ' + ca_cert if ca_cert else ''}); "
-        "a cold build takes about 3 minutes")
+        "a cold build takes a few minutes (docs/image.md)")
     say("+ " + " ".join(cmd))
     start = time.monotonic()
-    if subprocess.run(cmd, env=env).returncode != 0:
+    if subprocess.run(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"}).returncode != 0:
         raise RunError(f"the image build failed; rerun it to see why: DOCKER_BUILDKIT=1 {' '.join(cmd)}")
     elapsed = time.monotonic() - start
     say(f"built {image} in {elapsed:.0f} s")
     return elapsed
-
-
-def default_ca_cert() -> str | None:
-    """The CA bundle the host's pip is told to trust (a proxy's CA), if any:
-    PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, then pip's config files."""
-    candidates = [os.environ.get(var) for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")]
-    parser = configparser.ConfigParser()
-    parser.read([os.environ.get("PIP_CONFIG_FILE") or "/etc/pip.conf",
-                 Path.home() / ".config" / "pip" / "pip.conf", Path.home() / ".pip" / "pip.conf"])
-    candidates += [parser.get(section, "cert", fallback=None) for section in ("global", "install")]
-    return next((path for path in candidates if path and Path(path).is_file()), None)
-
-
-def which(name: str) -> str | None:
-    return shutil.which(name)

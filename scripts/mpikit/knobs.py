@@ -1,0 +1,288 @@
+"""The knobs: every setting a user can give (`make run-scatter NP=4`), declared
+once here with its default, its help and the commands that read it.
+
+`make help`, the command line's options, the README's knob table and the
+tests all read this list. Every knob a command reads is parsed before the
+command builds, starts or writes anything (read()), so bad input costs one
+`error:` line and changes nothing.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config
+from .config import EXAMPLES
+from .ui import UsageError
+
+RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
+RUN_COMMANDS = ("run", "smoke", "doctor", "batch")
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    default: str  # what an unset knob means; "" for nothing
+    help: str
+    commands: tuple[str, ...]  # the scripts/kit commands that read it
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.lower().replace("_", "-")
+
+
+KNOBS: tuple[Knob, ...] = (
+    Knob("NP", "4", "number of MPI ranks", (*RUN_COMMANDS, "bench")),
+    Knob("RUNTIME", "auto", "auto | native | docker | apptainer | srun | cluster (auto: srun in an "
+         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor")),
+    Knob("BASE", config.default_base(), "Debian base of the image: "
+         + " | ".join(config.supported_bases()), (*RUN_COMMANDS, "bench", "image", "sif")),
+    Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, built on first use)",
+         (*RUN_COMMANDS, "bench", "image")),
+    Knob("SIF", "mpi.sif", "Apptainer image file (make sif writes it; apptainer, srun and cluster run it)",
+         (*RUN_COMMANDS, "bench", "sif")),
+    Knob("SCRIPT", "", "your own script for `make run`, under the current directory", ("run", "batch")),
+    Knob("ARGS", "", "arguments passed to the example or SCRIPT", ("run", "batch")),
+    Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
+         "are MPIPoolExecutor workers)", ("run",)),
+    Knob("TIMEOUT", "1800", "stop a run after this many seconds, naming the ranks still running (0: no limit)",
+         ("run", "smoke", "batch")),
+    Knob("SRUN_MPI", "pmix", "srun --mpi plugin for RUNTIME=srun and cluster (srun --mpi=list shows yours)",
+         ("run", "smoke", "doctor", "batch")),
+    Knob("LAUNCH", "", "make doctor: check your own launch line, "
+         "e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'", ("doctor",)),
+    Knob("QUICK", "0", "make bench: 1 for a short run (proves it works; figures not for quoting)", ("bench",)),
+    Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
+         (*RUN_COMMANDS, "bench", "image", "sif")),
+    Knob("PYTEST_ARGS", "", "extra pytest arguments for make test and make test-fast", ("test", "test-fast")),
+)
+BY_NAME = {k.name: k for k in KNOBS}
+
+
+def for_command(command: str) -> list[Knob]:
+    return [k for k in KNOBS if command in k.commands]
+
+
+# ---- parsers: one clear line per bad value ----
+
+def parse_np(value: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", value) or int(value) < 1:
+        raise UsageError(f"NP must be a whole number of ranks, 1 or more; got NP={value!r} (try NP=4)")
+    return int(value)
+
+
+def parse_runtime(value: str) -> str:
+    if value not in RUNTIMES:
+        raise UsageError(f"unknown RUNTIME={value!r}; choose one of: {', '.join(RUNTIMES)}")
+    return value
+
+
+def parse_base(value: str) -> str:
+    if value not in config.supported_bases():
+        raise UsageError(f"unsupported BASE={value!r}; choose one of: {', '.join(config.supported_bases())} "
+                         "(versions.env lists the supported bases)")
+    return value
+
+
+def parse_image(value: str, base: str) -> tuple[str, bool]:
+    """(image, is_default): the default tag is built on demand, a named one must exist."""
+    if not value:
+        return f"{config.image_name()}:{base}", True
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", value):
+        raise UsageError(f"IMAGE={value!r} is not a valid image name (lowercase, like mpi4py-kit:trixie)")
+    return value, False
+
+
+def parse_sif(value: str, cwd: Path) -> Path:
+    path = (cwd / value).resolve()
+    if path.suffix != ".sif":
+        raise UsageError(f"SIF={value!r} must name a .sif file (like mpi.sif)")
+    if not path.parent.is_dir():
+        raise UsageError(f"SIF={value!r}: the folder {path.parent} does not exist")
+    return path
+
+
+def parse_script(value: str, workdir: Path) -> Path:
+    path = (workdir / value).resolve()
+    if not path.is_file():
+        raise UsageError(f"SCRIPT={value!r} does not exist (looked for {path})")
+    if path.suffix != ".py":
+        raise UsageError(f"SCRIPT={value!r} is not a Python file (.py)")
+    if not path.is_relative_to(workdir.resolve()):
+        raise UsageError(f"SCRIPT={value!r} is outside {workdir}: containers see only the current "
+                         "directory, so move the script under it or run make from its folder")
+    return path
+
+
+def parse_example(name: str, np: int) -> Path:
+    example = EXAMPLES.get(name)
+    if example is None:
+        raise UsageError(f"unknown example {name!r}; choose one of: {', '.join(EXAMPLES)} "
+                         "(or run your own: make run SCRIPT=path/to/script.py)")
+    if np < example.min_ranks:
+        raise UsageError(f"example {name} ({example.file}) needs at least {example.min_ranks} ranks, "
+                         f"got NP={np}; try make run-{name} NP={example.min_ranks}")
+    return example.path
+
+
+def futures_for_example(example: config.Example, asked: bool) -> bool:
+    """The pool example always runs under mpi4py.futures; the seed examples never can."""
+    if asked and not example.futures:
+        raise UsageError(f"FUTURES=1 is for pool scripts (make run SCRIPT=my_pool.py FUTURES=1, or make run-pool): "
+                         f"examples/{example.file} uses collectives across all ranks, and under mpi4py.futures "
+                         "every rank but 0 is a worker")
+    return example.futures
+
+
+def parse_args(value: str, knob: str = "ARGS") -> list[str]:
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise UsageError(f"cannot split {knob}={value!r} into arguments ({exc}); check the quotes") from None
+
+
+def parse_timeout(value: str) -> int | None:
+    if value in ("", "0", "none"):
+        return None
+    if not re.fullmatch(r"\d+", value):
+        raise UsageError(f"TIMEOUT must be a whole number of seconds (0 for none); got TIMEOUT={value!r}")
+    return int(value)
+
+
+def parse_srun_mpi(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise UsageError(f"SRUN_MPI={value!r} is not an srun --mpi plugin name (like pmix, pmix_v5; "
+                         "srun --mpi=list shows yours)")
+    return value
+
+
+def parse_flag(value: str, knob: str) -> bool:
+    if value not in ("", "0", "1"):
+        raise UsageError(f"{knob} must be 0 or 1; got {knob}={value!r}")
+    return value == "1"
+
+
+def parse_quick(value: str) -> bool:
+    return parse_flag(value, "QUICK")
+
+
+def parse_launch(value: str) -> list[str] | None:
+    if not value.strip():
+        return None
+    argv = parse_args(value, "LAUNCH")
+    if shutil.which(argv[0]) is None:
+        raise UsageError(f"LAUNCH={value!r}: {argv[0]!r} is not a command on PATH")
+    return argv
+
+
+def pip_ca_cert(environ: Mapping[str, str], home: Path) -> str | None:
+    """The CA bundle the host's pip is told to trust (a proxy's CA), if any:
+    PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, then pip's config files."""
+    candidates = [environ.get(var) for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")]
+    parser = configparser.ConfigParser()
+    try:
+        parser.read([environ.get("PIP_CONFIG_FILE") or "/etc/pip.conf",
+                     home / ".config" / "pip" / "pip.conf", home / ".pip" / "pip.conf"])
+    except configparser.Error:
+        pass  # an unreadable pip config: no CA from it
+    candidates += [parser.get(section, "cert", fallback=None) for section in ("global", "install")]
+    return next((path for path in candidates if path and Path(path).is_file()), None)
+
+
+def parse_ca_cert(value: str, environ: Mapping[str, str] | None = None) -> str | None:
+    if not value:
+        return pip_ca_cert(os.environ if environ is None else environ, Path.home())
+    path = Path(value).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise UsageError(f"CA_CERT={value!r} is not a readable file; give the PEM bundle of your proxy's CA")
+    return str(path.resolve())
+
+
+# ---- reading them all ----
+
+def raw_values(environ: Mapping[str, str], given: Mapping[str, str | None]) -> dict[str, str]:
+    """Each knob's text: a command-line option, else the environment (make exports the
+    knobs given on its command line), else its default."""
+    values = {}
+    for knob in KNOBS:
+        option = given.get(knob.name)
+        values[knob.name] = option if option is not None else (environ.get(knob.name, "") or knob.default)
+    return values
+
+
+@dataclass
+class Settings:
+    """The parsed knobs of one command; only those the command reads are set."""
+
+    command: str
+    raw: dict[str, str]
+    np: int = 4
+    runtime: str = "auto"
+    base: str = ""
+    image: str = ""
+    image_is_default: bool = True
+    sif: Path = field(default_factory=lambda: Path("mpi.sif"))
+    script: Path | None = None
+    args: list[str] = field(default_factory=list)
+    timeout: int | None = None
+    srun_mpi: str = "pmix"
+    launch: list[str] | None = None
+    quick: bool = False
+    futures: bool = False  # ranks run python -m mpi4py.futures
+    ca_cert: str | None = None
+    pytest_args: list[str] = field(default_factory=list)
+
+
+def read(command: str, raw: Mapping[str, str], cwd: Path, example: str = "") -> Settings:
+    """Parse every knob `command` reads, in dependency order; raises UsageError on the first bad one."""
+    reads = {k.name for k in for_command(command)}
+    s = Settings(command, dict(raw))
+    if "NP" in reads:
+        s.np = parse_np(raw["NP"])
+    if "RUNTIME" in reads:
+        s.runtime = parse_runtime(raw["RUNTIME"])
+    if "BASE" in reads:
+        s.base = parse_base(raw["BASE"])
+    if "IMAGE" in reads:
+        s.image, s.image_is_default = parse_image(raw["IMAGE"], s.base)
+    if "SIF" in reads:
+        s.sif = parse_sif(raw["SIF"], cwd)
+    if "TIMEOUT" in reads:
+        s.timeout = parse_timeout(raw["TIMEOUT"])
+    if "ARGS" in reads:
+        s.args = parse_args(raw["ARGS"])
+    if "SRUN_MPI" in reads:
+        s.srun_mpi = parse_srun_mpi(raw["SRUN_MPI"])
+    if "LAUNCH" in reads:
+        s.launch = parse_launch(raw["LAUNCH"])
+    if "QUICK" in reads:
+        s.quick = parse_quick(raw["QUICK"])
+    if "PYTEST_ARGS" in reads:
+        s.pytest_args = parse_args(raw["PYTEST_ARGS"], "PYTEST_ARGS")
+    if "FUTURES" in reads:
+        s.futures = parse_flag(raw["FUTURES"], "FUTURES")
+    if "SCRIPT" in reads:
+        if raw["SCRIPT"]:
+            s.script = parse_script(raw["SCRIPT"], cwd)
+        elif example:
+            s.script = parse_example(example, s.np)
+            s.futures = futures_for_example(EXAMPLES[example], s.futures)
+        elif command == "run":
+            raise UsageError("name an example (make run-rank) or a script (make run SCRIPT=path/to/script.py)")
+    if "CA_CERT" in reads:
+        s.ca_cert = parse_ca_cert(raw["CA_CERT"])
+    return s
+
+
+def table_markdown() -> str:
+    """The README's knob table, generated from KNOBS (a test keeps the README equal to it)."""
+    rows = ["| knob | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{k.name}` | {k.default or ''} | {k.help.replace('|', '&#124;')} |" for k in KNOBS]
+    return "\n".join(rows)

@@ -1,0 +1,166 @@
+"""The one author of launch lines: mpiexec, docker run/exec, apptainer exec,
+srun and sbatch argv are written here and nowhere else.
+
+Runtimes, the test cluster, doctor and bench compose these functions and
+pass options for their variants (a baseline without a container, without
+--sharens, ...); the docstrings' and README's run lines are rendered here
+too (user_lines), so what the docs teach is what the kit runs.
+Pure functions: no process is started in this module.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+# How every rank runs a script: mpi4py's runner calls MPI_Abort when a rank
+# raises, so one failing rank ends the whole job (with its traceback) instead
+# of leaving the others waiting forever.
+RANK_RUNNER = ("-m", "mpi4py")
+# FUTURES=1 (and the pool example): rank 0 runs the script, every other rank serves
+# as a worker of mpi4py.futures' MPIPoolExecutor; no process is spawned.
+FUTURES_RUNNER = ("-m", "mpi4py.futures")
+# Docker's default 64 MB /dev/shm is too small for Open MPI's shared-memory
+# transport with several ranks and large messages (make doctor flags it).
+DOCKER_SHM_SIZE = "1g"
+# CMA single-copy (process_vm_readv) between ranks: Docker's seccomp profile
+# refuses it without this capability (make doctor shows EPERM).
+DOCKER_CAPS = ("SYS_PTRACE",)
+
+
+@dataclass(frozen=True)
+class Program:
+    """What each rank runs: PYTHON [RUNNER] SCRIPT ARGS."""
+
+    script: str  # as the rank sees it (relative to its working directory, or absolute)
+    args: tuple[str, ...] = ()
+    python: str = "python"
+    runner: tuple[str, ...] = RANK_RUNNER
+
+    def argv(self) -> list[str]:
+        return [self.python, *self.runner, self.script, *self.args]
+
+
+def mpiexec(np: int, command: Sequence[str], *, oversubscribe: bool = True) -> list[str]:
+    # Oversubscribe on one machine: Open MPI counts physical cores as slots and
+    # refuses NP beyond them ("not enough slots") even where the OS has more threads.
+    return ["mpiexec", *(["--oversubscribe"] if oversubscribe else []), "-n", str(np), *command]
+
+
+def docker_run(image: str, command: Sequence[str], *, workdir: str | None = None, mount: str | None = None,
+               client: str = "docker", name: str | None = None, init: bool = False,
+               user: str | None = None, env: Sequence[str] = ()) -> list[str]:
+    """docker run --rm with the settings ranks need (/dev/shm, CMA); `mount` is bound at `workdir`."""
+    argv = [client, "run", "--rm"]
+    if init:  # an init reaps and forwards signals: Ctrl-C and TIMEOUT stop every rank
+        argv.append("--init")
+    if name:
+        argv += ["--name", name]
+    argv.append(f"--shm-size={DOCKER_SHM_SIZE}")
+    for cap in DOCKER_CAPS:
+        argv += ["--cap-add", cap]
+    if mount and workdir:
+        argv += ["-v", f"{mount}:{workdir}", "-w", workdir]
+    if user:
+        argv += ["--user", user]
+    for var in env:
+        argv += ["-e", var]
+    return [*argv, image, *command]
+
+
+def docker_exec(container: str, command: Sequence[str], *, client: str = "docker", user: str | None = None,
+                workdir: str | None = None, env: Sequence[str] = (), interactive: bool = False) -> list[str]:
+    argv = [client, "exec"]
+    if interactive:
+        argv.append("-it")
+    if user:
+        argv += ["-u", user]
+    if workdir:
+        argv += ["-w", workdir]
+    for var in env:
+        argv += ["-e", var]
+    return [*argv, container, *command]
+
+
+@dataclass(frozen=True)
+class Apptainer:
+    """An `apptainer exec` prefix: which image (a SIF, a sandbox folder or instance://NAME) and how."""
+
+    image: str
+    command: str = "apptainer"
+    # --sharens (Apptainer 1.3+): the ranks of a node share one user namespace and
+    # one mount of the SIF, so Open MPI's CMA single-copy works between them
+    # (docs/performance.md has the measurement).
+    sharens: bool = False
+    binds: tuple[str, ...] = ()  # SRC[:DST[:OPTS]]
+    env: tuple[tuple[str, str], ...] = ()  # --env NAME=VALUE inside the container
+    options: tuple[str, ...] = field(default=())
+
+    def prefix(self) -> list[str]:
+        argv = [self.command, "exec"]
+        if self.sharens:
+            argv.append("--sharens")
+        for bind in self.binds:
+            argv += ["--bind", bind]
+        for name, value in self.env:
+            argv += ["--env", f"{name}={value}"]
+        return [*argv, *self.options, self.image]
+
+    def run(self, command: Sequence[str]) -> list[str]:
+        return [*self.prefix(), *command]
+
+
+def srun(np: int | None, command: Sequence[str], *, mpi: str | None, nodes: int | None = None,
+         extra: Sequence[str] = ()) -> list[str]:
+    """srun [--nodes=N] [--ntasks=NP] --mpi=PLUGIN COMMAND: Slurm starts the ranks and wires them (PMI)."""
+    argv = ["srun"]
+    if nodes:
+        argv.append(f"--nodes={nodes}")
+    if np is not None:
+        argv.append(f"--ntasks={np}")
+    argv += list(extra)
+    if mpi:
+        argv.append(f"--mpi={mpi}")
+    return [*argv, *command]
+
+
+def ranks_in_sif(np: int | None, program: Program, *, mpi: str | None, container: Apptainer | None,
+                 nodes: int | None = None, extra: Sequence[str] = ()) -> list[str]:
+    """The hybrid model's line: srun starts NP ranks, each in the container (or bare, for a baseline)."""
+    command = container.run(program.argv()) if container else program.argv()
+    return srun(np, command, mpi=mpi, nodes=nodes, extra=extra)
+
+
+def sbatch(script: str, script_args: Sequence[str], *, np: int, nodes: int | None, output: str,
+           wait: bool = True) -> list[str]:
+    argv = ["sbatch"]
+    if wait:
+        argv.append("--wait")
+    argv.append(f"--ntasks={np}")
+    if nodes:
+        argv.append(f"--nodes={nodes}")
+    return [*argv, f"--output={output}", "--parsable", script, *script_args]
+
+
+def show(argv: Sequence[str]) -> str:
+    """An argv as the line a user can paste into a shell."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+# ---- the run lines the docs teach (each example's docstring, the README) ----
+
+def user_lines(example_file: str, np: int, image: str, make_target: str, extra_args: Sequence[str] = (),
+               futures: bool = False) -> dict[str, str]:
+    """The lines a user types to run examples/<example_file> with np ranks, by launcher."""
+    program = Program(f"examples/{example_file}", tuple(extra_args),
+                      runner=FUTURES_RUNNER if futures else RANK_RUNNER)
+    docker = docker_run(image, mpiexec(np, program.argv()), workdir="/work", mount="$PWD")
+    lines = {
+        "make": f"make {make_target} NP={np}",
+        "mpiexec": show(mpiexec(np, program.argv())),
+        "docker": show(docker).replace("'$PWD:/work'", '"$PWD":/work'),
+        "apptainer": show(Apptainer("mpi.sif").run(mpiexec(np, program.argv()))),
+        "srun": show(ranks_in_sif(np, program, mpi="pmix", container=Apptainer("mpi.sif", sharens=True))),
+    }
+    return lines

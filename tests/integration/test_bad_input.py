@@ -1,0 +1,136 @@
+"""Bad input through the Makefile: one clear error line, a non-zero exit,
+fast, and nothing built, started or written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from conftest import ROOT, explain, leftovers, make
+from mpikit import docker
+from mpikit.ui import EXIT_MISSING, EXIT_USAGE
+
+CASES = [
+    # (make arguments, words the error line must contain)
+    (["run-scatter", "NP=0"], "NP must be a whole number"),
+    (["run-scatter", "NP=-1"], "NP must be a whole number"),
+    (["run-scatter", "NP=abc"], "NP must be a whole number"),
+    (["run-scatter", "NP=2.5"], "NP must be a whole number"),
+    (["run-nosuch"], "unknown example 'nosuch'"),
+    (["run-p2p", "NP=1"], "needs at least 2 ranks"),
+    (["run", "SCRIPT=no/such/script.py"], "does not exist"),
+    (["run", "SCRIPT=README.md"], "is not a Python file"),
+    (["run", "SCRIPT=../outside.py"], "does not exist"),
+    (["run", f"SCRIPT={os.__file__}"], "is outside"),  # exists, but containers could not see it
+    (["run"], "name an example"),
+    (["run-rank", "RUNTIME=bogus"], "unknown RUNTIME='bogus'"),
+    (["run-rank", "BASE=jessie"], "unsupported BASE='jessie'"),
+    (["image", "BASE=jessie"], "unsupported BASE='jessie'"),
+    (["run-rank", "TIMEOUT=soon"], "TIMEOUT must be a whole number"),
+    (["run-scatter", "ARGS=--size '12"], "cannot split ARGS"),
+    (["run-rank", "CA_CERT=/no/such/ca.pem"], "CA_CERT='/no/such/ca.pem' is not a readable file"),
+    (["image", "CA_CERT=/no/such/ca.pem"], "is not a readable file"),
+    (["run-rank", "IMAGE=Not A Name"], "is not a valid image name"),
+    (["run-rank", "SIF=mpi.img"], "must name a .sif file"),
+    (["sif", "SIF=no/such/dir/mpi.sif"], "does not exist"),
+    (["run-rank", "SRUN_MPI=pmix;ls"], "is not an srun --mpi plugin name"),
+    (["doctor", "NP=zero"], "NP must be a whole number"),
+    (["doctor", "RUNTIME=bogus"], "unknown RUNTIME='bogus'"),
+    (["doctor", "LAUNCH=nosuchlauncher -n 2"], "is not a command on PATH"),
+    (["bench", "QUICK=yes"], "QUICK must be 0 or 1"),
+    (["bench", "NP=abc"], "NP must be a whole number"),
+    (["test-fast", "PYTEST_ARGS=-k 'unclosed"], "cannot split PYTEST_ARGS"),
+]
+
+
+def snapshot() -> tuple[str, str]:
+    """What a failed command must not change: the work tree and Docker's state."""
+    tree = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+                          cwd=ROOT, capture_output=True, text=True).stdout
+    client = docker.client()
+    state = ""
+    if client and docker.engine_problem() is None:
+        for listing in (["ps", "-aq", "--no-trunc"], ["images", "-aq", "--no-trunc"]):
+            out = subprocess.run([client, *listing], capture_output=True, text=True).stdout
+            state += "".join(sorted(out.splitlines(keepends=True)))
+    return tree, state
+
+
+def assert_clean_refusal(proc: subprocess.CompletedProcess, words: str, command: str,
+                         elapsed: float, status: int = EXIT_USAGE) -> None:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == status, explain(proc, command)
+    assert len(errors) == 1 and words in errors[0], explain(proc, command)
+    assert "Traceback" not in proc.stdout + proc.stderr, explain(proc, command)
+    assert proc.stdout.strip() == "", "nothing may run before the knobs are checked" + explain(proc, command)
+    assert elapsed < 20, f"refusing bad input took {elapsed:.1f} s" + explain(proc, command)
+
+
+@pytest.mark.parametrize("args,words", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_is_refused(args: list[str], words: str) -> None:
+    before = snapshot()
+    start = time.monotonic()
+    proc = make(*args, timeout=60)
+    elapsed = time.monotonic() - start
+    assert_clean_refusal(proc, words, "make " + " ".join(args), elapsed)
+    assert snapshot() == before, "a refused command changed files or Docker state"
+
+
+@pytest.mark.parametrize("runtime,words", [("apptainer", "RUNTIME=apptainer needs apptainer on PATH"),
+                                           ("srun", "RUNTIME=srun needs srun and apptainer on PATH")])
+def test_apptainer_runtimes_without_apptainer(runtime: str, words: str) -> None:
+    """This host (like a laptop) has no Apptainer: a clear refusal, not a crash."""
+    if shutil.which("apptainer") or shutil.which("singularity"):
+        pytest.skip("this host has Apptainer; the refusal cannot happen here")
+    before = snapshot()
+    start = time.monotonic()
+    proc = make("run-rank", f"RUNTIME={runtime}", timeout=60)
+    assert_clean_refusal(proc, words, f"make run-rank RUNTIME={runtime}", time.monotonic() - start, EXIT_MISSING)
+    assert snapshot() == before
+
+
+def test_docker_runtime_without_an_engine() -> None:
+    """RUNTIME=docker when no engine answers (DOCKER_HOST points nowhere)."""
+    args = ["run-rank", "RUNTIME=docker"]
+    before = snapshot()
+    start = time.monotonic()
+    proc = make(*args, timeout=60, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    elapsed = time.monotonic() - start
+    assert_clean_refusal(proc, "needs a Docker engine", "DOCKER_HOST=unix:///nonexistent "
+                         "make " + " ".join(args), elapsed, EXIT_MISSING)
+    assert snapshot() == before
+
+
+def test_missing_named_image(docker_image: str) -> None:
+    args = ["run-rank", "RUNTIME=docker", "IMAGE=mpi4py-kit:no-such-tag"]
+    before = snapshot()
+    start = time.monotonic()
+    proc = make(*args, timeout=60)
+    assert_clean_refusal(proc, "not found; build it with: make image IMAGE=mpi4py-kit:no-such-tag",
+                         "make " + " ".join(args), time.monotonic() - start)
+    assert snapshot() == before
+
+
+def test_timeout_stops_a_hung_job(tmp_path) -> None:
+    """TIMEOUT= ends a job that never finishes, with the command in the message."""
+    folder = ROOT / "tests" / "_hang"
+    folder.mkdir(exist_ok=True)
+    (folder / "hang.py").write_text(
+        "import time\nfrom mpi4py import MPI\n"
+        "if MPI.COMM_WORLD.Get_rank() == 1:\n    time.sleep(600)\nMPI.COMM_WORLD.Barrier()\n")
+    try:
+        start = time.monotonic()
+        proc = make("run", "SCRIPT=tests/_hang/hang.py", "NP=2", "RUNTIME=native", "TIMEOUT=5",
+                    timeout=120)
+        elapsed = time.monotonic() - start
+    finally:
+        (folder / "hang.py").unlink()
+        folder.rmdir()
+    command = "make run SCRIPT=tests/_hang/hang.py NP=2 RUNTIME=native TIMEOUT=5"
+    assert proc.returncode != 0, explain(proc, command)
+    assert "timed out after 5 s" in proc.stderr and "mpiexec" in proc.stderr, explain(proc, command)
+    assert elapsed < 60, explain(proc, command)
+    assert leftovers("tests/_hang/hang.py", settle=5) == [], "ranks were left running after the timeout"

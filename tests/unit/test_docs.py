@@ -1,0 +1,188 @@
+"""The docs and recipes say what is true, read in-process: run lines are the
+kit's own (launch.user_lines), each fact has one source (examples, knobs, build
+inputs, pins), and the README is a landing page whose links lead somewhere."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+
+import pytest
+from mpikit import config, knobs, launch
+from mpikit.config import EXAMPLES, ROOT
+
+IMAGE = f"{config.image_name()}:{config.default_base()}"
+README = (ROOT / "README.md").read_text()
+DOCS = {p.relative_to(ROOT).as_posix(): p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
+
+
+def joined(text: str) -> list[str]:
+    """Lines with shell continuations (a trailing backslash) joined."""
+    return [line.strip() for line in re.sub(r"\\\n\s*", "", text).splitlines()]
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_docstring_run_lines_are_the_kits_own(name: str) -> None:
+    example = EXAMPLES[name]
+    doc = ast.get_docstring(ast.parse(example.path.read_text()))
+    assert doc, f"{example.file} has no module docstring"
+    lines = [line for line in joined(doc) if re.match(r"(make|mpiexec|docker|apptainer|srun) ", line)]
+    want = launch.user_lines(example.file, 4, IMAGE, f"run-{name}", futures=example.futures)
+    assert lines == list(want.values()), f"{example.file}: run lines drifted from launch.user_lines"
+    assert "check" in doc.lower(), f"{example.file}: the docstring must say what it checks"
+
+
+def launch_lines(text: str) -> list[str]:
+    """Lines of code that start MPI ranks on an examples/ script."""
+    return [line.removeprefix("$ ") for line in joined(text)
+            if re.match(r"(\$ )?(mpiexec|docker run|apptainer exec|srun) .*examples/\w+\.py", line)]
+
+
+@pytest.mark.parametrize("doc", ["README.md", *DOCS])
+def test_every_launch_line_in_the_docs_is_the_kits_own(doc: str) -> None:
+    text = README if doc == "README.md" else DOCS[doc]
+    for line in launch_lines(text):
+        line = line.split("  #")[0].strip()
+        script = re.search(r"examples/(\w+\.py)", line).group(1)
+        np = int(re.search(r"(?:-n |--ntasks=)(\d+)", line).group(1))
+        _, _, after = line.partition(f"examples/{script}")
+        futures = "-m mpi4py.futures" in line
+        rendered = launch.user_lines(script, np, IMAGE, "run-x", shlex.split(after), futures).values()
+        assert line in rendered, f"{doc}: '{line}' is not what the kit runs; it would be one of {list(rendered)}"
+
+
+def test_every_example_file_is_listed_once() -> None:
+    files = sorted(p.name for p in config.EXAMPLES_DIR.glob("*.py"))
+    assert files == sorted(e.file for e in EXAMPLES.values())
+
+
+def test_examples_stay_small() -> None:
+    for example in EXAMPLES.values():
+        code = [line for line in example.path.read_text().split('"""', 2)[-1].splitlines()
+                if line.strip() and not line.strip().startswith("#")]
+        assert len(code) <= 60, f"{example.file} has {len(code)} lines of code; keep examples to one idea"
+
+
+def test_the_twin_recipes_agree_on_the_default_base() -> None:
+    base = config.default_base()
+    assert re.search(rf"^ARG BASE={base}$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert re.search(rf"^\s*BASE={base}$", (ROOT / "Apptainer.def").read_text(), re.M)
+
+
+def test_the_twin_recipes_set_the_same_environment() -> None:
+    """Dockerfile ENV and Apptainer.def %environment: the same variables, same values."""
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    docker_env = dict(re.findall(r"(\w+)=(\S+)", " ".join(re.findall(r"^ENV (.*)$", dockerfile, re.M))))
+    section = (ROOT / "Apptainer.def").read_text().split("%environment", 1)[1].split("\n%", 1)[0]
+    apptainer_env = dict(re.findall(r"^\s*export (\w+)=(\S+)", section, re.M))
+    assert docker_env == apptainer_env and "PYTHONNOUSERSITE" in docker_env, (docker_env, apptainer_env)
+
+
+def test_build_inputs_are_one_list() -> None:
+    """Dockerfile COPY, Apptainer.def %files and .dockerignore name exactly config.BUILD_INPUTS."""
+    want = set(config.BUILD_INPUTS)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = {src.rstrip("/") for line in re.findall(r"^COPY (?!--from)(.*)$", dockerfile, re.M)
+              for src in line.split()[:-1]}
+    assert copied == want, f"Dockerfile COPY: {sorted(copied)}"
+    recipe = (ROOT / "Apptainer.def").read_text()
+    files = {line.split()[0] for block in re.findall(r"^%files\n((?:[ \t]+\S.*\n)+)", recipe, re.M)
+             for line in block.splitlines() if "{{" not in line}
+    assert files == want, f"Apptainer.def %files: {sorted(files)}"
+    allowed = {line[1:].removesuffix("/*.py") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    assert allowed == want, f".dockerignore admits {sorted(allowed)}"
+
+
+def test_every_supported_base_has_pins() -> None:
+    versions = config.read_versions()
+    for base in config.supported_bases():
+        assert versions.get(f"OPENMPI_DEB_{base}") and versions.get(f"PMIX_DEB_{base}"), base
+
+
+def test_locked_requirements_match_their_inputs() -> None:
+    """requirements/*.in name the versions; the hashed .txt locks must agree (make lock)."""
+    for source in ("image", "native", "build"):
+        source_text = (config.REQUIREMENTS / f"{source}.in").read_text()
+        wanted = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", source_text, re.M))
+        locked = config.python_pins(f"{source}.txt")
+        for name, version in wanted.items():
+            assert locked.get(name) == version, f"{source}.txt pins {name}=={locked.get(name)}, .in says {version}"
+        text = (config.REQUIREMENTS / f"{source}.txt").read_text()
+        for block in re.split(r"\n(?=[A-Za-z])", text):
+            if "==" in block.split("\n")[0]:
+                assert "--hash=sha256:" in block, f"{source}.txt: {block.splitlines()[0]} has no hash"
+
+
+def test_readme_is_a_landing_page() -> None:
+    lines = README.splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; the manual lives in docs/"
+    first_screen = "\n".join(lines[:40])
+    assert "make run-scatter NP=4" in first_screen and "make test" in first_screen
+
+
+def test_readme_knob_table_is_generated_from_the_knobs() -> None:
+    assert knobs.table_markdown() in README, "README's knob table differs from: python3 scripts/kit knob-table"
+
+
+def test_makefile_declares_no_knobs() -> None:
+    """Knobs live in knobs.py alone; the Makefile passes what make was given."""
+    makefile = (ROOT / "Makefile").read_text()
+    declared = set(re.findall(r"^([A-Z_]+)\s*\?=", makefile, re.M))
+    assert not declared, f"the Makefile declares knobs {declared}; declare them in scripts/mpikit/knobs.py"
+
+
+def make_targets() -> set[str]:
+    makefile = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, re.M)) | {f"run-{n}" for n in EXAMPLES}
+
+
+@pytest.mark.parametrize("doc", ["README.md", *DOCS])
+def test_every_make_target_named_exists(doc: str) -> None:
+    text = README if doc == "README.md" else DOCS[doc]
+    for target in set(re.findall(r"(?:^(?:\$ )?|`)make ([a-z][a-z0-9-]*)", text, re.M)):
+        if target == "run-nosuch" or target.endswith("-"):  # a bad name on purpose; `make run-*`
+            continue
+        assert target in make_targets(), f"{doc} mentions 'make {target}', which the Makefile does not have"
+
+
+@pytest.mark.parametrize("doc", ["README.md", *DOCS])
+def test_links_lead_somewhere(doc: str) -> None:
+    text = README if doc == "README.md" else DOCS[doc]
+    folder = ROOT / doc.rpartition("/")[0] if "/" in doc else ROOT
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if target.startswith(("http://", "https://")):
+            continue
+        assert (folder / target).exists(), f"{doc} links to {target}, which does not exist"
+
+
+def test_each_measured_figure_is_stated_once() -> None:
+    """The --sharens measurement (and figures like it) live in docs/performance.md only."""
+    everywhere = [README, *DOCS.values(), *(p.read_text() for p in (ROOT / "scripts").rglob("*.py"))]
+    assert sum(text.count("5.16 s") for text in everywhere) <= 1
+
+
+def test_the_sbatch_script_runs_the_kits_srun_line() -> None:
+    text = (ROOT / "slurm" / "example.sbatch").read_text()
+    line = next(line for line in joined(text) if line.startswith("srun "))
+    words = [w.replace('"${sharens[@]}"', "--sharens") for w in line.split()]
+    program = launch.Program('"$script"', ('"$@"',))
+    want = launch.ranks_in_sif(None, program, mpi="pmix", container=launch.Apptainer('"$sif"', sharens=True))
+    assert words == want, f"slurm/example.sbatch: {line!r} differs from the kit's {want}"
+
+
+def test_every_pip_install_checks_hashes() -> None:
+    """Python packages install only from the hash-pinned locks (or from wheels built from them)."""
+    files = [ROOT / "Dockerfile", ROOT / "Apptainer.def", ROOT / "Makefile", *(ROOT / ".ci").iterdir(),
+             *(p for p in (ROOT / "scripts").rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
+    installs = []
+    for path in files:
+        name = path.relative_to(ROOT).as_posix()
+        text = path.read_text(errors="replace").replace("\\\n", " ")
+        for line in text.splitlines():
+            pip = re.search(r"""pip\b["')\s,]+(\S+\s+)*?["']?(install|wheel|download)\b""", line)
+            if pip and "pip.conf" not in line:
+                installs.append((name, line.strip()))
+                assert "--require-hashes" in line or "--no-index" in line, f"{name}: pip without hashes: {line}"
+    assert len(installs) >= 4, f"expected the image's and the venv's pip installs, found {installs}"

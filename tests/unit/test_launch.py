@@ -1,0 +1,118 @@
+"""The launch-line builder for every runtime: the exact argv users see printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mpikit import apptainer, choose, cluster, docker, launch, runtimes, venv
+from mpikit.config import EXAMPLES, ROOT
+
+SIF = ROOT / "build" / "x.sif"
+
+
+@pytest.fixture(autouse=True)
+def no_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Launchers look at the host (docker client, apptainer, the venv): give them fixed answers."""
+    monkeypatch.setattr(docker, "command", lambda: "docker")
+    monkeypatch.setattr(venv, "ensure", lambda files=venv.NATIVE: Path("/venv"))
+    monkeypatch.setattr(runtimes, "host_apptainer", lambda: "/usr/bin/apptainer")
+    monkeypatch.setattr(apptainer, "supports_sharens", lambda command: True)
+    monkeypatch.setattr(choose, "host_apptainer", lambda: "/usr/bin/apptainer")
+
+
+def job(runtime: str, np: int = 3, **kw) -> runtimes.Job:
+    return runtimes.Job(EXAMPLES["rank"].path, ["--x", "1"], np, runtime, "img:tag", ROOT, 60, SIF, **kw)
+
+
+def test_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtimes.os, "geteuid", lambda: 0)
+    run = runtimes.launch_for(job("native"))
+    assert run.argv == ["mpiexec", "--oversubscribe", "-n", "3", "python", "-m", "mpi4py", "examples/rank.py",
+                        "--x", "1"]
+    assert run.env["PATH"].startswith("/venv/bin") and run.env["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
+
+
+def test_root_override_only_for_root() -> None:
+    assert runtimes.root_fixes(1000) == {}
+    assert set(runtimes.root_fixes(0)) == {"OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"}
+
+
+def test_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtimes.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(runtimes.os, "getuid", lambda: 1000)
+    monkeypatch.setattr(runtimes.os, "getgid", lambda: 100)
+    run = runtimes.launch_for(job("docker"))
+    name = run.argv[run.argv.index("--name") + 1]
+    assert run.argv == ["docker", "run", "--rm", "--init", "--name", name, "--shm-size=1g", "--cap-add",
+                        "SYS_PTRACE", "-v", f"{ROOT}:/work", "-w", "/work", "--user", "1000:100", "-e", "HOME=/tmp",
+                        "img:tag", "mpiexec", "--oversubscribe", "-n", "3", "python", "-m", "mpi4py",
+                        "examples/rank.py", "--x", "1"]
+    assert run.cleanup == [["docker", "rm", "-f", name]]
+
+
+def test_docker_as_root_keeps_the_images_user() -> None:
+    assert runtimes.docker_user(0, 0, 0) == (None, ())
+
+
+def test_apptainer_one_node() -> None:
+    run = runtimes.launch_for(job("apptainer"))
+    assert run.argv == ["/usr/bin/apptainer", "exec", str(SIF), "mpiexec", "--oversubscribe", "-n", "3",
+                        "python", "-m", "mpi4py", "examples/rank.py", "--x", "1"]
+
+
+def test_srun_hybrid(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = runtimes.launch_for(job("srun", mpi="pmix_v5"))
+    assert run.argv == ["srun", "--ntasks=3", "--mpi=pmix_v5", "/usr/bin/apptainer", "exec", "--sharens",
+                        str(SIF), "python", "-m", "mpi4py", "examples/rank.py", "--x", "1"]
+    monkeypatch.setattr(apptainer, "supports_sharens", lambda command: False)  # Apptainer before 1.3
+    assert "--sharens" not in runtimes.launch_for(job("srun")).argv
+
+
+def test_cluster_runs_srun_on_the_login_node() -> None:
+    run = runtimes.launch_for(job("cluster", np=5))
+    assert run.argv == ["docker", "exec", "-u", "hpcuser", "-w", "/shared", cluster.CONTROLLER,
+                        "srun", "--nodes=2", "--ntasks=5", "--mpi=pmix", "apptainer", "exec", "--sharens",
+                        "/shared/build/x.sif", "python", "-m", "mpi4py", "examples/rank.py", "--x", "1"]
+    assert run.cleanup == [["docker", "exec", cluster.CONTROLLER, "scancel", "-u", "hpcuser"]]
+    assert "--nodes=1" in runtimes.launch_for(job("cluster", np=1)).argv
+
+
+def test_bench_baselines_are_variants_of_the_same_line() -> None:
+    bare = runtimes.cluster_line(job("cluster", np=2, nodes=2), None, python="python3")
+    assert bare[bare.index("srun"):] == ["srun", "--nodes=2", "--ntasks=2", "--mpi=pmix", "python3", "-m",
+                                         "mpi4py", "examples/rank.py", "--x", "1"]
+
+
+def test_sbatch_and_apptainer_options() -> None:
+    assert launch.sbatch("job.sbatch", ["a.py", "-v"], np=4, nodes=2, output="o-%j.out") == [
+        "sbatch", "--wait", "--ntasks=4", "--nodes=2", "--output=o-%j.out", "--parsable", "job.sbatch", "a.py", "-v"]
+    box = launch.Apptainer("i.sif", binds=("/opt/site:/opt/site:ro",), env=(("A", "1"),))
+    assert box.run(["true"]) == ["apptainer", "exec", "--bind", "/opt/site:/opt/site:ro", "--env", "A=1",
+                                 "i.sif", "true"]
+
+
+def test_user_lines_teach_the_kits_own_launch() -> None:
+    lines = launch.user_lines("rank.py", 4, "mpi4py-kit:trixie", "run-rank")
+    assert lines["make"] == "make run-rank NP=4"
+    assert lines["docker"] == ('docker run --rm --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work '
+                               "mpi4py-kit:trixie mpiexec --oversubscribe -n 4 python -m mpi4py examples/rank.py")
+    assert lines["srun"] == ("srun --ntasks=4 --mpi=pmix apptainer exec --sharens mpi.sif python -m mpi4py "
+                             "examples/rank.py")
+
+
+def test_timeout_message_names_the_ranks() -> None:
+    assert runtimes.timeout_message(8, [0, 2], ["mpiexec", "-n", "3"]) == (
+        "timed out after 8 s (TIMEOUT=8); ranks still running: 0, 2; stopped every rank: mpiexec -n 3")
+    assert "no rank was still running (the launcher hung)" in runtimes.timeout_message(8, [], ["x"])
+    assert runtimes.timeout_message(8, None, ["x"]) == "timed out after 8 s (TIMEOUT=8); stopped every rank: x"
+
+
+def test_futures_runner_and_one_node_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = runtimes.launch_for(job("native", futures=True))
+    assert run.argv[4:7] == ["python", "-m", "mpi4py.futures"]
+    assert run.env["OMPI_MCA_btl_tcp_if_include"] == "lo"
+    assert runtimes.one_node_fixes({"OMPI_MCA_btl_tcp_if_include": "eth0"}) == {}  # the user's choice wins
+    assert runtimes.launch_for(job("apptainer")).env["OMPI_MCA_btl_tcp_if_include"] == "lo"
+    cluster_line = runtimes.launch_for(job("cluster", futures=True)).argv
+    assert cluster_line[-5:] == ["-m", "mpi4py.futures", "examples/rank.py", "--x", "1"]

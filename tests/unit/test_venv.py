@@ -1,0 +1,56 @@
+"""The kit's venv is never left half-made, and a missing python3-venv is one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from mpikit import venv
+from mpikit.ui import MissingPrerequisite, RunError
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(venv, "VENV", tmp_path / ".venv")
+    return tmp_path / ".venv"
+
+
+def test_no_ensurepip_is_a_missing_prerequisite(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(venv, "venv_module_problem", lambda: "install the package python3-venv")
+    with pytest.raises(MissingPrerequisite, match="python3-venv"):
+        venv.ensure()
+    assert not home.exists()
+
+
+def test_an_incomplete_venv_is_made_again(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (home / "bin").mkdir(parents=True)  # what an interrupted `python3 -m venv` leaves
+    calls: list[list[str]] = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        if cmd[1:3] == ["-m", "venv"]:
+            assert not home.exists(), "the incomplete venv must be gone before a new one is made"
+            (home / "bin").mkdir(parents=True)
+            (home / "bin" / "python").write_text("")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(venv, "venv_module_problem", lambda: None)
+    monkeypatch.setattr(venv.subprocess, "run", fake_run)
+    assert venv.ensure() == home
+    assert (home / venv.COMPLETE).is_file() and venv.is_ready()
+    assert [c[1:3] for c in calls] == [["-m", "venv"], ["-m", "pip"]]
+
+
+def test_a_failed_first_install_leaves_nothing(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_run(cmd, **kw):
+        if cmd[1:3] == ["-m", "venv"]:
+            (home / "bin").mkdir(parents=True)
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        return subprocess.CompletedProcess(cmd, 1, "", "")
+
+    monkeypatch.setattr(venv, "venv_module_problem", lambda: None)
+    monkeypatch.setattr(venv.subprocess, "run", fake_run)
+    with pytest.raises(RunError, match=r"installing native\.txt"):
+        venv.ensure()
+    assert not home.exists()
