@@ -11,9 +11,12 @@
 # Cluster: convert to a SIF (make sif) and run srun --mpi=pmix apptainer exec mpi.sif python rank.py
 
 ARG BASE=trixie
+# The base image; the kit passes arm64v8/debian:BASE-slim when it builds for another
+# platform (--platform linux/arm64), so the host's debian:BASE-slim is never replaced.
+ARG BASE_IMAGE=debian:${BASE}-slim
 
 # ---- builder: compilers and headers; only /opt/venv leaves this stage ----
-FROM debian:${BASE}-slim AS builder
+FROM ${BASE_IMAGE} AS builder
 ARG BASE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The pins and the shared build steps; the Python pins change least often after these.
@@ -27,7 +30,7 @@ RUN --mount=type=secret,id=ca_cert,required=false \
     CA_CERT_FILE=/run/secrets/ca_cert /kit/install.sh builder
 
 # ---- runtime: what users get ----
-FROM debian:${BASE}-slim
+FROM ${BASE_IMAGE}
 ARG BASE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY versions.env /kit/versions.env

@@ -8,19 +8,33 @@
 #
 # Usage: scripts/image/base-image.sh SUITE [IMAGE_NAME]
 #   DEBIAN_MIRROR=http://... overrides the mirror read from the host's apt sources.
+#   PLATFORM=linux/arm64 makes the base for another architecture (debootstrap runs its
+#   second stage under qemu emulation: scripts/provision.sh emulation). Docker 20.10's
+#   `docker import` would record the host's architecture, so that root is added to an
+#   empty image by a BuildKit build with --platform (DOCKER must be a client that
+#   builds with BuildKit, DOCKER_BUILDKIT=1), which records the right one.
 set -euo pipefail
 
 suite=${1:?usage: scripts/image/base-image.sh SUITE [IMAGE_NAME]}
 image=${2:-debian:${suite}-slim}
 docker=${DOCKER:-docker}
+platform=${PLATFORM:-}
+arch=${platform#*/}
+
+# macOS has no timeout(1); there the pull simply has no time limit.
+limit() { if command -v timeout >/dev/null 2>&1; then timeout "$@"; else shift; "$@"; fi; }
 
 if "$docker" image inspect "$image" >/dev/null 2>&1; then
-  echo "base image $image: present"
-  exit 0
+  present=$("$docker" image inspect --format '{{.Architecture}}' "$image")
+  if [ -z "$platform" ] || [ "$present" = "$arch" ]; then
+    echo "base image $image: present"
+    exit 0
+  fi
+  echo "base image $image: present, but for $present, not $arch: making it again"
 fi
 
 echo "base image $image: trying to pull it"
-if timeout 120 "$docker" pull "$image" >/dev/null 2>&1; then
+if limit 120 "$docker" pull ${platform:+--platform "$platform"} "$image" >/dev/null 2>&1; then
   echo "base image $image: pulled"
   exit 0
 fi
@@ -62,12 +76,31 @@ fi
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/base-${suite}.XXXXXX")
 trap 'rm -rf "$root"' EXIT
-echo "base image $image: debootstrap --variant=minbase $suite from $mirror (about a minute)"
+options=(--variant=minbase)
+took="about a minute"
+if [ -n "$platform" ]; then
+  options+=(--arch="$arch")
+  took="about 3 minutes, under emulation"
+fi
+echo "base image $image: debootstrap ${options[*]} $suite from $mirror ($took)"
 start=$SECONDS
-debootstrap --variant=minbase "$suite" "$root" "$mirror" 2>&1 |
+debootstrap "${options[@]}" "$suite" "$root" "$mirror" 2>&1 |
   awk '/^I: Retrieving|^I: Validating|^I: Extracting|^I: Unpacking|^I: Configuring/ { n++; if (n % 25 == 0) printf "  ... %s\n", $0; next } /^[EW]:/ { print "  " $0 }'
-[ -x "$root/bin/sh" ] || { echo "error: debootstrap of $suite from $mirror failed; rerun: debootstrap --variant=minbase $suite /tmp/x $mirror" >&2; exit 1; }
+[ -x "$root/bin/sh" ] || { echo "error: debootstrap of $suite from $mirror failed; rerun: debootstrap ${options[*]} $suite /tmp/x $mirror" >&2; exit 1; }
 # Same trims as the official slim images: no apt lists, no docs.
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc/* "$root"/usr/share/man/*
-tar -C "$root" -c . | "$docker" import - "$image" >/dev/null
+if [ -z "$platform" ]; then
+  tar -C "$root" -c . | "$docker" import - "$image" >/dev/null
+else
+  # The root as the only layer of an image built FROM scratch for $platform. /dev stays
+  # empty, as in the official images (the engine provides it); no step runs, so this
+  # needs no emulation.
+  context=$(mktemp -d "${TMPDIR:-/tmp}/base-context.XXXXXX")
+  trap 'rm -rf "$root" "$context"' EXIT
+  tar -C "$root" --exclude='./dev/*' -cf "$context/rootfs.tar" .
+  printf 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n' > "$context/Dockerfile"
+  DOCKER_BUILDKIT=1 "$docker" build -q --platform "$platform" -t "$image" "$context" >/dev/null
+  present=$("$docker" image inspect --format '{{.Architecture}}' "$image")
+  [ "$present" = "$arch" ] || { echo "error: $image was recorded as $present, not $arch; $docker must build with BuildKit: DOCKER_BUILDKIT=1 $docker build --platform $platform" >&2; exit 1; }
+fi
 echo "base image $image: built from $mirror in $((SECONDS - start)) s"

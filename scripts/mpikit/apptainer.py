@@ -19,13 +19,15 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import config, docker
+from . import config, docker, platforms
 from .choose import host_apptainer
 from .config import ROOT
 from .launch import show
@@ -60,7 +62,9 @@ def supports_sharens(apptainer: str) -> bool:
 def ensure_helper(base: str = HELPER_BASE) -> str:
     """The Apptainer-in-Docker image for `base`: built once (about a minute), then a cached rebuild."""
     docker.require_engine("Apptainer in a container (no Apptainer on this host)")
-    if not Path("/dev/fuse").exists():
+    # Only a Linux host's own /dev/fuse is the engine's; Docker Desktop (macOS, Windows)
+    # runs containers in a VM whose kernel provides it.
+    if sys.platform.startswith("linux") and not Path("/dev/fuse").exists():
         raise MissingPrerequisite("no /dev/fuse on this host, which Apptainer in a container needs; "
                                   "install Apptainer on the host instead")
     image = helper_image(base)
@@ -137,12 +141,15 @@ def execute(sif: Path, argv: list[str]) -> tuple[int, str]:
 
 # ---- building the SIF ----
 
-def build_arguments(base: str, ca_cert: str | None) -> dict[str, str]:
-    """Apptainer.def's {{ ARGS }}: where the base comes from, and the pins for %labels."""
-    args = {**config.stack_pins(base), "CA_CERT": "/dev/null", "BOOTSTRAP": "docker", "FROM": f"debian:{base}-slim"}
+def build_arguments(base: str, ca_cert: str | None, platform: str | None = None) -> dict[str, str]:
+    """Apptainer.def's {{ ARGS }}: where the base comes from, and the pins and platform for %labels.
+    The SIF's architecture is the base's: Apptainer reads it from the root's /bin/sh."""
+    platform = platform or platforms.host()
+    args = {**config.stack_pins(base), "PLATFORM": platform, "CA_CERT": "/dev/null", "BOOTSTRAP": "docker",
+            "FROM": platforms.base_image(base, platform)}
     if docker.engine_problem() is None:
         # The same local base the Docker image uses (pulled or debootstrapped).
-        name = docker.ensure_base(base)
+        name = docker.ensure_base(base, platform)
         archive = STAGE / "base.tar"
         docker.run("save", "-o", str(archive), name)
         archive.chmod(0o644)
@@ -167,38 +174,68 @@ def inputs_digest(base: str, extra: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _builder_identity(base: str) -> list[str]:
-    """What else decides the bytes of a build: the base image and the Apptainer that builds."""
-    ids = [f"base={docker.image_id(f'debian:{base}-slim') or 'registry'}"]
+def _builder_identity(base: str, platform: str) -> list[str]:
+    """What else decides the bytes of a build: the platform, the base image and the Apptainer that builds."""
+    ids = [f"platform={platform}", f"base={docker.image_id(platforms.base_image(base, platform)) or 'registry'}"]
     host = host_apptainer()
     ids.append(f"apptainer={host or docker.image_id(helper_image())}")
     return ids
 
 
-def build_sif(base: str, sif: Path, ca_cert: str | None) -> None:
-    """make sif: build Apptainer.def for `base` into `sif`, or reuse the cached build of the same inputs."""
+def stale_cache_entries(folder: Path, base: str, arch: str) -> list[Path]:
+    """The cached builds a new build for base and arch replaces: its own older ones, and
+    those named before the cache was keyed on the platform (BASE-DIGEST.sif, host builds)."""
+    return sorted(p for p in folder.glob(f"{base}-*.sif")
+                  if p.name.startswith(f"{base}-{arch}-") or re.fullmatch(rf"{base}-[0-9a-f]{{16}}\.sif", p.name))
+
+
+def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = None) -> None:
+    """make sif: build Apptainer.def for `base` and `platform` into `sif`, or reuse the cached build
+    of the same inputs (the cache keeps one build per base and platform)."""
+    platform = platform or platforms.host()
+    docker.ensure_emulation(platform)  # another platform's %post and %test run under qemu
     STAGE.mkdir(parents=True, exist_ok=True)
     STAGE.chmod(0o777)  # the unprivileged builder writes here
     with _singularity_on_path() as how:
         try:
-            args = build_arguments(base, ca_cert)
-            digest = inputs_digest(base, _builder_identity(base))
-            cached = CACHE / "sif" / f"{base}-{digest}.sif"
+            args = build_arguments(base, ca_cert, platform)
+            digest = inputs_digest(base, _builder_identity(base, platform))
+            arch = platforms.arch(platform)
+            cached = CACHE / "sif" / f"{base}-{arch}-{digest}.sif"
             if cached.is_file():
                 _reuse(cached, sif, digest)
                 return
             _build(base, args, how)
+            _check_arch(STAGE / "mpi.sif", arch)
             cached.parent.mkdir(parents=True, exist_ok=True)
-            for old in cached.parent.glob(f"{base}-*.sif"):
-                old.unlink()  # one cached build per base: the newest
+            for old in stale_cache_entries(cached.parent, base, arch):
+                old.unlink()  # one cached build per base and platform: the newest
             shutil.copyfile(STAGE / "mpi.sif", cached)
             # A copy, so the SIF belongs to whoever ran make (the builder's uid wrote the staged one).
             shutil.copyfile(STAGE / "mpi.sif", sif)
-            say(f"built {sif} ({sif.stat().st_size / 1e6:.0f} MB; %test passed at the end of the build; "
+            say(f"built {sif} ({sif.stat().st_size / 1e6:.0f} MB, {arch}; %test passed at the end of the build; "
                 f"cached as {cached})")
         finally:
             for leftover in ("base.tar", "ca.pem", "sif.args", "mpi.sif"):
                 (STAGE / leftover).unlink(missing_ok=True)
+
+
+def sif_arch(listing: str) -> str | None:
+    """The architecture stamped on a SIF's system partition, from `apptainer sif list`
+    (a row like `4 |1 |NONE |36864-72687616 |FS (Squashfs/*System/arm64)`)."""
+    found = re.search(r"FS \([^)/]+/\*System/([^)\s]+)\)", listing)
+    return found.group(1) if found else None
+
+
+def _check_arch(staged: Path, arch: str) -> None:
+    """Apptainer stamps the architecture of the root's /bin/sh; a host of another one refuses
+    the SIF (or needs emulation), so a SIF for `arch` must say `arch`."""
+    proc = subprocess.run(["singularity", "sif", "list", str(staged)], capture_output=True, text=True)
+    got = sif_arch(proc.stdout)
+    if got != arch:
+        raise RunError(f"the SIF built for {arch} says {got or 'no architecture'} on its system partition "
+                       f"(apptainer sif list {staged}: {(proc.stdout + proc.stderr).strip()[-200:]}); "
+                       "rebuild its base: docker rmi the base image, then make sif again")
 
 
 def _build(base: str, args: dict[str, str], how: str) -> None:
@@ -207,7 +244,10 @@ def _build(base: str, args: dict[str, str], how: str) -> None:
     arg_file.chmod(0o644)
     staged = STAGE / "mpi.sif"
     options = ["--fakeroot", "--force", "--build-arg-file", str(arg_file)]
-    say(f"building the SIF from Apptainer.def (BASE={base}) with {how}; a few minutes, %test runs at the end")
+    platform = args["PLATFORM"]
+    took = "a few minutes" if platforms.is_host(platform) else "under qemu emulation, most of an hour cold"
+    say(f"building the SIF from Apptainer.def (BASE={base}, PLATFORM={platform}) with {how}; {took}, "
+        "%test runs at the end")
     say(f"+ singularity build {' '.join(options)} {staged} Apptainer.def")
     _, lines = _client().build(recipe="Apptainer.def", image=str(staged), sudo=False, stream=True,
                                options=options, quiet=True)
@@ -215,7 +255,8 @@ def _build(base: str, args: dict[str, str], how: str) -> None:
         for line in lines:
             print(line, end="", flush=True)
     except subprocess.CalledProcessError as exc:
-        raise RunError(f"the SIF build failed (exit status {exc.returncode}); rerun: make sif BASE={base}") from None
+        raise RunError(f"the SIF build failed (exit status {exc.returncode}); rerun: make sif BASE={base} "
+                       f"PLATFORM={platform}") from None
 
 
 def _reuse(cached: Path, sif: Path, digest: str) -> None:

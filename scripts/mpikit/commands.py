@@ -21,9 +21,9 @@ def ensure_image(settings: Settings) -> None:
         return
     if not settings.image_is_default:
         raise UsageError(f"image {settings.image!r} not found; build it with: "
-                         f"make image IMAGE={settings.image} BASE={settings.base}")
+                         f"make image IMAGE={settings.image} BASE={settings.base} PLATFORM={settings.platform}")
     say(f"image {settings.image} not found: building it first")
-    docker.build_image(settings.base, settings.image, settings.ca_cert)
+    docker.build_image(settings.base, settings.image, settings.ca_cert, platform=settings.platform)
 
 
 def ensure_sif(settings: Settings) -> None:
@@ -31,7 +31,7 @@ def ensure_sif(settings: Settings) -> None:
         return
     say(f"{settings.sif} not found: building it first (make sif)")
     venv.reexec_inside()  # spython, in the kit's venv; this command continues there
-    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert)
+    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform)
 
 
 def require_shared(settings: Settings, paths: dict[str, Path]) -> None:
@@ -45,6 +45,7 @@ def ready(settings: Settings, runtime: str) -> None:
     if runtime == "cluster":
         cluster.require_up()
     if runtime == "docker":
+        docker.ensure_emulation(settings.platform)  # another platform's ranks run under qemu
         ensure_image(settings)
     if runtime in ("apptainer", "srun", "cluster"):
         ensure_sif(settings)
@@ -139,14 +140,20 @@ def bench(settings: Settings) -> int:
 
 
 def image(settings: Settings) -> int:
-    docker.build_image(settings.base, settings.image, settings.ca_cert)
+    docker.build_image(settings.base, settings.image, settings.ca_cert, platform=settings.platform)
     return 0
 
 
 def sif(settings: Settings) -> int:
     venv.reexec_inside()
-    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert)
+    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform)
     return 0
+
+
+def pins_check(settings: Settings) -> int:
+    from . import pins
+
+    return pins.check()
 
 
 def batch(settings: Settings) -> int:

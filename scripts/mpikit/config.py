@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import platforms
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "examples"
 REQUIREMENTS = ROOT / "requirements"
@@ -104,10 +106,12 @@ def stack_pins(base: str) -> dict[str, str]:
 LABEL_PREFIX = "io.github.mpi4py-kit"
 
 
-def stack_labels(base: str) -> dict[str, str]:
-    """The labels an image built for `base` carries (Docker and SIF alike): the pinned versions."""
+def stack_labels(base: str, platform: str | None = None) -> dict[str, str]:
+    """The labels an image built for `base` and `platform` (default: the host's) carries, Docker
+    and SIF alike: the platform and the pinned versions."""
     pins = stack_pins(base)
-    return {f"{LABEL_PREFIX}.base": base, f"{LABEL_PREFIX}.openmpi": pins["OPENMPI_DEB"],
+    return {f"{LABEL_PREFIX}.base": base, f"{LABEL_PREFIX}.platform": platform or platforms.host(),
+            f"{LABEL_PREFIX}.openmpi": pins["OPENMPI_DEB"],
             f"{LABEL_PREFIX}.pmix": pins["PMIX_DEB"], f"{LABEL_PREFIX}.mpi4py": pins["MPI4PY_VERSION"],
             f"{LABEL_PREFIX}.numpy": pins["NUMPY_VERSION"]}
 

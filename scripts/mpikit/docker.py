@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .config import ROOT, stack_labels
+from . import platforms
+from .config import LABEL_PREFIX, ROOT, build_input_files, stack_labels
 from .ui import MissingPrerequisite, RunError, say
+
+# The digest of everything an image is built from, stored on the image itself (outside
+# the checkout): a build whose inputs are unchanged is skipped, which is what keeps
+# the emulated arm64 image (most of an hour cold) out of every CI run's time.
+INPUTS_LABEL = f"{LABEL_PREFIX}.inputs"
 
 
 def _clients() -> list[str]:
@@ -108,29 +115,89 @@ def image_id(image: str) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def ensure_base(base: str) -> str:
-    """The local debian:BASE-slim the recipes start from: present, pulled, or debootstrapped."""
-    name = f"debian:{base}-slim"
+def image_label(image: str, key: str) -> str | None:
+    proc = subprocess.run([command(), "image", "inspect", "--format", f'{{{{index .Config.Labels "{key}"}}}}', image],
+                          capture_output=True, text=True)
+    value = proc.stdout.strip() if proc.returncode == 0 else ""
+    return value if value and value != "<no value>" else None
+
+
+def ensure_emulation(platform: str) -> None:
+    """Another platform's binaries run here through qemu-user in binfmt_misc; as root
+    the kit registers it (scripts/provision.sh emulation), otherwise it says how.
+    Only a Linux host can be checked: Docker Desktop emulates inside its own VM."""
+    if platforms.is_host(platform) or not sys.platform.startswith("linux"):
+        return
+    problem = platforms.emulation_problem(platform)
+    machine = platforms.MACHINE.get(platforms.arch(platform), platforms.arch(platform))
+    provision = f"bash scripts/provision.sh emulation {machine}"
+    if problem and os.geteuid() == 0:
+        say(f"PLATFORM={platform} needs qemu emulation ({problem}): registering it with {provision}")
+        subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh"), "emulation", machine])
+        problem = platforms.emulation_problem(platform)
+    if problem:
+        raise MissingPrerequisite(f"PLATFORM={platform} needs qemu emulation on this {platforms.host()} host, "
+                                  f"but {problem}; as root: {provision}")
+
+
+def ensure_base(base: str, platform: str | None = None) -> str:
+    """The local base the recipes start from (debian:BASE-slim, or arm64v8/debian:BASE-slim
+    for another platform): present, pulled, or debootstrapped."""
+    platform = platform or platforms.host()
+    name = platforms.base_image(base, platform)
     env = {**os.environ, "DOCKER": command()}
-    if subprocess.run(["bash", str(ROOT / "scripts" / "image" / "base-image.sh"), base], env=env).returncode != 0:
-        raise RunError(f"no base image {name}; see above, then retry: bash scripts/image/base-image.sh {base}")
+    if not platforms.is_host(platform):
+        # base-image.sh builds another platform's base with BuildKit, which records its platform.
+        env.update(DOCKER=_buildkit_client(), DOCKER_BUILDKIT="1", PLATFORM=platform)
+    if subprocess.run(["bash", str(ROOT / "scripts" / "image" / "base-image.sh"), base, name],
+                      env=env).returncode != 0:
+        retry = "" if platforms.is_host(platform) else f"PLATFORM={platform} "
+        raise RunError(f"no base image {name}; see above, then retry: {retry}bash scripts/image/base-image.sh "
+                       f"{base} {name}")
     return name
 
 
+def inputs_digest(base: str, platform: str, base_id: str, labels: dict[str, str], extra: tuple[str, ...] = ()) -> str:
+    """sha256 of what an image is built from: the Dockerfile, the build inputs, the base image,
+    the platform, the labels and the extra build options."""
+    h = hashlib.sha256()
+    for path in [ROOT / "Dockerfile", *build_input_files()]:
+        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for item in [f"BASE={base}", f"PLATFORM={platform}", f"base={base_id}", *extra,
+                 *(f"{k}={v}" for k, v in sorted(labels.items()))]:
+        h.update(item.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT,
-                extra: tuple[str, ...] = ()) -> float:
-    """Build `image` from the Dockerfile for `base`, making the base if needed; returns seconds taken."""
+                extra: tuple[str, ...] = (), platform: str | None = None) -> float:
+    """Build `image` from the Dockerfile for `base` and `platform`, making the base if needed;
+    returns seconds taken (0 when the image is already built from the same inputs)."""
     require_engine("building the image")
+    platform = platform or platforms.host()
+    emulated = not platforms.is_host(platform)
+    ensure_emulation(platform)
     docker = _buildkit_client()
-    ensure_base(base)
-    cmd = [docker, "build", *extra, "--build-arg", f"BASE={base}", "-t", image]
-    for key, value in stack_labels(base).items():
+    base_image = ensure_base(base, platform)
+    labels = stack_labels(base, platform)
+    digest = inputs_digest(base, platform, image_id(base_image) or base_image, labels, extra)
+    if context == ROOT and image_label(image, INPUTS_LABEL) == digest:
+        say(f"image {image} is up to date: built from these same inputs (label {INPUTS_LABEL}={digest}); "
+            "not rebuilt")
+        return 0.0
+    cmd = [docker, "build", *extra, "--build-arg", f"BASE={base}", "--build-arg", f"BASE_IMAGE={base_image}"]
+    if emulated:
+        cmd += ["--platform", platform]
+    cmd += ["-t", image]
+    for key, value in {**labels, INPUTS_LABEL: digest}.items():
         cmd += ["--label", f"{key}={value}"]
     if ca_cert:
         cmd += ["--secret", f"id=ca_cert,src={ca_cert}"]
     cmd.append(str(context))
-    say(f"building image {image} (BASE={base}{', CA bundle ' + ca_cert if ca_cert else ''}); "
-        "a cold build takes a few minutes (docs/image.md)")
+    how = ("under qemu emulation: a cold build takes about 35 minutes on 2 cores, most of it compiling mpi4py "
+           "(docs/arm.md)" if emulated else "a cold build takes a few minutes (docs/image.md)")
+    say(f"building image {image} (BASE={base}, PLATFORM={platform}{', CA bundle ' + ca_cert if ca_cert else ''}); "
+        + how)
     say("+ " + " ".join(cmd))
     start = time.monotonic()
     if subprocess.run(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"}).returncode != 0:

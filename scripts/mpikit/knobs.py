@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config
+from . import config, platforms
 from .config import EXAMPLES
 from .ui import UsageError
 
@@ -44,10 +44,15 @@ KNOBS: tuple[Knob, ...] = (
          "allocation, apptainer, docker, native)", ("run", "smoke", "doctor")),
     Knob("BASE", config.default_base(), "Debian base of the image: "
          + " | ".join(config.supported_bases()), (*RUN_COMMANDS, "bench", "image", "sif")),
-    Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, built on first use)",
-         (*RUN_COMMANDS, "bench", "image")),
-    Knob("SIF", "mpi.sif", "Apptainer image file (make sif writes it; apptainer, srun and cluster run it)",
-         (*RUN_COMMANDS, "bench", "sif")),
+    # Empty means this host's platform; the default is not written here, so the README's
+    # table (generated from these lines) reads the same on every host.
+    Knob("PLATFORM", "", "image platform: " + " | ".join(platforms.SUPPORTED) + " (default: this host's); "
+         "another is built and run under qemu emulation, with RUNTIME=docker and BASE="
+         + " | ".join(platforms.EMULATED_BASES) + " (docs/arm.md)", (*RUN_COMMANDS, "bench", "image", "sif")),
+    Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, or mpi4py-kit:BASE-ARCH for another PLATFORM; "
+         "built on first use)", (*RUN_COMMANDS, "bench", "image")),
+    Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
+         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, "bench", "sif")),
     Knob("SCRIPT", "", "your own script for `make run`, under the current directory", ("run", "batch")),
     Knob("ARGS", "", "arguments passed to the example or SCRIPT", ("run", "batch")),
     Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
@@ -91,17 +96,47 @@ def parse_base(value: str) -> str:
     return value
 
 
-def parse_image(value: str, base: str) -> tuple[str, bool]:
+def parse_platform(value: str, machine: str | None = None) -> str:
+    """Empty: this host's platform (`machine` stands in for the host in tests)."""
+    if not value:
+        return platforms.host(machine)
+    if value not in platforms.SUPPORTED:
+        raise UsageError(f"unsupported PLATFORM={value!r}; choose one of: {', '.join(platforms.SUPPORTED)}")
+    return value
+
+
+def check_platform(command: str, platform: str, runtime: str, base: str, example: str = "",
+                   machine: str | None = None) -> None:
+    """Another platform than the host's runs under emulation, which the kit builds and tests
+    for one base and the Docker runtime only; everything else is refused before it starts."""
+    if platforms.is_host(platform, machine):
+        return
+    here = platforms.host(machine)
+    target = {"run": f"run-{example}" if example else "run", "batch": "cluster-batch"}.get(command, command)
+    if base not in platforms.EMULATED_BASES:
+        raise UsageError(f"PLATFORM={platform} (emulated on this {here} host) is built for BASE="
+                         f"{' | '.join(platforms.EMULATED_BASES)} only; drop BASE={base}: "
+                         f"make {target} PLATFORM={platform}")
+    if command in ("batch", "bench"):
+        raise UsageError(f"make {target} uses the test cluster, whose nodes are this host's {here}; "
+                         f"PLATFORM={platform} runs only with RUNTIME=docker: "
+                         f"make smoke PLATFORM={platform} RUNTIME=docker")
+    if command in RUN_COMMANDS and runtime != "docker":
+        raise UsageError(f"PLATFORM={platform} runs under emulation in Docker only (this host is {here}), "
+                         f"not RUNTIME={runtime}: make {target} PLATFORM={platform} RUNTIME=docker")
+
+
+def parse_image(value: str, base: str, platform: str | None = None) -> tuple[str, bool]:
     """(image, is_default): the default tag is built on demand, a named one must exist."""
     if not value:
-        return f"{config.image_name()}:{base}", True
+        return platforms.image_tag(config.image_name(), base, platform or platforms.host()), True
     if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", value):
         raise UsageError(f"IMAGE={value!r} is not a valid image name (lowercase, like mpi4py-kit:trixie)")
     return value, False
 
 
-def parse_sif(value: str, cwd: Path) -> Path:
-    path = (cwd / value).resolve()
+def parse_sif(value: str, cwd: Path, platform: str | None = None) -> Path:
+    path = (cwd / (value or platforms.sif_name(platform or platforms.host()))).resolve()
     if path.suffix != ".sif":
         raise UsageError(f"SIF={value!r} must name a .sif file (like mpi.sif)")
     if not path.parent.is_dir():
@@ -226,6 +261,7 @@ class Settings:
     np: int = 4
     runtime: str = "auto"
     base: str = ""
+    platform: str = ""  # linux/ARCH: the host's, or another one emulated
     image: str = ""
     image_is_default: bool = True
     sif: Path = field(default_factory=lambda: Path("mpi.sif"))
@@ -250,10 +286,13 @@ def read(command: str, raw: Mapping[str, str], cwd: Path, example: str = "") -> 
         s.runtime = parse_runtime(raw["RUNTIME"])
     if "BASE" in reads:
         s.base = parse_base(raw["BASE"])
+    if "PLATFORM" in reads:
+        s.platform = parse_platform(raw["PLATFORM"])
+        check_platform(command, s.platform, s.runtime, s.base, example)
     if "IMAGE" in reads:
-        s.image, s.image_is_default = parse_image(raw["IMAGE"], s.base)
+        s.image, s.image_is_default = parse_image(raw["IMAGE"], s.base, s.platform)
     if "SIF" in reads:
-        s.sif = parse_sif(raw["SIF"], cwd)
+        s.sif = parse_sif(raw["SIF"], cwd, s.platform)
     if "TIMEOUT" in reads:
         s.timeout = parse_timeout(raw["TIMEOUT"])
     if "ARGS" in reads:

@@ -1,0 +1,41 @@
+"""What decides whether an image or a SIF is rebuilt: the inputs digest (the image's
+label), the SIF cache's entries per base and platform, and the SIF's stamped arch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mpikit import apptainer, config, docker
+
+
+def test_the_image_digest_changes_with_the_platform_the_base_and_the_labels() -> None:
+    labels = config.stack_labels("trixie", "linux/arm64")
+    digest = docker.inputs_digest("trixie", "linux/arm64", "sha256:b", labels)
+    assert digest == docker.inputs_digest("trixie", "linux/arm64", "sha256:b", dict(labels))
+    assert len({digest,
+                docker.inputs_digest("trixie", "linux/amd64", "sha256:b", labels),
+                docker.inputs_digest("trixie", "linux/arm64", "sha256:other", labels),
+                docker.inputs_digest("trixie", "linux/arm64", "sha256:b", {**labels, "x": "1"}),
+                docker.inputs_digest("trixie", "linux/arm64", "sha256:b", labels, ("--no-cache",))}) == 5
+
+
+def test_a_new_sif_replaces_only_its_own_base_and_platform_and_legacy_names(tmp_path: Path) -> None:
+    names = ["trixie-amd64-0123456789abcdef.sif", "trixie-arm64-fedcba9876543210.sif",
+             "trixie-0123456789abcdef.sif", "bookworm-arm64-0123456789abcdef.sif", "trixie-notes.sif"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    stale = apptainer.stale_cache_entries(tmp_path, "trixie", "arm64")
+    assert [p.name for p in stale] == ["trixie-0123456789abcdef.sif", "trixie-arm64-fedcba9876543210.sif"]
+
+
+def test_the_sifs_architecture_from_sif_list() -> None:
+    listing = """------------------------------------------------------------------------------
+ID   |GROUP   |LINK    |SIF POSITION (start-end)  |TYPE
+------------------------------------------------------------------------------
+1    |1       |NONE    |32176-32288               |Def.FILE
+2    |1       |NONE    |32288-36360               |JSON.Generic
+4    |1       |NONE    |36864-72687616            |FS (Squashfs/*System/arm64)
+"""
+    assert apptainer.sif_arch(listing) == "arm64"
+    assert apptainer.sif_arch(listing.replace("arm64", "amd64")) == "amd64"
+    assert apptainer.sif_arch("FATAL: could not open image") is None
