@@ -9,7 +9,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help bench doctor image sif cluster-up cluster-down cluster-batch cluster-shell run smoke test \
+.PHONY: help bench doctor image sif pins-check cluster-up cluster-down cluster-batch cluster-shell run smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -49,6 +49,9 @@ image: ## build the Docker image for BASE (makes the base image if none can be p
 
 sif: ## build the Apptainer image SIF from Apptainer.def (unprivileged, via spython; cached)
 	@$(KIT) sif
+
+pins-check: ## check versions.env's Debian pins exist for every PLATFORM, from apt metadata (no build)
+	@$(KIT) pins-check
 
 cluster-up: ## start the test Slurm cluster: controller + 2 nodes, munge, PMIx, Apptainer
 	@$(KIT) cluster-up

@@ -32,6 +32,8 @@ COMMANDS: dict[str, Command] = {
     "bench": Command(commands.bench, "container vs native, measured in one run: results/bench.{json,png}"),
     "image": Command(commands.image, "build the Docker image"),
     "sif": Command(commands.sif, "build the Apptainer image (SIF) from Apptainer.def"),
+    "pins-check": Command(commands.pins_check, "check that versions.env's Debian pins exist for every platform "
+                          "(apt metadata only)"),
     "batch": Command(commands.batch, "sbatch slurm/example.sbatch with SCRIPT in the test cluster"),
     "cluster-up": Command(commands.cluster_up, "start the test Slurm cluster"),
     "cluster-down": Command(commands.cluster_down, "remove the test Slurm cluster"),
