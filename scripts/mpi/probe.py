@@ -1,6 +1,7 @@
 """The doctor's probe: an MPI job run under the runtime being checked.
 
 Every rank prints one line `MPIKIT-PROBE {json}` describing what it sees:
+the machine it runs on (uname -m: x86_64, or aarch64 under emulation too),
 its rank and world size (a world of 1 under a multi-task launch is the
 launcher/PMI mismatch), the MPI library and the libmpi/libpmix files it
 loaded, where mpi4py was imported from, /dev/shm, and whether single-copy
@@ -15,6 +16,7 @@ Standalone on purpose: it runs with the image's Python, without the kit.
 import ctypes
 import json
 import os
+import platform
 import socket
 import sys
 
@@ -68,7 +70,8 @@ def try_spawn(MPI):
 
 
 def main():
-    report = {"pid": os.getpid(), "host": socket.gethostname(), "python": sys.version.split()[0],
+    report = {"pid": os.getpid(), "host": socket.gethostname(), "machine": platform.machine(),
+              "python": sys.version.split()[0],
               "prefix": sys.prefix, "pythonpath": os.environ.get("PYTHONPATH", ""),
               "nousersite": os.environ.get("PYTHONNOUSERSITE", ""),
               "launched_tasks": os.environ.get("SLURM_STEP_NUM_TASKS"),

@@ -11,10 +11,11 @@ Exit status: 0 when nothing is wrong, 1 when a problem was found.
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from .. import cluster, config, docker, runtimes
+from .. import cluster, config, docker, platforms, runtimes
 from ..choose import Choice
 from ..config import MPI_PROGRAMS, ROOT
 from ..knobs import Settings
@@ -151,13 +152,19 @@ def diagnose(settings: Settings, choice: Choice) -> int:
     else:
         section("host: this machine")
         facts = check_host(report, runtime, list)
+    host = platforms.host()
+    # Only a Linux host's binfmt_misc can be read; Docker Desktop emulates inside its VM.
+    if settings.platform != host and sys.platform.startswith("linux"):
+        report.add(judge.emulation(settings.platform, host, platforms.emulation_problem(settings.platform)))
 
     section(f"ranks: RUNTIME={runtime}, a {NP}-rank probe under the same launcher as make run-*")
     ready = True
     if runtime == "docker":
         ready = docker.image_exists(settings.image)
+        platform = "" if settings.platform == host else f" PLATFORM={settings.platform}"
         report.add(judge.ok(f"image {settings.image} exists") if ready else
-                   judge.info(f"image {settings.image} not built yet: make image (make run-* builds it on first use)"))
+                   judge.info(f"image {settings.image} not built yet: make image{platform} (make run-* builds it "
+                              "on first use)"))
     elif runtime in ("apptainer", "srun", "cluster"):
         finding = sif_finding(settings.sif)
         report.add(finding)
@@ -168,6 +175,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
         probes = run_probe(report, job)
         if probes:
             report.add(*judge.ranks(probes, NP, runtime, native_pin()))
+            report.add(judge.machine(probes, settings.platform, host))
             if runtime in ("srun", "cluster") and facts:
                 report.add(*judge.fit(facts["plugins"], facts["pmix_versions"], judge.stack_of(probes[0]),
                                       settings.srun_mpi))

@@ -8,6 +8,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from .. import platforms
+
 MARK = "MPIKIT-PROBE "  # the probe's line prefix (scripts/mpi/probe.py; a test holds them equal)
 MIN_SHM = 256 * 2**20
 # Which BASE carries the PMIx major a Slurm's pmix_vN plugin was built with (versions.env's PMIX_DEB_*).
@@ -231,6 +233,31 @@ def ranks(probes: list[dict], np: int, runtime: str, native_pin: str) -> list[Fi
     found += cma(runtime, probes)
     found.append(shm(probes))
     return found
+
+
+# ---- another platform, under emulation ----
+
+def emulation(platform: str, host: str, why_not: str | None) -> Finding:
+    """Can this host run PLATFORM's binaries (qemu-user in binfmt_misc)? Asked for another platform only."""
+    machine_name = platforms.MACHINE.get(platforms.arch(platform), platforms.arch(platform))
+    if why_not:
+        return problem(f"PLATFORM={platform} runs under emulation on this {host} host, but {why_not}",
+                       f"as root: bash scripts/provision.sh emulation {machine_name}")
+    return ok(f"PLATFORM={platform} on this {host} host: qemu-{machine_name} is registered in binfmt_misc")
+
+
+def machine(probes: list[dict], platform: str, host: str) -> Finding:
+    """The machine the ranks ran on (uname -m) against PLATFORM; emulation said as such."""
+    want = platforms.MACHINE.get(platforms.arch(platform), platforms.arch(platform))
+    got = sorted({p.get("machine") or "?" for p in probes})
+    if got != [want]:
+        return problem(f"the ranks ran on {', '.join(got)}, but PLATFORM={platform} is {want}: the image was "
+                       "built for another platform",
+                       f"build it for this one: make image PLATFORM={platform} (or name the right IMAGE)")
+    if platform == host:
+        return ok(f"the ranks ran on {want} ({platform}, this host's own)")
+    return ok(f"the ranks ran on {want} ({platform}), emulated by qemu-user on this {host} host: this checks the "
+              f"image's software, not {platforms.arch(platform)} hardware, and its timings are not the hardware's")
 
 
 def sif_age(sif: str, sif_mtime: float | None, input_mtimes: dict[str, float]) -> Finding:
