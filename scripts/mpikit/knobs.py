@@ -219,12 +219,14 @@ def parse_launch(value: str) -> list[str] | None:
 
 def pip_ca_cert(environ: Mapping[str, str], home: Path) -> str | None:
     """The CA bundle the host's pip is told to trust (a proxy's CA), if any:
-    PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, then pip's config files."""
+    PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, then pip's config files (Linux's,
+    and macOS's under Library/Application Support)."""
     candidates = [environ.get(var) for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")]
     parser = configparser.ConfigParser()
+    mac = Path("Library") / "Application Support" / "pip" / "pip.conf"
     try:
-        parser.read([environ.get("PIP_CONFIG_FILE") or "/etc/pip.conf",
-                     home / ".config" / "pip" / "pip.conf", home / ".pip" / "pip.conf"])
+        parser.read([environ.get("PIP_CONFIG_FILE") or "/etc/pip.conf", Path("/") / mac,
+                     home / ".config" / "pip" / "pip.conf", home / ".pip" / "pip.conf", home / mac])
     except configparser.Error:
         pass  # an unreadable pip config: no CA from it
     candidates += [parser.get(section, "cert", fallback=None) for section in ("global", "install")]

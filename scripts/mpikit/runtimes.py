@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,11 +50,13 @@ class Launch:
     live_ranks: Callable[[int], list[int] | None] | None = None
 
 
-def one_node_fixes(environ: dict[str, str]) -> dict[str, str]:
+def one_node_fixes(environ: dict[str, str], system: str = sys.platform) -> dict[str, str]:
     """On one machine, Open MPI's TCP traffic stays on loopback: otherwise it offers every address,
     Docker's bridges (docker0, br-*) included, and a spawned job's connection from one of them is
-    dropped as unexpected, so MPI_Comm_spawn (mpi4py.futures) hangs. A user's own setting wins."""
-    return {} if "OMPI_MCA_btl_tcp_if_include" in environ else {"OMPI_MCA_btl_tcp_if_include": "lo"}
+    dropped as unexpected, so MPI_Comm_spawn (mpi4py.futures) hangs. A user's own setting wins.
+    macOS names its loopback interface lo0 (the native runtime on a Mac)."""
+    loopback = "lo0" if system == "darwin" else "lo"
+    return {} if "OMPI_MCA_btl_tcp_if_include" in environ else {"OMPI_MCA_btl_tcp_if_include": loopback}
 
 
 def root_fixes(euid: int) -> dict[str, str]:
