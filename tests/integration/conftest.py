@@ -80,8 +80,11 @@ def assert_example(name: str, proc: subprocess.CompletedProcess, np: int, comman
 def make_then_ctrl_c(*args: str, ranks: int) -> subprocess.CompletedProcess:
     """`make ARGS` until `ranks` ranks print 'rank N started', then Ctrl-C: a
     terminal sends SIGINT to the whole foreground process group."""
+    # A terminal's job gets SIGINT's default action even where this test runs with SIGINT ignored
+    # (a non-interactive shell's background job inherits SIG_IGN, and Python then keeps it).
     proc = subprocess.Popen(["make", "--no-print-directory", *args], cwd=ROOT, env=clean_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started: set[str] = set()
     deadline = time.monotonic() + 120
     assert proc.stdout is not None
