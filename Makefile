@@ -9,7 +9,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help bench doctor image sif pins-check cluster-up cluster-down cluster-batch cluster-shell run smoke test \
+.PHONY: help bench bind-plan doctor image matrix sif pins-check cluster-up cluster-down cluster-batch cluster-shell run smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -43,6 +43,12 @@ bench: ## container vs native in one run: ping-pong, start-up, scatter, image fa
 
 doctor: ## check host and image for RUNTIME: launch 2 ranks, explain each problem and its fix
 	@$(KIT) doctor
+
+bind-plan: ## HOST_MPI=PREFIX: what the bind model binds for the site's MPI, and why (RUNTIME=srun|cluster)
+	@$(KIT) bind-plan
+
+matrix: ## which image runs under which test cluster with which launcher, from real runs -> docs/matrix.md
+	@$(KIT) matrix
 
 image: ## build the Docker image for BASE (makes the base image if none can be pulled)
 	@$(KIT) image
@@ -78,7 +84,7 @@ lint: venv ## ruff, shellcheck and hadolint
 	@.venv/bin/python -m pytest tests/integration/test_lint.py $(PYTEST_ARGS)
 
 lock: venv ## refresh the hashes in requirements/*.txt after editing requirements/*.in
-	@cd requirements && for f in image native build dev; do \
+	@cd requirements && for f in image native build dev site; do \
 	  echo "locking requirements/$$f.txt"; \
 	  ../.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
 	    --no-emit-index-url --no-emit-find-links -o $$f.txt $$f.in || exit 1; done

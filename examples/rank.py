@@ -1,7 +1,8 @@
 r"""Every rank reports its rank, its process ID and the host it runs on.
 
 Teaches: MPI.COMM_WORLD is the communicator holding every process of the job;
-Get_size() is how many there are, Get_rank() is this process's number in it.
+Get_size() is how many there are, Get_rank() is this process's number in it;
+MPI.Get_library_version() says which MPI library the rank actually runs on.
 
 Run it with 4 ranks:
     make run-rank NP=4
@@ -11,7 +12,8 @@ Run it with 4 ranks:
     apptainer exec mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py examples/rank.py
     srun --ntasks=4 --mpi=pmix apptainer exec --sharens mpi.sif python -m mpi4py examples/rank.py
 
-Self-check: rank 0 gathers every report; ranks 0..size-1 must each appear once.
+Self-check: rank 0 gathers every report; ranks 0..size-1 must each appear once,
+and every rank must run on the same MPI library, which the last line names.
 If the launcher started several tasks but each one sees a world of size 1
 ("rank 0 of 1"), the launcher and MPI disagree on PMI: the check says so.
 """
@@ -40,12 +42,18 @@ if size == 1 and launched > 1 and "OMPI_COMM_WORLD_SIZE" not in os.environ:
           file=sys.stderr)
     sys.exit(1)
 
-reports = comm.gather((rank, host, pid), root=0)
+library = MPI.Get_library_version().strip().splitlines()[0]
+reports = comm.gather((rank, host, pid, library), root=0)
 if rank == 0:
-    ranks = sorted(r for r, _, _ in reports)
-    hosts = sorted({h for _, h, _ in reports})
-    if ranks != list(range(size)) or len({(h, p) for _, h, p in reports}) != size:
+    ranks = sorted(r for r, _, _, _ in reports)
+    hosts = sorted({h for _, h, _, _ in reports})
+    libraries = sorted({lib for _, _, _, lib in reports})
+    if ranks != list(range(size)) or len({(h, p) for _, h, p, _ in reports}) != size:
         print(f"check FAILED: expected ranks 0..{size - 1} once each, got {ranks}",
               file=sys.stderr)
         comm.Abort(1)
-    print(f"check passed: {size} ranks on {len(hosts)} host(s): {', '.join(hosts)}", flush=True)
+    if len(libraries) != 1:
+        print(f"check FAILED: the ranks run on different MPI libraries: {libraries}", file=sys.stderr)
+        comm.Abort(1)
+    print(f"check passed: {size} ranks on {len(hosts)} host(s): {', '.join(hosts)}; "
+          f"MPI library on every rank: {library}", flush=True)

@@ -8,6 +8,8 @@ role=${1:?usage: node-entry controller|compute}
 install -o munge -g munge -m 0400 /run/munge-key/munge.key /etc/munge/munge.key
 install -d -o munge -g munge -m 0755 /run/munge
 runuser -u munge -- /usr/sbin/munged
+# The shared scratch (a volume on every node): the user's folder in it is theirs.
+install -d -o hpcuser -g hpcuser -m 0755 /scratch/hpcuser
 case $role in
   controller)
     install -d -o slurm -g slurm /var/spool/slurmctld

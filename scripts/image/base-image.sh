@@ -82,11 +82,22 @@ if [ -n "$platform" ]; then
   options+=(--arch="$arch")
   took="about 3 minutes, under emulation"
 fi
+# A debootstrap older than the suite has no script for it (bookworm's knows no forky):
+# the sid script bootstraps any suite after the newest it knows.
+script=()
+if [ ! -e "/usr/share/debootstrap/scripts/$suite" ]; then
+  script=(/usr/share/debootstrap/scripts/sid)
+fi
 echo "base image $image: debootstrap ${options[*]} $suite from $mirror ($took)"
 start=$SECONDS
-debootstrap "${options[@]}" "$suite" "$root" "$mirror" 2>&1 |
+debootstrap "${options[@]}" "$suite" "$root" "$mirror" "${script[@]}" 2>&1 |
   awk '/^I: Retrieving|^I: Validating|^I: Extracting|^I: Unpacking|^I: Configuring/ { n++; if (n % 25 == 0) printf "  ... %s\n", $0; next } /^[EW]:/ { print "  " $0 }'
 [ -x "$root/bin/sh" ] || { echo "error: debootstrap of $suite from $mirror failed; rerun: debootstrap ${options[*]} $suite /tmp/x $mirror" >&2; exit 1; }
+case $suite in
+  forky|sid|unstable|testing)
+    # A frozen mirror serves these suites with a Release file past its Valid-Until date.
+    echo 'Acquire::Check-Valid-Until "false";' > "$root/etc/apt/apt.conf.d/99mpi4py-kit-snapshot" ;;
+esac
 # Same trims as the official slim images: no apt lists, no docs.
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc/* "$root"/usr/share/man/*
 if [ -z "$platform" ]; then

@@ -67,6 +67,12 @@ builder() {
   # The kit's hook: an exception in any thread of a rank ends the MPI job (site/mpi4py_kit_abort.py).
   cp "$kit"/site/mpi4py_kit_abort.py "$kit"/site/mpi4py_kit_abort.pth \
     "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
+  # The bind model (HOST_MPI): mpi4py's binary wheel, off sys.path unless the kit puts it there; its
+  # MPICH variant loads a site's MPICH-ABI libmpi (libmpi.so.12), which the build above cannot.
+  awk '/^mpi4py==/ { keep = 1; print; next } keep && /^ / { print; next } { keep = 0 }' \
+    "$kit/requirements/image.txt" > /tmp/mpi4py-wheel.txt
+  /tmp/buildenv/bin/pip install -q --no-deps --require-hashes --only-binary mpi4py \
+    --target /opt/venv/mpi4py-abi -r /tmp/mpi4py-wheel.txt
   find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
   /opt/venv/bin/python -c 'import mpi4py, numpy; print("built mpi4py", mpi4py.__version__, "numpy", numpy.__version__)'
 }
@@ -80,7 +86,8 @@ runtime() {
   # Ranks run as an ordinary user: Open MPI refuses root without extra flags,
   # and a cluster runs users' jobs unprivileged anyway.
   useradd --create-home --uid 1000 --shell /bin/bash mpi
-  mkdir -p /opt/mpi4py-kit
+  # The bind model binds single libraries of the site into this folder (scripts/mpikit/bind.py).
+  mkdir -p /opt/mpi4py-kit/host-lib
   local mpi4py numpy
   mpi4py=$(sed -n 's/^mpi4py==\([^ ]*\).*/\1/p' "$kit/requirements/image.txt")
   numpy=$(sed -n 's/^numpy==\([^ ]*\).*/\1/p' "$kit/requirements/image.txt")

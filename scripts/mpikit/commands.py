@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import apptainer, checks, choose, cluster, docker, knobs, launch, runtimes, venv
+from . import apptainer, bind, checks, choose, cluster, docker, knobs, launch, runtimes, venv
 from .config import EXAMPLES, ROOT
 from .knobs import Settings
 from .launch import show
@@ -51,6 +51,18 @@ def ready(settings: Settings, runtime: str) -> None:
         ensure_sif(settings)
 
 
+def job_for(settings: Settings, runtime: str, script: Path, args: list[str], workdir: Path, timeout: int | None,
+            futures: bool, plan: bind.Plan | None) -> runtimes.Job:
+    return runtimes.Job(script, args, settings.np, runtime, settings.image, workdir, timeout, settings.sif,
+                        bind.plugin(settings.srun_mpi, plan), futures=futures, bind=plan)
+
+
+def say_bind(settings: Settings, plan: bind.Plan | None) -> None:
+    if plan:
+        say(f"bind model: the site's MPI {plan.loaded} ({plan.version}); srun --mpi={plan.srun_mpi} "
+            f"({plan.srun_mpi_why}); make bind-plan shows what is bound and why")
+
+
 def choose_runtime(settings: Settings) -> choose.Choice:
     choice = choose.choose(settings.runtime, choose.look())
     say(f"runtime: {choice.runtime} ({choice.why})")
@@ -65,8 +77,10 @@ def run(settings: Settings) -> int:
     if choice.runtime == "cluster":
         require_shared(settings, {"SCRIPT": settings.script, "SIF": settings.sif})
     ready(settings, choice.runtime)
-    job = runtimes.Job(settings.script, settings.args, settings.np, choice.runtime, settings.image, Path.cwd(),
-                       settings.timeout, settings.sif, settings.srun_mpi, futures=settings.futures)
+    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
+    say_bind(settings, plan)
+    job = job_for(settings, choice.runtime, settings.script, settings.args, Path.cwd(), settings.timeout,
+                  settings.futures, plan)
     started = runtimes.launch_for(job)
     say("+ " + show(started.argv))
     result = runtimes.execute(started, settings.timeout)
@@ -79,13 +93,15 @@ def smoke(settings: Settings) -> int:
     np = settings.np
     choice = choose_runtime(settings)
     ready(settings, choice.runtime)
+    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
+    say_bind(settings, plan)
     failed = passed = 0
     for example in EXAMPLES.values():
         if np < example.min_ranks:
             print(f"SKIP {example.name:8} needs at least {example.min_ranks} ranks (NP={np})")
             continue
-        job = runtimes.Job(example.path, list(example.smoke_args), np, choice.runtime, settings.image, ROOT,
-                           settings.timeout or 300, settings.sif, settings.srun_mpi, futures=example.futures)
+        job = job_for(settings, choice.runtime, example.path, list(example.smoke_args), ROOT,
+                      settings.timeout or 300, example.futures, plan)
         started = runtimes.launch_for(job)
         result = None
         try:
@@ -124,6 +140,31 @@ def doctor(settings: Settings) -> int:
     return doc.diagnose(settings, choice)
 
 
+def bind_plan_command(settings: Settings) -> int:
+    """make bind-plan: what the bind model binds and sets for HOST_MPI, and why each."""
+    if not settings.host_mpi:
+        raise UsageError("make bind-plan needs HOST_MPI=<the site MPI's prefix> (and RUNTIME=srun or cluster)")
+    choice = choose_runtime(settings)
+    if choice.runtime == "cluster":
+        cluster.require_up()
+    if not settings.sif.is_file():
+        raise UsageError(f"no {settings.sif}: the plan compares the site's libraries with the image's; make sif first")
+    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
+    assert plan is not None
+    for line in plan.describe():
+        print(line)
+    print(f"loads  {plan.loaded}: {plan.version}  (checked inside the image with these binds)")
+    return 0
+
+
+def matrix(settings: Settings) -> int:
+    from . import matrix as compatibility
+
+    docker.require_engine("make matrix")
+    venv.reexec_inside()  # spython, for the SIFs
+    return compatibility.run()
+
+
 def bench(settings: Settings) -> int:
     from . import bench as benchmark
 
@@ -133,7 +174,8 @@ def bench(settings: Settings) -> int:
     ensure_image(settings)
     cluster.up()
     ensure_sif(settings)
-    code = benchmark.run(settings.image, settings.base, settings.sif, settings.srun_mpi, settings.quick,
+    code = benchmark.run(settings.image, settings.base, settings.sif, bind.plugin(settings.srun_mpi, None),
+                         settings.quick,
                          settings.ca_cert)
     say("bench: the test cluster is still up; make cluster-down removes it")
     return code
@@ -178,7 +220,7 @@ def batch(settings: Settings) -> int:
 
 
 def cluster_up(settings: Settings) -> int:
-    cluster.up()
+    cluster.up(settings.cluster)
     return 0
 
 

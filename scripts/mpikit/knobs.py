@@ -23,7 +23,7 @@ from .config import EXAMPLES
 from .ui import UsageError
 
 RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
-RUN_COMMANDS = ("run", "smoke", "doctor", "batch")
+RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Knob:
 KNOBS: tuple[Knob, ...] = (
     Knob("NP", "4", "number of MPI ranks", (*RUN_COMMANDS, "bench")),
     Knob("RUNTIME", "auto", "auto | native | docker | apptainer | srun | cluster (auto: srun in an "
-         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor")),
+         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor", "bind-plan")),
     Knob("BASE", config.default_base(), "Debian base of the image: "
          + " | ".join(config.supported_bases()), (*RUN_COMMANDS, "bench", "image", "sif")),
     # Empty means this host's platform; the default is not written here, so the README's
@@ -59,8 +59,14 @@ KNOBS: tuple[Knob, ...] = (
          "are MPIPoolExecutor workers)", ("run",)),
     Knob("TIMEOUT", "1800", "stop a run after this many seconds, naming the ranks still running (0: no limit)",
          ("run", "smoke", "batch")),
-    Knob("SRUN_MPI", "pmix", "srun --mpi plugin for RUNTIME=srun and cluster (srun --mpi=list shows yours)",
-         ("run", "smoke", "doctor", "batch")),
+    Knob("SRUN_MPI", "auto", "srun --mpi plugin for RUNTIME=srun and cluster (auto: pmix for the image's Open "
+         "MPI; with HOST_MPI, the plugin the site's MPI can use; srun --mpi=list shows yours)",
+         ("run", "smoke", "doctor", "batch", "bind-plan")),
+    Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi.so.40 or .12), "
+         "loaded instead of the image's; RUNTIME=srun or cluster", ("run", "smoke", "doctor", "bind-plan")),
+    Knob("CLUSTER", "trixie", "make cluster-up: which test cluster, by its nodes' Debian: trixie (Slurm 24.11, "
+         "PMIx 5) | forky (Slurm 26.05, PMIx 7.0.0~rc1); one runs at a time, RUNTIME=cluster uses it",
+         ("cluster-up",)),
     Knob("LAUNCH", "", "make doctor: check your own launch line, "
          "e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'", ("doctor",)),
     Knob("QUICK", "0", "make bench: 1 for a short run (proves it works; figures not for quoting)", ("bench",)),
@@ -204,6 +210,21 @@ def parse_flag(value: str, knob: str) -> bool:
     return value == "1"
 
 
+def parse_host_mpi(value: str) -> str | None:
+    if not value:
+        return None
+    if not value.startswith("/") or re.search(r"[\s:,]", value):
+        raise UsageError(f"HOST_MPI={value!r} must be the absolute path of the site MPI's prefix on every node, "
+                         "like /opt/cray/pe/mpich/8.1.29/ofi/gnu/12.3 (no spaces, colons or commas)")
+    return value.rstrip("/") or "/"
+
+
+def parse_cluster(value: str) -> str:
+    if value not in config.CLUSTERS:
+        raise UsageError(f"unknown CLUSTER={value!r}; choose one of: {', '.join(config.CLUSTERS)}")
+    return value
+
+
 def parse_quick(value: str) -> bool:
     return parse_flag(value, "QUICK")
 
@@ -270,7 +291,9 @@ class Settings:
     script: Path | None = None
     args: list[str] = field(default_factory=list)
     timeout: int | None = None
-    srun_mpi: str = "pmix"
+    srun_mpi: str = "auto"
+    host_mpi: str | None = None  # the bind model: the site MPI's prefix
+    cluster: str = "trixie"  # make cluster-up: which test cluster
     launch: list[str] | None = None
     quick: bool = False
     futures: bool = False  # ranks run python -m mpi4py.futures
@@ -301,6 +324,10 @@ def read(command: str, raw: Mapping[str, str], cwd: Path, example: str = "") -> 
         s.args = parse_args(raw["ARGS"])
     if "SRUN_MPI" in reads:
         s.srun_mpi = parse_srun_mpi(raw["SRUN_MPI"])
+    if "HOST_MPI" in reads:
+        s.host_mpi = parse_host_mpi(raw["HOST_MPI"])
+    if "CLUSTER" in reads:
+        s.cluster = parse_cluster(raw["CLUSTER"])
     if "LAUNCH" in reads:
         s.launch = parse_launch(raw["LAUNCH"])
     if "QUICK" in reads:

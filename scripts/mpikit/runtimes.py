@@ -10,10 +10,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import apptainer, cluster, docker, launch, procs, venv
+from . import apptainer, bind, cluster, docker, launch, procs, venv
 from .choose import host_apptainer
 from .config import ROOT
 from .launch import Program, show
@@ -35,6 +35,7 @@ class Job:
     mpi: str = "pmix"  # srun --mpi plugin, for srun and cluster
     nodes: int | None = None  # srun --nodes, for srun and cluster (None: Slurm's choice / up to 2)
     futures: bool = False  # python -m mpi4py.futures instead of python -m mpi4py
+    bind: bind.Plan | None = None  # the bind model (HOST_MPI): the site's MPI instead of the image's
 
     def program(self, script: str | None = None, python: str = "python") -> Program:
         return Program(script or self.script.relative_to(self.workdir).as_posix(), tuple(self.args), python=python,
@@ -103,14 +104,22 @@ def srun_launch(job: Job) -> Launch:
     each rank runs in the SIF; the working directory is visible (Apptainer binds it)."""
     assert job.sif is not None
     command = host_apptainer() or "apptainer"
-    container = launch.Apptainer(str(job.sif), command=command, sharens=apptainer.supports_sharens(command))
+    container = with_bind(launch.Apptainer(str(job.sif), command=command, sharens=apptainer.supports_sharens(command)),
+                          job.bind)
     argv = launch.ranks_in_sif(job.np, job.program(), mpi=job.mpi, container=container, nodes=job.nodes)
     return Launch(argv, dict(os.environ))
 
 
-def cluster_container(sif: Path) -> launch.Apptainer:
+def with_bind(container: launch.Apptainer, plan: bind.Plan | None) -> launch.Apptainer:
+    """The bind model: the same container, with the site's MPI bound in and chosen (bind.py says why)."""
+    if plan is None:
+        return container
+    return replace(container, binds=plan.binds_options(), env=tuple(plan.env.items()))
+
+
+def cluster_container(sif: Path, plan: bind.Plan | None = None) -> launch.Apptainer:
     """How ranks on the test cluster's nodes enter the SIF (the nodes' Apptainer 1.4 has --sharens)."""
-    return launch.Apptainer(cluster.shared_path(sif), sharens=True)
+    return with_bind(launch.Apptainer(cluster.shared_path(sif), sharens=True), plan)
 
 
 def cluster_line(job: Job, container: launch.Apptainer | None, python: str = "python") -> list[str]:
@@ -125,7 +134,8 @@ def cluster_line(job: Job, container: launch.Apptainer | None, python: str = "py
 def cluster_launch(job: Job) -> Launch:
     """srun on the test cluster's login node; /shared there is this repository."""
     assert job.sif is not None
-    return Launch(cluster_line(job, cluster_container(job.sif)), dict(os.environ), cleanup=[cluster.cancel_all()],
+    line = cluster_line(job, cluster_container(job.sif, job.bind))
+    return Launch(line, dict(os.environ), cleanup=[cluster.cancel_all()],
                   live_ranks=lambda _: cluster.live_ranks(job.np))
 
 

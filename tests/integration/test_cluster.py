@@ -220,9 +220,10 @@ def test_munge_key_is_per_cluster_and_never_in_the_repository_or_image(cluster: 
     key = subprocess.run([client, "exec", cluster_module.CONTROLLER, "stat", "-c", "%U %a %s",
                           "/etc/munge/munge.key"], capture_output=True, text=True).stdout.split()
     assert key == ["munge", "400", "1024"], f"munge key owner/mode/size: {key}"
-    baked = subprocess.run([client, "run", "--rm", "--entrypoint", "sh", cluster_module.NODE_IMAGE, "-c",
+    image = cluster_module.node_image(cluster_module.current() or cluster_module.DEFAULT_CLUSTER)
+    baked = subprocess.run([client, "run", "--rm", "--entrypoint", "sh", image, "-c",
                             "ls /etc/munge/munge.key /run/munge-key 2>/dev/null"], capture_output=True, text=True)
-    assert baked.stdout.strip() == "", f"a munge key is baked into {cluster_module.NODE_IMAGE}: {baked.stdout}"
+    assert baked.stdout.strip() == "", f"a munge key is baked into the node image: {baked.stdout}"
     tracked = subprocess.run(["git", "ls-files", "--others", "--cached"], cwd=ROOT, capture_output=True,
                              text=True).stdout.split()
     assert not [f for f in tracked if "munge" in f and f.endswith(".key")], "a munge key is in the repository"

@@ -39,3 +39,11 @@ def test_scatter_counts_every_value() -> None:
     out = "rank 0: 2 values, average 1.0\nrank 1: 1 values, average 2.0\nFull Average: 1.33\ncheck passed: x\n"
     assert check_run("scatter", out, "", 0, 2, 3).ok
     assert "received 3 values in all, expected 4" in check_run("scatter", out, "", 0, 2, 4).problems[0]
+
+
+def test_the_mpi_library_rank_py_names() -> None:
+    from mpikit.checks import mpi_library
+
+    out = "check passed: 2 ranks on 1 host(s): a; MPI library on every rank: MPICH Version: 5.0.2\n"
+    assert mpi_library(out) == "MPICH Version: 5.0.2"
+    assert mpi_library(RANK) is None

@@ -103,7 +103,7 @@ def test_every_supported_base_has_pins() -> None:
 
 def test_locked_requirements_match_their_inputs() -> None:
     """requirements/*.in name the versions; the hashed .txt locks must agree (make lock)."""
-    for source in ("image", "native", "build"):
+    for source in ("image", "native", "build", "site"):
         source_text = (config.REQUIREMENTS / f"{source}.in").read_text()
         wanted = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", source_text, re.M))
         locked = config.python_pins(f"{source}.txt")

@@ -6,6 +6,7 @@ import json
 
 from mpikit.config import MPI_PROGRAMS
 from mpikit.doctor import judge
+from mpikit.slurm import parse_mpi_list
 
 STACK = "BASE=trixie\nOPENMPI_DEB=5.0.7-1\nPMIX_DEB=5.0.7-1\n"
 
@@ -35,7 +36,7 @@ def test_parse_probes_skips_cut_lines() -> None:
 def test_parse_mpi_list() -> None:
     text = ("MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n\tpmix\n"
             "specific pmix plugin versions available: pmix_v5\n")
-    assert judge.parse_mpi_list(text) == (["none", "cray_shasta", "pmi2", "pmix"], ["pmix_v5"])
+    assert parse_mpi_list(text) == (["none", "cray_shasta", "pmi2", "pmix"], ["pmix_v5"])
 
 
 def test_a_healthy_world() -> None:
@@ -131,3 +132,29 @@ def test_spawn_by_runtime() -> None:
     assert under_srun.level == "info" and "FUTURES=1" in under_srun.text and "RUNTIME=apptainer" in under_srun.text
     assert judge.spawn("docker", failed).level == "warning"
     assert "no answer" in judge.spawn("srun", []).text
+
+
+def test_pmi2_cannot_wire_the_images_open_mpi_and_the_bind_model_is_named() -> None:
+    trixie = judge.stack_of(probe(0))
+    found = judge.fit(["pmi2", "pmix"], ["pmix_v5"], trixie, "pmi2")
+    assert levels(found) == ["PROBLEM"] and "starts only through PMIx" in found[0].text
+    assert "HOST_MPI=" in found[0].fix
+    no_pmix = judge.fit(["pmi2", "cray_shasta"], [], trixie, "pmix")
+    assert "HOST_MPI=" in no_pmix[0].fix
+
+
+def test_the_bind_model_before_and_after_launch() -> None:
+    from mpikit import bind
+
+    plan = bind.plan("/opt/site/mpich", "/opt/site/mpich/lib/libmpi.so.12", "mpich", [], set(), lambda p: False,
+                     ["pmi2", "pmix"])
+    plan.loaded, plan.version = "/opt/site/mpich/lib/libmpi.so.12", "MPICH Version: 5.0.2"
+    assert levels(judge.bind_preflight("/opt/site/mpich", plan, ["pmi2", "pmix"])) == ["ok", "ok", "ok"]
+    refused = judge.bind_preflight("/opt/site/mpich", plan, ["pmix"])
+    assert refused[-1].level == "PROBLEM" and "needs srun --mpi=pmi2" in refused[-1].text
+    site = [probe(r, libmpi=["/opt/site/mpich/lib/libmpi.so.12"], library="MPICH Version: 5.0.2") for r in (0, 1)]
+    found = judge.ranks(site, 2, "cluster", "5.0.11", bind=("/opt/site/mpich", bind.HOST_LIB))
+    assert levels(found)[:3] == ["ok", "ok", "ok"]
+    assert found[1].text == "rank 0 on h: /opt/site/mpich/lib/libmpi.so.12: MPICH Version: 5.0.2"
+    wrong = judge.bind_ranks([probe(0)], "/opt/site/mpich", bind.HOST_LIB)
+    assert wrong[0].level == "PROBLEM" and "not the site's MPI" in wrong[0].text

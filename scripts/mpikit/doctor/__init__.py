@@ -15,12 +15,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from .. import cluster, config, docker, platforms, runtimes
+from .. import bind, cluster, config, docker, platforms, runtimes
 from ..choose import Choice
 from ..config import MPI_PROGRAMS, ROOT
 from ..knobs import Settings
 from ..launch import show
-from ..ui import RunError
+from ..slurm import parse_mpi_list
+from ..ui import KitError, RunError
 from . import judge
 from .judge import Finding
 
@@ -84,7 +85,7 @@ def check_host(report: Report, runtime: str, on_host: Callable[[list[str]], list
     _, listing = _run(on_host(["srun", "--mpi=list"]))
     _, slurm_config = _run(on_host(["scontrol", "show", "config"]))
     report.add(*judge.slurm(version, listing, slurm_config))
-    plugins, versions = judge.parse_mpi_list(listing)
+    plugins, versions = parse_mpi_list(listing)
     return {"plugins": plugins, "pmix_versions": versions}
 
 
@@ -148,6 +149,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
     report = Report()
     if runtime == "cluster":
         section("host: the test cluster's login node (mpikit-slurmctld)")
+        report.add(judge.info(cluster.versions()))
         facts = check_host(report, runtime, cluster.on_login)
     else:
         section("host: this machine")
@@ -169,16 +171,27 @@ def diagnose(settings: Settings, choice: Choice) -> int:
         finding = sif_finding(settings.sif)
         report.add(finding)
         ready = settings.sif.is_file()
+    plan = None
+    if ready and settings.host_mpi:
+        section(f"bind model: HOST_MPI={settings.host_mpi}, before anything is launched")
+        try:
+            plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, runtime)
+        except KitError as exc:
+            report.add(judge.problem(str(exc)))
+            return report.summary()
+        report.add(*judge.bind_preflight(settings.host_mpi, plan, facts.get("plugins", [])))
+        section(f"ranks: the bind model, a {NP}-rank probe")
     if ready:
         job = runtimes.Job(PROBE, [], NP, runtime, settings.image, ROOT, PROBE_TIMEOUT, settings.sif,
-                           settings.srun_mpi)
+                           bind.plugin(settings.srun_mpi, plan), bind=plan)
         probes = run_probe(report, job)
         if probes:
-            report.add(*judge.ranks(probes, NP, runtime, native_pin()))
+            report.add(*judge.ranks(probes, NP, runtime, native_pin(),
+                                    bind=(settings.host_mpi, bind.HOST_LIB) if plan else None))
             report.add(judge.machine(probes, settings.platform, host))
-            if runtime in ("srun", "cluster") and facts:
+            if runtime in ("srun", "cluster") and facts and not plan:
                 report.add(*judge.fit(facts["plugins"], facts["pmix_versions"], judge.stack_of(probes[0]),
-                                      settings.srun_mpi))
+                                      bind.plugin(settings.srun_mpi, None)))
         if probes and runtime in ("srun", "cluster"):
             section(f"ranks: {NP} ranks on ONE node, each its own apptainer exec (CMA between them)")
             one_node = run_probe(report, replace(job, nodes=1))

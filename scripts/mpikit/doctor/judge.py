@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from .. import platforms
+from ..slurm import parse_mpi_list
 
 MARK = "MPIKIT-PROBE "  # the probe's line prefix (scripts/mpi/probe.py; a test holds them equal)
 MIN_SHM = 256 * 2**20
@@ -41,14 +42,6 @@ def problem(text: str, fix: str = "") -> Finding:
 
 
 # ---- reading what was seen ----
-
-def parse_mpi_list(text: str) -> tuple[list[str], list[str]]:
-    """`srun --mpi=list` -> (plugin types, specific pmix versions like pmix_v5)."""
-    versions = re.findall(r"\bpmix_v\d+\b", text)
-    plugins = [line.strip() for line in text.splitlines()
-               if re.fullmatch(r"\s*[a-z][a-z0-9_]*\s*", line) and line.strip() not in versions]
-    return plugins, sorted(set(versions))
-
 
 def parse_probes(text: str) -> list[dict]:
     probes = []
@@ -105,14 +98,21 @@ def slurm(version: str, mpi_list: str, config: str) -> list[Finding]:
     return found
 
 
+BIND_INSTEAD = ("the bind model: HOST_MPI=<prefix of the site's MPICH-ABI MPI> (make bind-plan shows what it "
+                "binds), which srun wires with pmi2; or one node with RUNTIME=apptainer (mpiexec inside the image)")
+
+
 def fit(plugins: list[str], pmix_versions: list[str], stack: dict[str, str], mpi: str) -> list[Finding]:
     """Slurm's PMI plugins against the image's PMIx: which --mpi, which BASE."""
     image_pmix = stack.get("PMIX_DEB", "?")
+    image_mpi = f"the image's Open MPI {stack.get('OPENMPI_DEB', '')}".rstrip()
     if "pmix" not in plugins:
         return [problem(f"this Slurm has no pmix plugin (srun --mpi=list: {', '.join(plugins)}), "
-                        f"but the image's Open MPI {stack.get('OPENMPI_DEB', '')} starts only through PMIx",
-                        "ask the admins for Slurm built with PMIx; meanwhile run on one node: "
-                        "make run-scatter RUNTIME=apptainer (mpiexec inside the image)")]
+                        f"but {image_mpi} starts only through PMIx", f"what works here: {BIND_INSTEAD}")]
+    if not mpi.startswith("pmix"):
+        return [problem(f"SRUN_MPI={mpi}: {image_mpi} starts only through PMIx, so srun --mpi={mpi} cannot wire "
+                        "its ranks (each becomes 'rank 0 of 1', or Open MPI refuses to start)",
+                        f"SRUN_MPI=pmix (or auto); where only {mpi} will do: {BIND_INSTEAD}")]
     found = []
     if mpi not in plugins and mpi not in pmix_versions:
         found.append(problem(f"SRUN_MPI={mpi} is not one of this Slurm's plugins ({', '.join(plugins)})",
@@ -158,8 +158,10 @@ def libmpi(p0: dict, want: str) -> Finding:
     if got is None or got.group(1) != want:
         return problem(f"mpi4py runs on {p0.get('library', '?').split(',')[0]} ({files}), but this "
                        f"{'image' if stack else 'venv'} pins Open MPI {want}",
-                       "another libmpi comes first: unset LD_LIBRARY_PATH / LD_PRELOAD (Apptainer passes the "
-                       "host's environment in; APPTAINERENV_* too) and do not bind the host's MPI into the container")
+                       "another libmpi comes first by accident: unset LD_LIBRARY_PATH / LD_PRELOAD (Apptainer passes "
+                       "the host's environment in; APPTAINERENV_* too) and bind no MPI by hand. If it is your site's "
+                       "MPI on purpose, use the bind model instead: HOST_MPI=<its prefix> with RUNTIME=srun, which "
+                       "binds what it needs and checks that it fits")
     where = f"image BASE={stack['BASE']}, PMIx {stack['PMIX_DEB']}" if stack else "native venv"
     return ok(f"mpi4py {p0['mpi4py']} on Open MPI {want} ({files}; {where})")
 
@@ -222,13 +224,17 @@ def shm(probes: list[dict]) -> Finding:
     return ok(f"/dev/shm {size / 2**30:.1f} GiB")
 
 
-def ranks(probes: list[dict], np: int, runtime: str, native_pin: str) -> list[Finding]:
-    """Everything the probe's reports say, in order; later judgements only when the world is whole."""
+def ranks(probes: list[dict], np: int, runtime: str, native_pin: str, bind=None) -> list[Finding]:
+    """Everything the probe's reports say, in order; later judgements only when the world is whole.
+    `bind`: (HOST_MPI, the folder single host libraries are bound to) in the bind model."""
     found = world(probes, np, runtime)
     if found[0].level == "PROBLEM":
         return found
     p0 = next(p for p in probes if p["rank"] == 0)
-    found.append(libmpi(p0, expected_openmpi(stack_of(p0), native_pin)))
+    if bind:
+        found += bind_ranks(probes, *bind)
+    else:
+        found.append(libmpi(p0, expected_openmpi(stack_of(p0), native_pin)))
     found.append(shadowing(probes))
     found += cma(runtime, probes)
     found.append(shm(probes))
@@ -258,6 +264,34 @@ def machine(probes: list[dict], platform: str, host: str) -> Finding:
         return ok(f"the ranks ran on {want} ({platform}, this host's own)")
     return ok(f"the ranks ran on {want} ({platform}), emulated by qemu-user on this {host} host: this checks the "
               f"image's software, not {platforms.arch(platform)} hardware, and its timings are not the hardware's")
+
+
+def bind_preflight(host_mpi: str, plan, plugins: list[str]) -> list[Finding]:
+    """Before launching: the site's MPI loads inside the image, and this Slurm offers what it needs."""
+    found = [ok(f"HOST_MPI={host_mpi}: {plan.loaded} loads inside the image with the planned binds: {plan.version}"),
+             ok(f"ABI: {plan.family} family; the image's mpi4py for it: "
+                + ("its own build (the same Open MPI major)" if plan.family == "openmpi"
+                   else "mpi4py's binary wheel, MPICH variant"))]
+    if plan.srun_mpi not in plugins and not (plan.srun_mpi.startswith("pmix") and "pmix" in plugins):
+        found.append(problem(f"the site's MPI needs srun --mpi={plan.srun_mpi} ({plan.srun_mpi_why}), but this "
+                             f"Slurm offers {', '.join(plugins) or 'none'} (srun --mpi=list)",
+                             "ask the admins which plugin their MPI uses, and set SRUN_MPI to it"))
+    else:
+        found.append(ok(f"srun --mpi={plan.srun_mpi}: {plan.srun_mpi_why}; this Slurm offers it"))
+    return found
+
+
+def bind_ranks(probes: list[dict], prefix: str, host_lib: str) -> list[Finding]:
+    """After launching in the bind model: each rank's libmpi is the site's, and which it is."""
+    found = []
+    for p in sorted(probes, key=lambda p: p.get("rank", -1)):
+        files = p.get("libmpi") or []
+        site = files and all(f.startswith((prefix.rstrip("/") + "/", host_lib + "/")) for f in files)
+        line = f"rank {p.get('rank')} on {p.get('host')}: {', '.join(files) or '?'}: {p.get('library', '?')}"
+        found.append(ok(line) if site else problem(f"{line}: not the site's MPI under {prefix}",
+                                                   "make bind-plan shows the binds; LD_PRELOAD or a module's "
+                                                   "LD_LIBRARY_PATH may put another libmpi first"))
+    return found
 
 
 def sif_age(sif: str, sif_mtime: float | None, input_mtimes: dict[str, float]) -> Finding:

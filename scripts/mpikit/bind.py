@@ -1,0 +1,335 @@
+"""The bind model (HOST_MPI=PREFIX): the same image, with the site's own MPI
+library loaded in place of the image's. The kit works out what to bind, and
+why, from what the node's loader resolves (`ldd`) and what the image already
+has (`ldconfig -p` inside it); nobody writes the list by hand.
+
+plan() and the parsers are pure and unit-tested; gather() asks a node.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .config import upstream_version
+from .slurm import parse_mpi_list
+from .ui import UsageError
+
+HOST_LIB = "/opt/mpi4py-kit/host-lib"  # an empty folder in the image: single host libraries are bound into it
+ABI_MPI4PY = "/opt/venv/mpi4py-abi"  # mpi4py's binary wheel in the image: a variant for each ABI family
+FAMILIES = {"libmpi.so.40": "openmpi", "libmpi.so.12": "mpich"}
+FAMILY_NAMES = {"openmpi": "Open MPI ABI (libmpi.so.40)",
+                "mpich": "MPICH ABI (libmpi.so.12: MPICH, Cray MPICH, Intel MPI, MVAPICH)"}
+# One C library per process: these always come from the image.
+C_RUNTIME = re.compile(r"^(libc|libm|libdl|libpthread|librt|libutil|libresolv|libanl|libmvec|ld-linux[-\w]*)"
+                       r"\.so(\.\d+)*$")
+# The site's fabric and process-management libraries: the site MPI was built against the node's
+# copies, which carry the site's providers (Slingshot's cxi, the site's verbs, Slurm's PMI); the image's
+# generic copy of the same soname would load and then miss them. Always the node's.
+SITE_STACK = re.compile(r"^(libfabric|libucp|libuct|libucs|libucm|libibverbs|librdmacm|libmlx5|libefa|libpsm2|"
+                        r"libpsm_infinipath|libcxi|libxpmem|libpmi|libpmi2|libpmix|libpals|libhcoll|libnl-3|"
+                        r"libnl-route-3|libslurm)\b")
+# Configuration and plugin folders a library reads, bound when they exist on the node ({dir}: the library's folder).
+CONFIG = {"libfabric": ("{dir}/libfabric",), "libibverbs": ("/etc/libibverbs.d", "{dir}/libibverbs"),
+          "libucp": ("/etc/ucx", "{dir}/ucx"), "libpmix": ("{dir}/pmix", "{dir}/pmix2")}
+
+
+@dataclass(frozen=True)
+class Needed:
+    """One line of ldd: a soname and where the node's loader finds it (None: not found)."""
+
+    soname: str
+    path: str | None
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str
+    target: str
+    why: str
+
+    def option(self) -> str:
+        """apptainer exec --bind SRC:DST:ro: the site's files are read, never written."""
+        return f"{self.source}:{self.target}:ro"
+
+
+@dataclass
+class Plan:
+    prefix: str
+    libmpi: str  # the site library, as the node sees it
+    family: str  # openmpi | mpich
+    binds: list[Bind] = field(default_factory=list)
+    from_image: list[tuple[str, str]] = field(default_factory=list)  # (soname, why the image's copy is used)
+    env: dict[str, str] = field(default_factory=dict)  # set inside the container, each for a reason below
+    env_why: dict[str, str] = field(default_factory=dict)
+    srun_mpi: str = "pmix"
+    srun_mpi_why: str = ""
+    loaded: str = ""  # the file the preflight loaded inside the image
+    version: str = ""  # its MPI_Get_library_version, first line
+
+    def binds_options(self) -> tuple[str, ...]:
+        return tuple(b.option() for b in self.binds)
+
+    def describe(self) -> list[str]:
+        lines = [f"site MPI: {self.libmpi} ({FAMILY_NAMES[self.family]})"]
+        lines += [f"bind   {b.source}" + (f" -> {b.target}" if b.target != b.source else "") + f"  ({b.why})"
+                  for b in self.binds]
+        lines += [f"image  {soname}  ({why})" for soname, why in self.from_image]
+        lines += [f"env    {k}={v}  ({self.env_why[k]})" for k, v in self.env.items()]
+        lines.append(f"srun   --mpi={self.srun_mpi}  ({self.srun_mpi_why})")
+        return lines
+
+
+# ---- reading what the node and the image say ----
+
+def parse_ldd(text: str) -> list[Needed]:
+    """`ldd LIB` -> what LIB needs and where it resolves (the vdso and the loader line are skipped)."""
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"^(\S+) => (not found|(\S+) \(0x[0-9a-f]+\))$", line)
+        if m:
+            found.append(Needed(m.group(1), None if m.group(2) == "not found" else m.group(3)))
+    return found
+
+
+def parse_ldconfig(text: str) -> set[str]:
+    """`ldconfig -p` -> the sonames a system (here: the image) provides."""
+    return {m.group(1) for m in re.finditer(r"^\s*(\S+\.so[.\d]*) \(", text, re.M)}
+
+
+def find_libmpi(prefix: str, listing: dict[str, list[str]]) -> tuple[str, str]:
+    """(path, family) of the site's libmpi, given `ls` of PREFIX/lib and PREFIX/lib64."""
+    names = {f"{folder}/{name}": name for folder, names in listing.items() for name in names}
+    for path, name in sorted(names.items()):
+        if name in FAMILIES:
+            return path, FAMILIES[name]
+    others = sorted(name for name in names.values() if re.fullmatch(r"libmpi\.so\.\d+", name))
+    if others:
+        raise UsageError(f"HOST_MPI={prefix} has {others[0]}, an ABI the image's mpi4py cannot load; it loads the "
+                         f"{FAMILY_NAMES['openmpi']} or the {FAMILY_NAMES['mpich']}")
+    raise UsageError(f"HOST_MPI={prefix} has no lib/libmpi.so.40 or lib/libmpi.so.12: give the prefix of the "
+                     "site's MPI, the folder that holds lib/libmpi.so* (module show cray-mpich, $MPICH_DIR, "
+                     "or dirname $(dirname $(which mpicc)))")
+
+
+def library_major(version_line: str) -> tuple[str, int] | None:
+    """('Open MPI', 5) or ('MPICH', 4) from the first line of MPI_Get_library_version."""
+    for name, pattern in (("Open MPI", r"Open MPI v(\d+)\."), ("MPICH", r"MPICH Version:\s*(\d+)\."),
+                          ("Intel MPI", r"Intel\(R\) MPI Library (\d+)"), ("MVAPICH", r"MVAPICH\S* Version:\s*(\d+)")):
+        m = re.search(pattern, version_line)
+        if m:
+            return name, int(m.group(1))
+    return None
+
+
+def compatible(family: str, site_version: str, image_openmpi: str) -> str | None:
+    """Why the image's mpi4py cannot run on this site MPI, or None.
+
+    Open MPI family: the image's own mpi4py, built against the image's Open MPI, loads the site's
+    libmpi.so.40, so the major versions must match. MPICH family: mpi4py's binary wheel (its MPICH
+    variant) loads any MPICH-ABI library."""
+    if family != "openmpi":
+        return None
+    site = library_major(site_version)
+    image_major = int(image_openmpi.split(".")[0])
+    if site is None or site[0] != "Open MPI":
+        return f"the site's libmpi.so.40 reports {site_version!r}, not an Open MPI the kit can check"
+    if site[1] != image_major:
+        return (f"the site's Open MPI {site[1]} cannot run the image's mpi4py, built against Open MPI "
+                f"{image_openmpi} (major {image_major}); use an image whose Open MPI major matches "
+                f"(BASE=bookworm has Open MPI 4, trixie Open MPI 5) or the site's MPICH-ABI MPI")
+    return None
+
+
+# ---- the plan ----
+
+def srun_plugin(family: str, needed: Sequence[Needed], offered: Sequence[str]) -> tuple[str, str]:
+    """The --mpi plugin the site MPI can use, among those this Slurm offers (srun --mpi=list)."""
+    links_pmix = any(n.soname.startswith("libpmix.so") for n in needed)
+    links_cray_pmi = any(n.soname.startswith(("libpmi.so", "libpals.so")) for n in needed)
+    if family == "openmpi":
+        return "pmix", "Open MPI 5 starts only through PMIx"
+    if links_cray_pmi and "cray_shasta" in offered:
+        return "cray_shasta", "this MPICH links Cray's PMI (libpmi/libpals), which Slurm serves with cray_shasta"
+    if links_pmix and "pmix" in offered:
+        return "pmix", "this MPICH links a PMIx client"
+    return "pmi2", ("an MPICH without a PMIx client speaks PMI-1/PMI-2 on the socket Slurm's pmi2 plugin "
+                    "opens (PMI_FD)")
+
+
+def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_sonames: set[str],
+         exists: Callable[[str], bool], offered: Sequence[str]) -> Plan:
+    """What to bind and set so the image's Python loads the site's MPI, and why each one."""
+    p = Plan(prefix, libmpi, family)
+    prefix_slash = prefix.rstrip("/") + "/"
+    p.binds.append(Bind(prefix, prefix, "the site MPI: its libmpi, the libraries and plugins it loads from its own "
+                                        "prefix, and its configuration and help files (etc/, share/)"))
+    missing = [n.soname for n in needed if n.path is None]
+    if missing:
+        raise UsageError(f"the site's {libmpi} needs {', '.join(missing)}, which the node's loader finds nowhere "
+                         "(ldd: not found): load the site's modules first (module load ...) so the kit sees what "
+                         "the site MPI needs")
+    seen: set[str] = set()
+    for n in needed:
+        path = n.path or ""
+        if n.soname in seen or path.startswith(prefix_slash):
+            continue
+        seen.add(n.soname)
+        if C_RUNTIME.match(n.soname):
+            p.from_image.append((n.soname, "the C library: one per process, the image's"))
+            continue
+        if SITE_STACK.match(n.soname):
+            why = ("the site's fabric or process-management library, which the site MPI was built against; "
+                   "the image's copy lacks the site's providers")
+        elif n.soname in image_sonames:
+            p.from_image.append((n.soname, "the image has this soname"))
+            continue
+        else:
+            why = "needed by the site MPI; not in the image"
+        p.binds.append(Bind(path, f"{HOST_LIB}/{n.soname}", why))
+        stem = n.soname.split(".so")[0]
+        for candidate in (c.format(dir=path.rpartition("/")[0]) for c in CONFIG.get(stem, ())):
+            if exists(candidate) and not candidate.startswith(prefix_slash):
+                p.binds.append(Bind(candidate, candidate, f"configuration or plugins {n.soname} reads"))
+    providers = [b.source for b in p.binds if b.source.endswith("/libfabric") and b.why.startswith("configuration")]
+    if providers:
+        p.env["FI_PROVIDER_PATH"] = providers[0]
+        p.env_why["FI_PROVIDER_PATH"] = "libfabric loads the site's providers from the bound folder"
+    lib_dirs = [libmpi.rpartition("/")[0]]
+    p.env["LD_LIBRARY_PATH"] = ":".join([HOST_LIB, *lib_dirs])
+    p.env_why["LD_LIBRARY_PATH"] = "the loader finds the site's libmpi and the bound libraries before the image's"
+    if family == "openmpi":
+        p.env["OPAL_PREFIX"] = prefix
+        p.env_why["OPAL_PREFIX"] = "Open MPI reads its help files and MCA defaults from its own prefix"
+    else:
+        p.env.update(PYTHONPATH=ABI_MPI4PY, MPI4PY_MPIABI="mpich", MPI4PY_LIBMPI=libmpi)
+        p.env_why.update(PYTHONPATH="mpi4py's binary wheel, whose MPICH variant loads an MPICH-ABI libmpi",
+                         MPI4PY_MPIABI="choose the wheel's MPICH variant",
+                         MPI4PY_LIBMPI="the library that variant loads: the site's")
+    p.srun_mpi, p.srun_mpi_why = srun_plugin(family, needed, offered)
+    return p
+
+
+# ---- asking a node (the test cluster's node1, or this node for RUNTIME=srun) ----
+
+@dataclass(frozen=True)
+class Site:
+    """Where the kit looks: a node that sees HOST_MPI and the SIF as the ranks will."""
+
+    where: str  # for messages: "node1 of the test cluster", "this node"
+    run: Callable[[list[str]], subprocess.CompletedProcess]  # argv -> its result, output captured as text
+    sif: str  # the SIF's path as that node sees it
+    apptainer: str = "apptainer"
+    offered: tuple[str, ...] = ()  # srun --mpi=list there
+
+
+# Run inside the image with the plan's binds: load the site's libmpi as mpi4py will, and say which
+# file and which library it is (MPI_Get_library_version may be called before MPI_Init).
+PREFLIGHT = r"""
+import ctypes, os
+name = os.environ.get("MPI4PY_LIBMPI") or "libmpi.so.40"
+lib = ctypes.CDLL(name, ctypes.RTLD_GLOBAL)
+buf, size = ctypes.create_string_buffer(8192), ctypes.c_int()
+lib.MPI_Get_library_version(buf, ctypes.byref(size))
+maps = open("/proc/self/maps").read().split()
+path = next((w for w in maps if "/libmpi.so" in w), name)
+print("MPIKIT-LIBMPI", path, "|", buf.value.decode(errors="replace").strip().splitlines()[0])
+"""
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def gather(prefix: str, site: Site) -> tuple[Plan, dict[str, str]]:
+    """Ask the node what HOST_MPI holds and needs, and the image what it has: (the plan, the image's stack)."""
+    if site.run(["test", "-d", prefix]).returncode != 0:
+        raise UsageError(f"HOST_MPI={prefix} is not a folder on {site.where}: the site's MPI must be at that path "
+                         "on every node (its prefix, e.g. from module show cray-mpich)")
+    listing = {f"{prefix}/{sub}": _lines(site.run(["ls", "-1", f"{prefix}/{sub}"]).stdout) for sub in ("lib", "lib64")}
+    libmpi, family = find_libmpi(prefix, listing)
+    ldd = site.run(["ldd", libmpi])
+    if ldd.returncode != 0:
+        raise UsageError(f"ldd {libmpi} failed on {site.where}: {(ldd.stderr or ldd.stdout).strip()[:200]}")
+    needed = parse_ldd(ldd.stdout)
+    image = site.run([site.apptainer, "exec", site.sif, "sh", "-c",
+                      "ldconfig -p; echo MPIKIT-STACK; cat /opt/mpi4py-kit/stack.env"]).stdout
+    sonames, _, stack_text = image.partition("MPIKIT-STACK")
+    candidates = sorted({c.format(dir=(n.path or "").rpartition("/")[0]) for n in needed if n.path
+                         for c in CONFIG.get(n.soname.split(".so")[0], ())})
+    present: set[str] = set()
+    if candidates:
+        found = site.run(["sh", "-c", 'for p; do [ -e "$p" ] && echo "$p"; done', "sh", *candidates])
+        present = set(_lines(found.stdout))
+    p = plan(prefix, libmpi, family, needed, parse_ldconfig(sonames), present.__contains__, site.offered)
+    stack = dict(line.split("=", 1) for line in _lines(stack_text) if "=" in line)
+    return p, stack
+
+
+def site_for(runtime: str, sif) -> Site:
+    """RUNTIME=cluster: node1 of the test cluster; RUNTIME=srun: this node, which sees what the compute
+    nodes see (the same paths on every node is what HOST_MPI requires)."""
+    from . import cluster
+    from .choose import host_apptainer
+
+    def local(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=180)
+
+    if runtime == "cluster":
+        def on_node(argv: list[str]) -> subprocess.CompletedProcess:
+            return local(cluster.on_node(cluster.COMPUTE[0], argv))
+
+        offered = parse_mpi_list(local(cluster.on_login(["srun", "--mpi=list"])).stdout)[0]
+        return Site("node1 of the test cluster", on_node, cluster.shared_path(sif), "apptainer", tuple(offered))
+    offered = parse_mpi_list(local(["srun", "--mpi=list"]).stdout)[0]
+    return Site("this node", local, str(sif), host_apptainer() or "apptainer", tuple(offered))
+
+
+def container(p: Plan, site: Site) -> list[str]:
+    """The apptainer exec prefix with the plan's binds and environment."""
+    argv = [site.apptainer, "exec"]
+    for option in p.binds_options():
+        argv += ["--bind", option]
+    for name, value in p.env.items():
+        argv += ["--env", f"{name}={value}"]
+    return [*argv, site.sif]
+
+
+def preflight(p: Plan, site: Site) -> tuple[str, str]:
+    """Load the site's libmpi inside the image with the plan applied: (the file loaded, its version line)."""
+    proc = site.run([*container(p, site), "python", "-c", PREFLIGHT])
+    line = next((line for line in proc.stdout.splitlines() if line.startswith("MPIKIT-LIBMPI ")), None)
+    if proc.returncode != 0 or line is None:
+        said = (proc.stderr + proc.stdout).strip().splitlines()
+        raise UsageError(f"the site's {p.libmpi} does not load inside the image with the planned binds "
+                         f"({said[-1] if said else f'exit status {proc.returncode}'}); make bind-plan shows them")
+    path, _, version = line.removeprefix("MPIKIT-LIBMPI ").partition(" | ")
+    return path, version
+
+
+def plugin(srun_mpi: str, plan: Plan | None) -> str:
+    """SRUN_MPI, or (auto) pmix for the image's Open MPI and the site MPI's own choice with HOST_MPI."""
+    if srun_mpi != "auto":
+        return srun_mpi
+    return plan.srun_mpi if plan else "pmix"
+
+
+def resolve(host_mpi: str | None, srun_mpi: str, sif, runtime: str) -> Plan | None:
+    """HOST_MPI: work out the binds on a node, load the site's libmpi in the image with them, check it fits."""
+    if not host_mpi:
+        return None
+    if runtime not in ("srun", "cluster"):
+        raise UsageError(f"HOST_MPI is for RUNTIME=srun or cluster, where Slurm starts the site's MPI; "
+                         f"RUNTIME={runtime} has no Slurm (drop HOST_MPI to run the image's own Open MPI)")
+    site = site_for(runtime, sif)
+    p, stack = gather(host_mpi, site)
+    p.loaded, p.version = preflight(p, site)
+    problem = compatible(p.family, p.version, upstream_version(stack.get("OPENMPI_DEB", "0")))
+    if problem:
+        raise UsageError(f"HOST_MPI={host_mpi}: {problem}")
+    if srun_mpi != "auto":
+        p.srun_mpi, p.srun_mpi_why = srun_mpi, "SRUN_MPI, given"
+    return p

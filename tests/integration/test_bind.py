@@ -1,0 +1,164 @@
+"""The bind model on the test cluster: the same SIF, with a site's own MPI
+loaded instead of the image's. The nodes carry two site MPIs (scripts/cluster/
+Dockerfile): /opt/site/mpich (MPICH ABI, PMI-2 only, its libfabric installed
+for the whole node, linked against Slurm's libpmi2) and /opt/site/openmpi
+(Open MPI 5.0.11, not the image's 5.0.7)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import ROOT, assert_example, explain, kit, make
+from mpikit import bind
+from mpikit.checks import mpi_library
+from mpikit.config import EXAMPLES
+
+SITES = {"/opt/site/mpich": ("MPICH Version:", "pmi2"), "/opt/site/openmpi": ("Open MPI v5.0.11", "pmix")}
+SCATTER_SIZE = 999_983
+
+
+def run(name: str, np: int, site: str, sif: str, *extra: str) -> subprocess.CompletedProcess:
+    args = f"--size {SCATTER_SIZE} --seed {np}" if name == "scatter" else ""
+    return kit("run", name, "--np", str(np), "--runtime", "cluster", "--sif", sif, "--host-mpi", site,
+               "--args", args, "--timeout", "240", *extra, timeout=300)
+
+
+@pytest.mark.parametrize("np", [2, 4, 5])
+@pytest.mark.parametrize("site", list(SITES))
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_every_example_on_each_site_mpi(name: str, site: str, np: int, cluster: str) -> None:
+    proc = run(name, np, site, cluster)
+    command = f"make run-{name} NP={np} RUNTIME=cluster HOST_MPI={site} SIF={cluster}"
+    assert_example(name, proc, np, command, SCATTER_SIZE if name == "scatter" else None, hosts={"node1", "node2"})
+    version, plugin = SITES[site]
+    assert f"bind model: the site's MPI {site}/lib/libmpi.so." in proc.stderr, explain(proc, command)
+    assert f"--mpi={plugin}" in proc.stderr and f"--bind {site}:{site}:ro" in proc.stderr, explain(proc, command)
+    if name == "rank":  # every rank reports the library it runs on
+        assert (mpi_library(proc.stdout) or "").startswith(version), explain(proc, command)
+
+
+@pytest.mark.parametrize("site", list(SITES))
+def test_a_users_own_script_runs_on_the_site_library(site: str, cluster: str) -> None:
+    proc = kit("run", "--script", "tests/scripts/which_mpi.py", "--np", "4", "--runtime", "cluster", "--sif", cluster,
+               "--host-mpi", site, "--timeout", "120", timeout=240)
+    command = f"make run SCRIPT=tests/scripts/which_mpi.py NP=4 RUNTIME=cluster HOST_MPI={site} SIF={cluster}"
+    assert proc.returncode == 0, explain(proc, command)
+    lines = re.findall(r"^rank (\d) of 4 on (node\d): (\S+): (.*)$", proc.stdout, re.M)
+    assert sorted(int(r) for r, *_ in lines) == [0, 1, 2, 3], explain(proc, command)
+    assert {h for _, h, _, _ in lines} == {"node1", "node2"}, explain(proc, command)
+    for _, _, path, library in lines:
+        assert path.startswith(site + "/") and library.startswith(SITES[site][0]), explain(proc, command)
+
+
+def test_bind_plan_says_what_and_why(cluster: str) -> None:
+    proc = make("bind-plan", "RUNTIME=cluster", "HOST_MPI=/opt/site/mpich", f"SIF={cluster}", timeout=180)
+    command = f"make bind-plan RUNTIME=cluster HOST_MPI=/opt/site/mpich SIF={cluster}"
+    assert proc.returncode == 0, explain(proc, command)
+    out = proc.stdout
+    assert "site MPI: /opt/site/mpich/lib/libmpi.so.12 (MPICH ABI" in out, explain(proc, command)
+    assert re.search(r"^bind   /opt/site/mpich  \(the site MPI", out, re.M), explain(proc, command)
+    # Slurm's libpmi2, which the image lacks, and the node's libfabric, the site's fabric library.
+    assert re.search(rf"^bind   \S+/libpmi2\.so\.0 -> {bind.HOST_LIB}/libpmi2\.so\.0  \(needed by the site MPI; not in "
+                     r"the image\)", out, re.M), explain(proc, command)
+    fabric = rf"^bind   /opt/site/fabric/lib/libfabric\.so\.1 -> {bind.HOST_LIB}/libfabric\.so\.1  \(the site's fabric"
+    assert re.search(fabric, out, re.M), explain(proc, command)
+    assert re.search(r"^image  libc\.so\.6  \(the C library", out, re.M), explain(proc, command)
+    assert "srun   --mpi=pmi2  (an MPICH without a PMIx client" in out, explain(proc, command)
+    assert re.search(r"^loads  /opt/site/mpich/lib/libmpi\.so\.12: MPICH Version:", out, re.M), explain(proc, command)
+
+
+@pytest.fixture
+def bad_prefixes():
+    """Prefixes under the repository, which the nodes see at /shared: one with no libmpi, one with
+    the libmpi.so.20 of an old Open MPI (an ABI the image's mpi4py cannot load)."""
+    folder = ROOT / "tests" / "_bad_mpi"
+    (folder / "empty" / "lib").mkdir(parents=True, exist_ok=True)
+    (folder / "old" / "lib").mkdir(parents=True, exist_ok=True)
+    (folder / "old" / "lib" / "libmpi.so.20").write_bytes(b"")
+    yield "/shared/tests/_bad_mpi"
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("prefix,words", [
+    ("/opt/site/nosuch", "HOST_MPI=/opt/site/nosuch is not a folder on node1 of the test cluster"),
+    ("{bad}/empty", "has no lib/libmpi.so.40 or lib/libmpi.so.12"),
+    ("{bad}/old", "has libmpi.so.20, an ABI the image's mpi4py cannot load"),
+])
+def test_a_bad_host_mpi_is_one_line_and_nothing_launched(prefix: str, words: str, cluster: str,
+                                                         bad_prefixes: str) -> None:
+    prefix = prefix.format(bad=bad_prefixes)
+    proc = kit("run", "rank", "--np", "2", "--runtime", "cluster", "--sif", cluster, "--host-mpi", prefix, timeout=120)
+    command = f"make run-rank NP=2 RUNTIME=cluster HOST_MPI={prefix} SIF={cluster}"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and words in errors[0], explain(proc, command)
+    assert "+ " not in proc.stderr and "Traceback" not in proc.stderr, "something was launched" + explain(proc, command)
+
+
+def test_an_open_mpi_of_another_major_is_refused(cluster: str, sif_bookworm: str) -> None:
+    """The bookworm image's mpi4py is built against Open MPI 4; the site's Open MPI is 5."""
+    proc = kit("run", "rank", "--np", "2", "--runtime", "cluster", "--sif", sif_bookworm,
+               "--host-mpi", "/opt/site/openmpi", timeout=120)
+    command = f"make run-rank NP=2 RUNTIME=cluster HOST_MPI=/opt/site/openmpi SIF={sif_bookworm}"
+    assert proc.returncode == 2 and "the site's Open MPI 5 cannot run the image's mpi4py, built against Open MPI 4" \
+        in proc.stderr, explain(proc, command)
+
+
+def test_mpich_with_pmi2_given_runs_every_example(cluster: str) -> None:
+    """A site whose Slurm offers only pmi2 (SRUN_MPI=pmi2): the site's MPICH runs there."""
+    for name in EXAMPLES:
+        proc = run(name, 4, "/opt/site/mpich", cluster, "--srun-mpi", "pmi2")
+        command = f"make run-{name} NP=4 RUNTIME=cluster HOST_MPI=/opt/site/mpich SRUN_MPI=pmi2 SIF={cluster}"
+        assert_example(name, proc, 4, command, SCATTER_SIZE if name == "scatter" else None, hosts={"node1", "node2"})
+        assert "--mpi=pmi2" in proc.stderr, explain(proc, command)
+
+
+def test_doctor_with_pmi2_names_the_bind_model(cluster: str) -> None:
+    proc = make("doctor", "RUNTIME=cluster", f"SIF={cluster}", "SRUN_MPI=pmi2", timeout=300)
+    command = f"make doctor RUNTIME=cluster SIF={cluster} SRUN_MPI=pmi2"
+    assert proc.returncode == 1, explain(proc, command)
+    assert "PROBLEM  SRUN_MPI=pmi2: the image's Open MPI" in proc.stdout, explain(proc, command)
+    assert "HOST_MPI=<prefix of the site's MPICH-ABI MPI>" in proc.stdout, explain(proc, command)
+
+
+@pytest.mark.parametrize("site", list(SITES))
+def test_doctor_checks_the_bind_model(site: str, cluster: str) -> None:
+    proc = make("doctor", "RUNTIME=cluster", f"SIF={cluster}", f"HOST_MPI={site}", timeout=300)
+    command = f"make doctor RUNTIME=cluster SIF={cluster} HOST_MPI={site}"
+    out = proc.stdout
+    version, plugin = SITES[site]
+    assert proc.returncode == 0, explain(proc, command)
+    assert re.search(rf"ok +HOST_MPI={site}: {site}/lib/libmpi\.so\.\d+ loads inside the image with the planned "
+                     rf"binds: {re.escape(version)}", out), explain(proc, command)
+    assert re.search(rf"ok +srun --mpi={plugin}: .*this Slurm offers it", out), explain(proc, command)
+    for rank in (0, 1):
+        assert re.search(rf"ok +rank {rank} on node\d: {site}/lib/libmpi\.so\.\d+: {re.escape(version)}", out), \
+            explain(proc, command)
+
+
+def test_doctor_tells_an_accident_from_the_bind_model(cluster: str) -> None:
+    """The site's Open MPI put in front by hand (LD_LIBRARY_PATH into the container) is an accident:
+    doctor says so, and names HOST_MPI for doing it on purpose."""
+    launch = ("srun --nodes=2 --ntasks=2 --mpi=pmix apptainer exec --bind /opt/site/openmpi "
+              f"--env LD_LIBRARY_PATH=/opt/site/openmpi/lib {cluster}")
+    argv = ["make", "--no-print-directory", "doctor", f"LAUNCH={launch}"]
+    from test_cluster import in_cluster
+
+    proc = in_cluster(*argv)
+    command = " ".join(argv) + "   (on the cluster's login node)"
+    assert proc.returncode == 1, explain(proc, command)
+    assert "PROBLEM  mpi4py runs on Open MPI v5.0.11" in proc.stdout, explain(proc, command)
+    assert "If it is your site's MPI on purpose, use the bind model instead: HOST_MPI=" in proc.stdout, explain(
+        proc, command)
+
+
+def test_jobs_write_shared_output_and_mpi_io_across_nodes(cluster: str) -> None:
+    proc = kit("run", "--script", "tests/scripts/shared_output.py", "--np", "4", "--runtime", "cluster",
+               "--sif", cluster, "--timeout", "120", timeout=240)
+    command = f"make run SCRIPT=tests/scripts/shared_output.py NP=4 RUNTIME=cluster SIF={cluster}"
+    assert proc.returncode == 0, explain(proc, command)
+    assert re.search(r"^rank 0 on node1 read: written by rank 3 on node2$", proc.stdout, re.M), explain(proc, command)
+    assert "MPI-IO: 4 of 4 ranks read their neighbour's block from /scratch/hpcuser" in proc.stdout, explain(
+        proc, command)

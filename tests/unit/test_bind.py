@@ -1,0 +1,99 @@
+"""The bind model's plan: from what ldd and the image say to binds, environment and the srun plugin."""
+
+from __future__ import annotations
+
+import pytest
+from mpikit import bind
+from mpikit.ui import UsageError
+
+LDD_MPICH = """\
+\tlinux-vdso.so.1 (0x00007ffd)
+\tlibpmi2.so.0 => /usr/lib/x86_64-linux-gnu/libpmi2.so.0 (0x00007f01)
+\tlibfabric.so.1 => /opt/site/fabric/lib/libfabric.so.1 (0x00007f02)
+\tlibucp.so.0 => /opt/site/mpich/lib/mpich/libucp.so.0 (0x00007f03)
+\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f04)
+\tlibgfortran.so.5 => /usr/lib/x86_64-linux-gnu/libgfortran.so.5 (0x00007f05)
+\tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f06)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f07)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f08)
+"""
+IMAGE = {"libz.so.1", "libfabric.so.1", "libc.so.6", "libm.so.6", "libucp.so.0"}
+
+
+def mpich_plan(**kw) -> bind.Plan:
+    args = {"prefix": "/opt/site/mpich", "libmpi": "/opt/site/mpich/lib/libmpi.so.12", "family": "mpich",
+            "needed": bind.parse_ldd(LDD_MPICH), "image_sonames": IMAGE,
+            "exists": lambda path: path == "/opt/site/fabric/lib/libfabric", "offered": ["pmi2", "pmix"]}
+    args.update(kw)
+    return bind.plan(**args)
+
+
+def test_parse_ldd_and_ldconfig() -> None:
+    needed = bind.parse_ldd(LDD_MPICH + "\tlibnope.so.3 => not found\n")
+    assert needed[0] == bind.Needed("libpmi2.so.0", "/usr/lib/x86_64-linux-gnu/libpmi2.so.0")
+    assert needed[-1] == bind.Needed("libnope.so.3", None)
+    assert len(needed) == 8  # the vdso and the loader are not dependencies to bind
+    text = ("1234 libs found in cache `/etc/ld.so.cache'\n"
+            "\tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1\n"
+            "\tlibmpi.so.40 (libc6,x86-64) => /lib/x86_64-linux-gnu/libmpi.so.40\n")
+    assert bind.parse_ldconfig(text) == {"libz.so.1", "libmpi.so.40"}
+
+
+def test_find_libmpi_by_abi_family() -> None:
+    assert bind.find_libmpi("/p", {"/p/lib": ["libmpi.so", "libmpi.so.12", "libmpi_abi.so.1"]}) == \
+        ("/p/lib/libmpi.so.12", "mpich")
+    assert bind.find_libmpi("/p", {"/p/lib64": ["libmpi.so.40"], "/p/lib": []}) == ("/p/lib64/libmpi.so.40", "openmpi")
+    with pytest.raises(UsageError, match=r"has libmpi\.so\.20, an ABI the image's mpi4py cannot load"):
+        bind.find_libmpi("/p", {"/p/lib": ["libmpi.so.20"]})
+    with pytest.raises(UsageError, match=r"has no lib/libmpi\.so\.40 or lib/libmpi\.so\.12"):
+        bind.find_libmpi("/p", {"/p/lib": ["libfoo.so"]})
+
+
+def test_the_plan_binds_what_the_image_lacks_and_the_sites_stack() -> None:
+    p = mpich_plan()
+    binds = {b.source: b for b in p.binds}
+    assert binds["/opt/site/mpich"].target == "/opt/site/mpich"  # the prefix, at its own path
+    assert binds["/usr/lib/x86_64-linux-gnu/libpmi2.so.0"].target == f"{bind.HOST_LIB}/libpmi2.so.0"
+    assert binds["/usr/lib/x86_64-linux-gnu/libgfortran.so.5"].why == "needed by the site MPI; not in the image"
+    assert "fabric" in binds["/opt/site/fabric/lib/libfabric.so.1"].why  # the image has one; the site's wins
+    assert binds["/opt/site/fabric/lib/libfabric"].why.startswith("configuration or plugins")
+    image = dict(p.from_image)
+    assert set(image) == {"libz.so.1", "libm.so.6", "libc.so.6"}
+    assert "C library" in image["libc.so.6"] and image["libz.so.1"] == "the image has this soname"
+    assert "libucp.so.0" not in binds and "libucp.so.0" not in image  # inside the prefix: its bind covers it
+    assert p.env["LD_LIBRARY_PATH"] == f"{bind.HOST_LIB}:/opt/site/mpich/lib"
+    assert p.env["MPI4PY_LIBMPI"] == "/opt/site/mpich/lib/libmpi.so.12" and p.env["MPI4PY_MPIABI"] == "mpich"
+    assert p.env["PYTHONPATH"] == bind.ABI_MPI4PY and p.env["FI_PROVIDER_PATH"] == "/opt/site/fabric/lib/libfabric"
+    assert set(p.env) == set(p.env_why)
+    assert any(line.startswith("bind   /opt/site/mpich ") for line in p.describe())
+
+
+def test_open_mpi_uses_the_images_mpi4py() -> None:
+    p = bind.plan("/opt/site/openmpi", "/opt/site/openmpi/lib/libmpi.so.40", "openmpi",
+                  bind.parse_ldd("\tlibz.so.1 => /lib/libz.so.1 (0x1)\n"), IMAGE, lambda path: False, ["pmix"])
+    assert p.env == {"LD_LIBRARY_PATH": f"{bind.HOST_LIB}:/opt/site/openmpi/lib", "OPAL_PREFIX": "/opt/site/openmpi"}
+    assert (p.srun_mpi, [b.source for b in p.binds]) == ("pmix", ["/opt/site/openmpi"])
+
+
+def test_a_library_nobody_finds_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"needs libcxi\.so\.1, which the node's loader finds nowhere"):
+        mpich_plan(needed=bind.parse_ldd("\tlibcxi.so.1 => not found\n"))
+
+
+@pytest.mark.parametrize("family,needed,offered,want", [
+    ("openmpi", "", ["pmi2", "pmix"], "pmix"),
+    ("mpich", "", ["pmi2", "pmix"], "pmi2"),  # no PMIx client: PMI-1/2 over Slurm's socket
+    ("mpich", "\tlibpmix.so.2 => /usr/lib/libpmix.so.2 (0x1)\n", ["pmi2", "pmix"], "pmix"),
+    ("mpich", "\tlibpals.so.0 => /opt/cray/pe/lib64/libpals.so.0 (0x1)\n", ["cray_shasta", "pmi2"], "cray_shasta"),
+])
+def test_the_srun_plugin_the_site_mpi_can_use(family: str, needed: str, offered: list[str], want: str) -> None:
+    assert bind.srun_plugin(family, bind.parse_ldd(needed), offered)[0] == want
+
+
+def test_version_compatibility() -> None:
+    assert bind.library_major("Open MPI v5.0.11, package: Open MPI pypi") == ("Open MPI", 5)
+    assert bind.library_major("MPICH Version:      5.0.2") == ("MPICH", 5)
+    assert bind.compatible("mpich", "MPICH Version: 4.1", "5.0.7") is None
+    assert bind.compatible("openmpi", "Open MPI v5.0.11, package", "5.0.7") is None
+    refused = bind.compatible("openmpi", "Open MPI v4.1.6, package", "5.0.7")
+    assert refused and "Open MPI 4 cannot run the image's mpi4py, built against Open MPI 5.0.7" in refused
