@@ -182,8 +182,9 @@ def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_
             p.from_image.append((n.soname, "the C library: one per process, the image's"))
             continue
         if SITE_STACK.match(n.soname):
-            why = ("the site's fabric or process-management library, which the site MPI was built against; "
-                   "the image's copy lacks the site's providers")
+            why = "the site's fabric or process-management library, which the site MPI was built against" + (
+                "; the image's copy lacks the site's providers" if n.soname in image_sonames else
+                "; not in the image")
         elif n.soname in image_sonames:
             p.from_image.append((n.soname, "the image has this soname"))
             continue

@@ -181,6 +181,13 @@ def cancel_all() -> list[str]:
     return launch.docker_exec(CONTROLLER, ["scancel", "-u", USER], client=docker.command())
 
 
+def stop_instances() -> list[list[str]]:
+    """Stop the user's Apptainer instances on every compute node (APPTAINER_MODE=instance, after a
+    timeout or Ctrl-C): an instance is its own session, so stopping the job's processes misses it."""
+    return [launch.docker_exec(node, ["apptainer", "instance", "stop", "--all"], client=docker.command(), user=USER)
+            for node in COMPUTE]
+
+
 def job_output(job_id: str) -> str:
     proc = subprocess.run(on_login(["cat", f"/home/{USER}/mpi4py-kit-{job_id}.out"]), capture_output=True, text=True)
     return proc.stdout

@@ -54,7 +54,8 @@ def ready(settings: Settings, runtime: str) -> None:
 def job_for(settings: Settings, runtime: str, script: Path, args: list[str], workdir: Path, timeout: int | None,
             futures: bool, plan: bind.Plan | None) -> runtimes.Job:
     return runtimes.Job(script, args, settings.np, runtime, settings.image, workdir, timeout, settings.sif,
-                        bind.plugin(settings.srun_mpi, plan), futures=futures, bind=plan)
+                        bind.plugin(settings.srun_mpi, plan), futures=futures, bind=plan,
+                        apptainer_mode=settings.apptainer_mode)
 
 
 def say_bind(settings: Settings, plan: bind.Plan | None) -> None:
@@ -175,9 +176,21 @@ def bench(settings: Settings) -> int:
     cluster.up()
     ensure_sif(settings)
     code = benchmark.run(settings.image, settings.base, settings.sif, bind.plugin(settings.srun_mpi, None),
-                         settings.quick,
-                         settings.ca_cert)
+                         settings.quick, settings.ca_cert, settings.apptainer_mode)
     say("bench: the test cluster is still up; make cluster-down removes it")
+    return code
+
+
+def bench_curve(settings: Settings) -> int:
+    from . import bench as benchmark
+
+    docker.require_engine("make bench-curve")
+    require_shared(settings, {"SIF": settings.sif})
+    venv.reexec_inside()  # matplotlib, for the plot
+    cluster.up()
+    ensure_sif(settings)
+    code = benchmark.run_curve(settings.sif, bind.plugin(settings.srun_mpi, None), settings.quick)
+    say("bench-curve: the test cluster is still up; make cluster-down removes it")
     return code
 
 

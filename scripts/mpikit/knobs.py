@@ -24,6 +24,7 @@ from .ui import UsageError
 
 RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
 RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan")
+BENCH_COMMANDS = ("bench", "bench-curve")
 
 
 @dataclass(frozen=True)
@@ -43,16 +44,16 @@ KNOBS: tuple[Knob, ...] = (
     Knob("RUNTIME", "auto", "auto | native | docker | apptainer | srun | cluster (auto: srun in an "
          "allocation, apptainer, docker, native)", ("run", "smoke", "doctor", "bind-plan")),
     Knob("BASE", config.default_base(), "Debian base of the image: "
-         + " | ".join(config.supported_bases()), (*RUN_COMMANDS, "bench", "image", "sif")),
+         + " | ".join(config.supported_bases()), (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif")),
     # Empty means this host's platform; the default is not written here, so the README's
     # table (generated from these lines) reads the same on every host.
     Knob("PLATFORM", "", "image platform: " + " | ".join(platforms.SUPPORTED) + " (default: this host's); "
          "another is built and run under qemu emulation, with RUNTIME=docker and BASE="
-         + " | ".join(platforms.EMULATED_BASES) + " (docs/arm.md)", (*RUN_COMMANDS, "bench", "image", "sif")),
+         + " | ".join(platforms.EMULATED_BASES) + " (docs/arm.md)", (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif")),
     Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, or mpi4py-kit:BASE-ARCH for another PLATFORM; "
          "built on first use)", (*RUN_COMMANDS, "bench", "image")),
     Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
-         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, "bench", "sif")),
+         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif")),
     Knob("SCRIPT", "", "your own script for `make run`, under the current directory", ("run", "batch")),
     Knob("ARGS", "", "arguments passed to the example or SCRIPT", ("run", "batch")),
     Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
@@ -61,7 +62,10 @@ KNOBS: tuple[Knob, ...] = (
          ("run", "smoke", "batch")),
     Knob("SRUN_MPI", "auto", "srun --mpi plugin for RUNTIME=srun and cluster (auto: pmix for the image's Open "
          "MPI; with HOST_MPI, the plugin the site's MPI can use; srun --mpi=list shows yours)",
-         ("run", "smoke", "doctor", "batch", "bind-plan")),
+         ("run", "smoke", "doctor", "batch", "bind-plan", *BENCH_COMMANDS)),
+    Knob("APPTAINER_MODE", "sharens", "how srun's ranks enter the image: exec (one apptainer exec each) | "
+         "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | instance (one "
+         "instance per node); docs/performance.md", ("run", "smoke", "doctor", "bench")),
     Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi.so.40 or .12), "
          "loaded instead of the image's; RUNTIME=srun or cluster", ("run", "smoke", "doctor", "bind-plan")),
     Knob("CLUSTER", "trixie", "make cluster-up: which test cluster, by its nodes' Debian: trixie (Slurm 24.11, "
@@ -69,7 +73,8 @@ KNOBS: tuple[Knob, ...] = (
          ("cluster-up",)),
     Knob("LAUNCH", "", "make doctor: check your own launch line, "
          "e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'", ("doctor",)),
-    Knob("QUICK", "0", "make bench: 1 for a short run (proves it works; figures not for quoting)", ("bench",)),
+    Knob("QUICK", "0", "make bench, bench-curve: 1 for a short run (proves it works; figures not for quoting)",
+         BENCH_COMMANDS),
     Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
          (*RUN_COMMANDS, "bench", "image", "sif")),
     Knob("PYTEST_ARGS", "", "extra pytest arguments for make test and make test-fast", ("test", "test-fast")),
@@ -123,7 +128,7 @@ def check_platform(command: str, platform: str, runtime: str, base: str, example
         raise UsageError(f"PLATFORM={platform} (emulated on this {here} host) is built for BASE="
                          f"{' | '.join(platforms.EMULATED_BASES)} only; drop BASE={base}: "
                          f"make {target} PLATFORM={platform}")
-    if command in ("batch", "bench"):
+    if command in ("batch", *BENCH_COMMANDS):
         raise UsageError(f"make {target} uses the test cluster, whose nodes are this host's {here}; "
                          f"PLATFORM={platform} runs only with RUNTIME=docker: "
                          f"make smoke PLATFORM={platform} RUNTIME=docker")
@@ -219,6 +224,14 @@ def parse_host_mpi(value: str) -> str | None:
     return value.rstrip("/") or "/"
 
 
+def parse_apptainer_mode(value: str) -> str:
+    from .launch import MODES
+
+    if value not in MODES:
+        raise UsageError(f"unknown APPTAINER_MODE={value!r}; choose one of: {', '.join(MODES)}")
+    return value
+
+
 def parse_cluster(value: str) -> str:
     if value not in config.CLUSTERS:
         raise UsageError(f"unknown CLUSTER={value!r}; choose one of: {', '.join(config.CLUSTERS)}")
@@ -294,6 +307,7 @@ class Settings:
     srun_mpi: str = "auto"
     host_mpi: str | None = None  # the bind model: the site MPI's prefix
     cluster: str = "trixie"  # make cluster-up: which test cluster
+    apptainer_mode: str = "sharens"  # how srun's ranks enter the image
     launch: list[str] | None = None
     quick: bool = False
     futures: bool = False  # ranks run python -m mpi4py.futures
@@ -326,6 +340,8 @@ def read(command: str, raw: Mapping[str, str], cwd: Path, example: str = "") -> 
         s.srun_mpi = parse_srun_mpi(raw["SRUN_MPI"])
     if "HOST_MPI" in reads:
         s.host_mpi = parse_host_mpi(raw["HOST_MPI"])
+    if "APPTAINER_MODE" in reads:
+        s.apptainer_mode = parse_apptainer_mode(raw["APPTAINER_MODE"])
     if "CLUSTER" in reads:
         s.cluster = parse_cluster(raw["CLUSTER"])
     if "LAUNCH" in reads:

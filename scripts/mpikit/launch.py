@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # How every rank runs a script: mpi4py's runner calls MPI_Abort when a rank
 # raises, so one failing rank ends the whole job (with its traceback) instead
@@ -83,29 +83,41 @@ def docker_exec(container: str, command: Sequence[str], *, client: str = "docker
     return [*argv, container, *command]
 
 
+# How srun's ranks enter the image (APPTAINER_MODE; docs/performance.md has the measurements):
+#   exec      each rank its own `apptainer exec SIF`: its own user namespace and FUSE mount of the SIF
+#   sharens   `apptainer exec --sharens SIF` (Apptainer 1.3+): the ranks of a node share one namespace
+#             and one mount, so Open MPI's CMA single-copy works between them
+#   sandbox   the SIF unpacked once per node on local disk, then `apptainer exec --sharens FOLDER`
+#   instance  one `apptainer instance` per node and job step that every rank joins
+# sandbox and instance need a step before the first rank of a node: WRAPPER does it on each task.
+MODES = ("exec", "sharens", "sandbox", "instance")
+WRAPPER = "scripts/launch/apptainer-rank.sh"  # under the repository
+
+
 @dataclass(frozen=True)
 class Apptainer:
-    """An `apptainer exec` prefix: which image (a SIF, a sandbox folder or instance://NAME) and how."""
+    """How a rank enters the image: `apptainer exec [options] SIF`, or the wrapper for the per-node modes."""
 
-    image: str
+    image: str  # the SIF
     command: str = "apptainer"
-    # --sharens (Apptainer 1.3+): the ranks of a node share one user namespace and
-    # one mount of the SIF, so Open MPI's CMA single-copy works between them
-    # (docs/performance.md has the measurement).
-    sharens: bool = False
+    mode: str = "exec"
     binds: tuple[str, ...] = ()  # SRC[:DST[:OPTS]]
     env: tuple[tuple[str, str], ...] = ()  # --env NAME=VALUE inside the container
-    options: tuple[str, ...] = field(default=())
+    wrapper: str = WRAPPER  # its path as the ranks see it (sandbox, instance)
 
-    def prefix(self) -> list[str]:
-        argv = [self.command, "exec"]
-        if self.sharens:
-            argv.append("--sharens")
+    def options(self) -> list[str]:
+        argv = []
         for bind in self.binds:
             argv += ["--bind", bind]
         for name, value in self.env:
             argv += ["--env", f"{name}={value}"]
-        return [*argv, *self.options, self.image]
+        return argv
+
+    def prefix(self) -> list[str]:
+        if self.mode in ("sandbox", "instance"):
+            return [self.wrapper, self.mode, self.image, *self.options(), "--"]
+        return [self.command, "exec", *(["--sharens"] if self.mode == "sharens" else []), *self.options(),
+                self.image]
 
     def run(self, command: Sequence[str]) -> list[str]:
         return [*self.prefix(), *command]
@@ -161,6 +173,6 @@ def user_lines(example_file: str, np: int, image: str, make_target: str, extra_a
         "mpiexec": show(mpiexec(np, program.argv())),
         "docker": show(docker).replace("'$PWD:/work'", '"$PWD":/work'),
         "apptainer": show(Apptainer("mpi.sif").run(mpiexec(np, program.argv()))),
-        "srun": show(ranks_in_sif(np, program, mpi="pmix", container=Apptainer("mpi.sif", sharens=True))),
+        "srun": show(ranks_in_sif(np, program, mpi="pmix", container=Apptainer("mpi.sif", mode="sharens"))),
     }
     return lines

@@ -36,6 +36,7 @@ class Job:
     nodes: int | None = None  # srun --nodes, for srun and cluster (None: Slurm's choice / up to 2)
     futures: bool = False  # python -m mpi4py.futures instead of python -m mpi4py
     bind: bind.Plan | None = None  # the bind model (HOST_MPI): the site's MPI instead of the image's
+    apptainer_mode: str = "sharens"  # how srun's ranks enter the image (launch.MODES)
 
     def program(self, script: str | None = None, python: str = "python") -> Program:
         return Program(script or self.script.relative_to(self.workdir).as_posix(), tuple(self.args), python=python,
@@ -51,13 +52,23 @@ class Launch:
     live_ranks: Callable[[int], list[int] | None] | None = None
 
 
+# Open MPI on one machine (native, docker, apptainer): shared memory, and TCP on loopback only.
+# TCP on every address offers Docker's bridges (docker0, br-*) too, and a spawned job's connection
+# from one of them is dropped as unexpected, so MPI_Comm_spawn (mpi4py.futures) hung. The fabric
+# components (OFI, UCX) probe for network hardware at every MPI_Init and find none to use on one
+# machine: 4 ranks started in 1.81 s with them and 0.70 s without (PyPI's Open MPI; Debian's in
+# the image: 2.38 s and 1.92 s with docker run; docs/performance.md).
+ONE_NODE_MCA = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,sm,tcp", "OMPI_MCA_btl_tcp_if_include": "lo",
+                "OMPI_MCA_mtl": "^ofi", "OMPI_MCA_osc": "^ucx"}
+
+
 def one_node_fixes(environ: dict[str, str], system: str = sys.platform) -> dict[str, str]:
-    """On one machine, Open MPI's TCP traffic stays on loopback: otherwise it offers every address,
-    Docker's bridges (docker0, br-*) included, and a spawned job's connection from one of them is
-    dropped as unexpected, so MPI_Comm_spawn (mpi4py.futures) hangs. A user's own setting wins.
-    macOS names its loopback interface lo0 (the native runtime on a Mac)."""
-    loopback = "lo0" if system == "darwin" else "lo"
-    return {} if "OMPI_MCA_btl_tcp_if_include" in environ else {"OMPI_MCA_btl_tcp_if_include": loopback}
+    """ONE_NODE_MCA, but for the settings the user gave themselves (theirs win). macOS names its
+    loopback interface lo0 (the native runtime on a Mac)."""
+    fixes = {name: value for name, value in ONE_NODE_MCA.items() if name not in environ}
+    if system == "darwin" and "OMPI_MCA_btl_tcp_if_include" in fixes:
+        fixes["OMPI_MCA_btl_tcp_if_include"] = "lo0"
+    return fixes
 
 
 def root_fixes(euid: int) -> dict[str, str]:
@@ -83,6 +94,8 @@ def docker_launch(job: Job) -> Launch:
     client = docker.command()
     name = f"mpikit-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     user, env = docker_user(os.geteuid(), os.getuid(), os.getgid())
+    # Inside the container it is Linux, whatever the host.
+    env += tuple(f"{k}={v}" for k, v in one_node_fixes(dict(os.environ), "linux").items())
     argv = launch.docker_run(job.image, launch.mpiexec(job.np, job.program().argv()), workdir="/work",
                              mount=str(job.workdir), client=client, name=name, init=True, user=user, env=env)
     scan = launch.docker_exec(name, ["python", "-c", procs.RANK_SCAN], client=client)
@@ -104,8 +117,11 @@ def srun_launch(job: Job) -> Launch:
     each rank runs in the SIF; the working directory is visible (Apptainer binds it)."""
     assert job.sif is not None
     command = host_apptainer() or "apptainer"
-    container = with_bind(launch.Apptainer(str(job.sif), command=command, sharens=apptainer.supports_sharens(command)),
-                          job.bind)
+    mode = job.apptainer_mode
+    if mode != "exec" and not apptainer.supports_sharens(command):
+        mode = "exec"  # Apptainer before 1.3: no --sharens, which the other modes use too
+    container = with_bind(launch.Apptainer(str(job.sif), command=command, mode=mode,
+                                           wrapper=str(ROOT / launch.WRAPPER)), job.bind)
     argv = launch.ranks_in_sif(job.np, job.program(), mpi=job.mpi, container=container, nodes=job.nodes)
     return Launch(argv, dict(os.environ))
 
@@ -117,25 +133,27 @@ def with_bind(container: launch.Apptainer, plan: bind.Plan | None) -> launch.App
     return replace(container, binds=plan.binds_options(), env=tuple(plan.env.items()))
 
 
-def cluster_container(sif: Path, plan: bind.Plan | None = None) -> launch.Apptainer:
+def cluster_container(sif: Path, plan: bind.Plan | None = None, mode: str = "sharens") -> launch.Apptainer:
     """How ranks on the test cluster's nodes enter the SIF (the nodes' Apptainer 1.4 has --sharens)."""
-    return with_bind(launch.Apptainer(cluster.shared_path(sif), sharens=True), plan)
+    return with_bind(launch.Apptainer(cluster.shared_path(sif), mode=mode,
+                                      wrapper=f"{cluster.SHARED}/{launch.WRAPPER}"), plan)
 
 
-def cluster_line(job: Job, container: launch.Apptainer | None, python: str = "python") -> list[str]:
-    """The srun line on the test cluster's login node; bench passes other containers (or none)
-    and the nodes' own python for its baselines."""
+def cluster_line(job: Job, container: launch.Apptainer | None, python: str = "python",
+                 extra: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> list[str]:
+    """The srun line on the test cluster's login node; bench passes other containers (or none), the
+    nodes' own python for its baselines, srun options (--overcommit) and environment."""
     program = job.program(job.script.relative_to(ROOT).as_posix(), python)
     line = launch.ranks_in_sif(job.np, program, mpi=job.mpi, container=container,
-                               nodes=job.nodes or min(job.np, len(cluster.COMPUTE)))
-    return cluster.on_login(line)
+                               nodes=job.nodes or min(job.np, len(cluster.COMPUTE)), extra=extra)
+    return cluster.on_login(line, env=env)
 
 
 def cluster_launch(job: Job) -> Launch:
     """srun on the test cluster's login node; /shared there is this repository."""
     assert job.sif is not None
-    line = cluster_line(job, cluster_container(job.sif, job.bind))
-    return Launch(line, dict(os.environ), cleanup=[cluster.cancel_all()],
+    line = cluster_line(job, cluster_container(job.sif, job.bind, job.apptainer_mode))
+    return Launch(line, dict(os.environ), cleanup=[cluster.cancel_all(), *cluster.stop_instances()],
                   live_ranks=lambda _: cluster.live_ranks(job.np))
 
 

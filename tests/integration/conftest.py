@@ -39,7 +39,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     item.add_marker(marker)
         if item.get_closest_marker("last"):
             last.append(item)
-    for item in last:  # tests that end what the session started (cluster-down) run at the very end
+    # Tests that end what the session started run at the very end, in the order their marker gives:
+    # last(1) takes the default cluster down, last(2) then starts and tests the forky cluster.
+    last.sort(key=lambda item: item.get_closest_marker("last").args[0] if item.get_closest_marker("last").args else 1)
+    for item in last:
         items.remove(item)
         items.append(item)
 

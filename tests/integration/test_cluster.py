@@ -273,7 +273,7 @@ def test_timeout_under_the_apptainer_and_srun_runtimes(runtime: str, cluster: st
     assert (left := leftovers("tests/scripts/hang.py")) == [], f"ranks remained: {left}"
 
 
-@pytest.mark.last
+@pytest.mark.last(1)
 def test_cluster_down_removes_everything(cluster: str) -> None:
     """make cluster-down removes every container, the network and the volumes; afterwards the cluster
     runtime says how to start it instead of failing obscurely."""

@@ -12,6 +12,10 @@ import pytest
 from conftest import ROOT, assert_example, explain
 from mpikit import apptainer, config, knobs
 
+# Every test here needs a SIF; some ask for theirs by name (request.getfixturevalue), which the
+# markers set from fixture names cannot see.
+pytestmark = [pytest.mark.docker, pytest.mark.sif]
+
 
 def in_sif(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """apptainer ARGS on the host's Apptainer, else inside the helper container."""

@@ -168,7 +168,7 @@ def test_the_sbatch_script_runs_the_kits_srun_line() -> None:
     line = next(line for line in joined(text) if line.startswith("srun "))
     words = [w.replace('"${sharens[@]}"', "--sharens") for w in line.split()]
     program = launch.Program('"$script"', ('"$@"',))
-    want = launch.ranks_in_sif(None, program, mpi="pmix", container=launch.Apptainer('"$sif"', sharens=True))
+    want = launch.ranks_in_sif(None, program, mpi="pmix", container=launch.Apptainer('"$sif"', mode="sharens"))
     assert words == want, f"slurm/example.sbatch: {line!r} differs from the kit's {want}"
 
 

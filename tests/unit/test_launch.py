@@ -42,11 +42,14 @@ def test_docker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtimes.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(runtimes.os, "getuid", lambda: 1000)
     monkeypatch.setattr(runtimes.os, "getgid", lambda: 100)
+    monkeypatch.setattr(runtimes.os, "environ", {"OMPI_MCA_pml": "ucx"})  # the user's own choice wins
     run = runtimes.launch_for(job("docker"))
     name = run.argv[run.argv.index("--name") + 1]
+    mca = [arg for var in runtimes.ONE_NODE_MCA if var != "OMPI_MCA_pml"
+           for arg in ("-e", f"{var}={runtimes.ONE_NODE_MCA[var]}")]
     assert run.argv == ["docker", "run", "--rm", "--init", "--name", name, "--shm-size=1g", "--cap-add",
                         "SYS_PTRACE", "-v", f"{ROOT}:/work", "-w", "/work", "--user", "1000:100", "-e", "HOME=/tmp",
-                        "img:tag", "mpiexec", "--oversubscribe", "-n", "3", "python", "-m", "mpi4py",
+                        *mca, "img:tag", "mpiexec", "--oversubscribe", "-n", "3", "python", "-m", "mpi4py",
                         "examples/rank.py", "--x", "1"]
     assert run.cleanup == [["docker", "rm", "-f", name]]
 
@@ -74,7 +77,7 @@ def test_cluster_runs_srun_on_the_login_node() -> None:
     assert run.argv == ["docker", "exec", "-u", "hpcuser", "-w", "/shared", cluster.CONTROLLER,
                         "srun", "--nodes=2", "--ntasks=5", "--mpi=pmix", "apptainer", "exec", "--sharens",
                         "/shared/build/x.sif", "python", "-m", "mpi4py", "examples/rank.py", "--x", "1"]
-    assert run.cleanup == [["docker", "exec", cluster.CONTROLLER, "scancel", "-u", "hpcuser"]]
+    assert run.cleanup[0] == ["docker", "exec", cluster.CONTROLLER, "scancel", "-u", "hpcuser"]
     assert "--nodes=1" in runtimes.launch_for(job("cluster", np=1)).argv
 
 
@@ -88,6 +91,8 @@ def test_sbatch_and_apptainer_options() -> None:
     assert launch.sbatch("job.sbatch", ["a.py", "-v"], np=4, nodes=2, output="o-%j.out") == [
         "sbatch", "--wait", "--ntasks=4", "--nodes=2", "--output=o-%j.out", "--parsable", "job.sbatch", "a.py", "-v"]
     box = launch.Apptainer("i.sif", binds=("/opt/site:/opt/site:ro",), env=(("A", "1"),))
+    sandbox = launch.Apptainer("i.sif", mode="sandbox", binds=("/a:/a:ro",), wrapper="/repo/w.sh")
+    assert sandbox.run(["python"]) == ["/repo/w.sh", "sandbox", "i.sif", "--bind", "/a:/a:ro", "--", "python"]
     assert box.run(["true"]) == ["apptainer", "exec", "--bind", "/opt/site:/opt/site:ro", "--env", "A=1",
                                  "i.sif", "true"]
 
@@ -111,8 +116,29 @@ def test_timeout_message_names_the_ranks() -> None:
 def test_futures_runner_and_one_node_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     run = runtimes.launch_for(job("native", futures=True))
     assert run.argv[4:7] == ["python", "-m", "mpi4py.futures"]
-    assert run.env["OMPI_MCA_btl_tcp_if_include"] == "lo"
-    assert runtimes.one_node_fixes({"OMPI_MCA_btl_tcp_if_include": "eth0"}) == {}  # the user's choice wins
+    assert run.env["OMPI_MCA_btl_tcp_if_include"] == "lo" and run.env["OMPI_MCA_mtl"] == "^ofi"
+    assert "OMPI_MCA_btl_tcp_if_include" not in runtimes.one_node_fixes({"OMPI_MCA_btl_tcp_if_include": "eth0"})
     assert runtimes.launch_for(job("apptainer")).env["OMPI_MCA_btl_tcp_if_include"] == "lo"
     cluster_line = runtimes.launch_for(job("cluster", futures=True)).argv
     assert cluster_line[-5:] == ["-m", "mpi4py.futures", "examples/rank.py", "--x", "1"]
+
+
+@pytest.mark.parametrize("mode,head", [
+    ("exec", ["apptainer", "exec", "/shared/build/x.sif"]),
+    ("sharens", ["apptainer", "exec", "--sharens", "/shared/build/x.sif"]),
+    ("sandbox", ["/shared/scripts/launch/apptainer-rank.sh", "sandbox", "/shared/build/x.sif", "--"]),
+    ("instance", ["/shared/scripts/launch/apptainer-rank.sh", "instance", "/shared/build/x.sif", "--"]),
+])
+def test_each_apptainer_mode_on_the_cluster(mode: str, head: list[str]) -> None:
+    run = runtimes.launch_for(job("cluster", np=4, apptainer_mode=mode))
+    start = run.argv.index("--mpi=pmix") + 1
+    assert run.argv[start:start + len(head)] == head
+    assert run.argv[start + len(head):] == ["python", "-m", "mpi4py", "examples/rank.py", "--x", "1"]
+    # Ctrl-C and TIMEOUT also stop instances, which live in their own session.
+    assert any(c[-4:] == ["apptainer", "instance", "stop", "--all"] for c in run.cleanup)
+
+
+def test_srun_modes_fall_back_without_sharens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apptainer, "supports_sharens", lambda command: False)  # Apptainer before 1.3
+    run = runtimes.launch_for(job("srun", apptainer_mode="sandbox"))
+    assert run.argv[run.argv.index("--mpi=pmix") + 1:][:3] == ["/usr/bin/apptainer", "exec", str(SIF)]

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import cluster, config, docker
+from .. import bind, cluster, config, docker
 from ..config import MPI_PROGRAMS, ROOT
 from ..launch import show
 from ..ui import RunError, say
@@ -31,7 +31,8 @@ RESULTS = ROOT / "results"
 PINGPONG = (MPI_PROGRAMS / "pingpong.py").relative_to(ROOT).as_posix()
 STARTUP = (MPI_PROGRAMS / "startup.py").relative_to(ROOT).as_posix()
 SCATTER = "examples/scatter_gather.py"
-WHOLE_JOBS = ("native", "docker", "cluster-native-2nodes", "cluster-apptainer-2nodes")
+WHOLE_JOBS = ("native", "docker", "cluster-native-2nodes", "cluster-apptainer-2nodes", "cluster-bind-2nodes")
+SITE_MPI = "/opt/site/mpich"  # the bind model's site MPI on the test cluster
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,11 @@ class Plan:
         return 3 if self.quick else 9
 
     @property
-    def scatter(self) -> tuple[int, int]:
-        """(values, runs)"""
-        return (10_000_000, 1) if self.quick else (100_000_000, 3)
+    def scatters(self) -> dict[str, tuple[int, int]]:
+        """name -> (values, runs): whole jobs at two sizes; more runs where the job is short."""
+        if self.quick:
+            return {"scatter10M": (10_000_000, 1)}
+        return {"scatter10M": (10_000_000, 7), "scatter100M": (100_000_000, 5)}
 
 
 def _run(s: Scenario, np: int, script: str, args: list[str], timeout: int = 900) -> tuple[str, float]:
@@ -118,25 +121,42 @@ def image_facts(image: str, base: str, sif: Path, quick: bool, ca_cert: str | No
     return facts
 
 
-def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | None = None) -> int:
+def run_curve(sif: Path, mpi: str, quick: bool) -> int:
+    """make bench-curve (curve.py): modes x ranks per node, and where a short job's time goes."""
+    from . import curve
+
+    cluster.require_up()
+    results = curve.run_all(sif, mpi, quick, _run)
+    report.plot_curve(results, RESULTS / "bench-curve.png")
+    print(report.curve_table(results), flush=True)
+    say(f"bench-curve: wrote {RESULTS / 'bench-curve.json'} and {RESULTS / 'bench-curve.png'}")
+    return 0
+
+
+def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | None, mode: str) -> int:
     plan = Plan(quick)
     cluster.require_up()
-    chosen = all_scenarios(image, base, sif, mpi)
+    site = bind.resolve(SITE_MPI, "auto", sif, "cluster")
+    chosen = all_scenarios(image, base, sif, mpi, mode, site)
     say(f"bench: {'QUICK mode, ' if quick else ''}{len(chosen)} scenarios: {', '.join(s.name for s in chosen)}")
     results: dict = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
                      "scenarios": {s.name: {"baseline": s.baseline, "what": s.what} for s in chosen},
-                     "scatter_size": plan.scatter[0], "targets": stats.TARGETS}
+                     "apptainer_mode": mode, "targets": stats.TARGETS}
     results["pingpong"] = pingpong(chosen, plan)
     whole = [s for s in chosen if s.name in WHOLE_JOBS]
+    # Whole jobs: 4 ranks, 2 per node on the cluster (2 nodes x 2 ranks).
     results["startup"] = wall_times(whole, plan.startup_runs, 4, STARTUP, [], "startup")
-    size, runs = plan.scatter
-    results["scatter"] = wall_times(whole, runs, 4, SCATTER, ["--size", str(size), "--seed", "1"], "scatter")
+    results["scatters"] = {name: {"size": size, **wall_times(whole, runs, 4, SCATTER,
+                                                              ["--size", str(size), "--seed", "1"], name)}
+                           for name, (size, runs) in plan.scatters.items()}
     results["image"] = image_facts(image, base, sif, quick, ca_cert)
     results["ratios"] = stats.pingpong_ratios(results["pingpong"], {s.name: s.baseline for s in chosen})
+    results["job_ratios"] = stats.job_ratios(results)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     report.plot(results, RESULTS / "bench.png")
+    report.plot_ratios(results, RESULTS / "bench-ratios.png")
     print(report.table(results), flush=True)
-    say(f"bench: wrote {RESULTS / 'bench.json'} and {RESULTS / 'bench.png'}")
+    say(f"bench: wrote {RESULTS / 'bench.json'}, {RESULTS / 'bench.png'} and {RESULTS / 'bench-ratios.png'}")
     return 0

@@ -70,3 +70,97 @@ def plot(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_ratios(results: dict, path: Path) -> None:
+    """Container / baseline for every ping-pong pair, against the targets: 40 pairs at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, bw) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
+    pairs = sorted({(r["scenario"], r["api"]) for r in results["ratios"]})
+    for i, (name, api) in enumerate(pairs):
+        rows = sorted((r for r in results["ratios"] if (r["scenario"], r["api"]) == (name, api)),
+                      key=lambda r: r["bytes"])
+        kw = {"color": f"C{i // 2 % 10}", "marker": "o", "linestyle": "-" if api == "buffer" else ":",
+              "label": f"{name} / {rows[0]['baseline']} ({api})"}
+        lat.plot([r["bytes"] for r in rows], [r["latency_ratio"] for r in rows], **kw)
+        bw.plot([r["bytes"] for r in rows], [r["bandwidth_ratio"] for r in rows], **kw)
+    for ax, what, target in ((lat, "latency", TARGETS["latency"]), (bw, "bandwidth", TARGETS["bandwidth"])):
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.axhline(target, color="red", linewidth=0.8, linestyle="--", label=f"target {target}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("message size (bytes)")
+        ax.set_ylabel(f"{what}: container / baseline")
+        ax.set_title(f"ping-pong {what} ratio ({'lower' if what == 'latency' else 'higher'} is better)")
+        ax.grid(True, which="both", alpha=0.3)
+    bw.legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"make bench{' QUICK=1' if results['quick'] else ''} — {results['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curve(results: dict, path: Path) -> None:
+    """Seconds against ranks per node, one line per mode, one panel per workload."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(next(iter(results["curve"].values())))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4.5))
+    for ax, workload in zip(axes if len(workloads) > 1 else [axes], workloads):
+        for i, mode in enumerate(results["modes"]):
+            points = sorted((int(rpn), v["median_s"]) for rpn, v in results["curve"][mode][workload].items())
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}",
+                    linestyle="--" if mode == "srun" else "-", label="bare srun" if mode == "srun" else mode)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("ranks per node (2 nodes; above 4 the nodes' CPUs are overcommitted)")
+        ax.set_ylabel("seconds (median)")
+        ax.set_title(workload)
+        ax.grid(True, which="both", alpha=0.3)
+    (axes[0] if len(workloads) > 1 else axes).legend(fontsize=8)
+    fig.suptitle(f"make bench-curve — {results['cluster']} — {results['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curve_table(results: dict) -> str:
+    lines = []
+    for workload in next(iter(results["curve"].values())):
+        lines.append(f"{workload}: median seconds by ranks per node (2 nodes); x = / bare srun")
+        rpns = results["ranks_per_node"]
+        lines.append(f"  {'mode':10}" + "".join(f"{rpn:>16}" for rpn in rpns))
+        base = results["curve"]["srun"][workload]
+        for mode in results["modes"]:
+            row = results["curve"][mode][workload]
+            cells = "".join(f"{row[r]['median_s']:>8.2f} x{row[r]['median_s'] / base[r]['median_s']:<5.2f} "
+                            for r in rpns)
+            lines.append(f"  {mode:10}  {cells}")
+        lines.append("")
+    lines.append("start-up: seconds each extra rank per node adds (slope), and the difference from bare srun:")
+    slope = results["slope_s_per_rank_per_node"]
+    lines += [f"  {mode:10} {slope[mode] * 1000:7.0f} ms  ({(slope[mode] - slope['srun']) * 1000:+.0f} ms)"
+              for mode in results["modes"]]
+    sandbox = results["sandbox"]
+    lines += ["", f"sandbox: the first job after unpacking took {sandbox['first_job_s']:.2f} s, the next "
+              f"{sandbox['reused_s']:.2f} s: unpacking costs {sandbox['unpack_s']:.2f} s once per node and SIF", "",
+              "where a 2 nodes x 2 ranks scatter of 10M values spends its time (medians, seconds):",
+              f"  {'':16}" + "".join(f"{k:>10}" for k in ("wall", "launch", "import", "init", "scatter",
+                                                               "finalize"))]
+    for name, phases in results["breakdown"].items():
+        if name == "cold page cache" or "wall" not in phases:
+            continue
+        lines.append(f"  {name:16}" + "".join(f"{phases[k]:>10.2f}" for k in ("wall", "launch", "import", "init",
+                                                                               "scatter", "finalize")))
+    cold = results["breakdown"].get("cold page cache", {})
+    if "note" in cold:
+        lines.append(f"  cold page cache: {cold['note']}")
+    else:
+        lines.append("  from a cold page cache: " + ", ".join(f"{m} {v['wall']:.2f} s (import {v['import']:.2f})"
+                                                               for m, v in cold.items()))
+    return "\n".join(lines)

@@ -37,12 +37,25 @@ def local(runtime: str, image: str = "") -> Build:
     return build
 
 
-def on_cluster(sif: Path, mpi: str, container: launch.Apptainer | None, python: str = "python") -> Build:
+# The test cluster's nodes declare 4 CPUs each; more ranks per node need srun --overcommit.
+CPUS_PER_NODE = 4
+
+
+def on_cluster(sif: Path, mpi: str, container: launch.Apptainer | None, python: str = "python",
+               env: tuple[str, ...] = ()) -> Build:
     """srun on the test cluster: the kit's line, or a variant (no container, another apptainer prefix)."""
     def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
         job = _job(np, script, args, "cluster", sif=sif, mpi=mpi, nodes=nodes)
-        return runtimes.Launch(runtimes.cluster_line(job, container, python), dict(os.environ))
+        extra = ("--overcommit",) if np > nodes * CPUS_PER_NODE else ()
+        return runtimes.Launch(runtimes.cluster_line(job, container, python, extra, env), dict(os.environ))
     return build
+
+
+def mode_build(sif: Path, mpi: str, mode: str, env: tuple[str, ...] = ()) -> Build:
+    """An APPTAINER_MODE on the cluster; mode `srun` is bare srun with the nodes' own Open MPI and Python."""
+    if mode == "srun":
+        return on_cluster(sif, mpi, None, "python3", env)
+    return on_cluster(sif, mpi, runtimes.cluster_container(sif, None, mode), env=env)
 
 
 def node_mpiexec(sif: Path) -> Build:
@@ -54,9 +67,10 @@ def node_mpiexec(sif: Path) -> Build:
     return build
 
 
-def all_scenarios(image: str, base: str, sif: Path, mpi: str) -> list[Scenario]:
-    kit = runtimes.cluster_container(sif)
-    bare_sif = launch.Apptainer(kit.image)
+def all_scenarios(image: str, base: str, sif: Path, mpi: str, mode: str, plan=None) -> list[Scenario]:
+    """The scenarios of make bench; `mode`: the kit's APPTAINER_MODE; `plan`: the bind model's, if measured."""
+    kit = runtimes.cluster_container(sif, None, mode)
+    bare_sif = launch.Apptainer(kit.image, mode="exec")
     node_python = "python3"  # Debian's python3-mpi4py on the nodes, outside any container
     return [
         Scenario("native", None, f"mpiexec from the kit's venv (PyPI Open MPI "
@@ -65,7 +79,7 @@ def all_scenarios(image: str, base: str, sif: Path, mpi: str) -> list[Scenario]:
                  f"{config.stack_pins(base)['OPENMPI_DEB']})", local("docker", image)),
         Scenario("cluster-native-1node", None, "srun, 1 node, Debian Open MPI + mpi4py on the node",
                  on_cluster(sif, mpi, None, node_python)),
-        Scenario("cluster-apptainer-1node", "cluster-native-1node", "srun apptainer exec --sharens "
+        Scenario("cluster-apptainer-1node", "cluster-native-1node", f"srun + Apptainer, APPTAINER_MODE={mode} "
                  "(the kit's), 1 node", on_cluster(sif, mpi, kit)),
         Scenario("cluster-apptainer-nosharens", "cluster-native-1node", "srun apptainer exec without "
                  "--sharens, 1 node (no CMA)", on_cluster(sif, mpi, bare_sif)),
@@ -73,6 +87,9 @@ def all_scenarios(image: str, base: str, sif: Path, mpi: str) -> list[Scenario]:
                  node_mpiexec(sif)),
         Scenario("cluster-native-2nodes", None, "srun, 2 nodes, no container",
                  on_cluster(sif, mpi, None, node_python), nodes=2),
-        Scenario("cluster-apptainer-2nodes", "cluster-native-2nodes", "srun apptainer exec --sharens "
+        Scenario("cluster-apptainer-2nodes", "cluster-native-2nodes", f"srun + Apptainer, APPTAINER_MODE={mode} "
                  "(the kit's), 2 nodes", on_cluster(sif, mpi, kit), nodes=2),
-    ]
+    ] + ([Scenario("cluster-bind-2nodes", "cluster-native-2nodes", f"the bind model: the site's {plan.version}"
+                   f" in the image, srun --mpi={plan.srun_mpi}, 2 nodes",
+                   on_cluster(sif, plan.srun_mpi, runtimes.cluster_container(sif, plan, mode)), nodes=2)]
+         if plan else [])

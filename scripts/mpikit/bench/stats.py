@@ -48,5 +48,29 @@ def wall_ratio(walls: dict, name: str, base: str) -> float | None:
     return walls[name]["median_s"] / walls[base]["median_s"]
 
 
+# The kit's default mode against bare srun, 2 nodes x 2 ranks: stable keys for results/bench.json.
+JOB_RATIOS = {"startup_2nodes_apptainer_vs_srun": ("startup", None),
+              "scatter10M_2nodes_apptainer_vs_srun": ("scatters", "scatter10M"),
+              "scatter100M_2nodes_apptainer_vs_srun": ("scatters", "scatter100M")}
+
+
+def job_ratios(results: dict) -> dict[str, float | None]:
+    """Plain numbers: cluster-apptainer-2nodes / cluster-native-2nodes per whole job (None: not measured)."""
+    found: dict[str, float | None] = {}
+    for key, (what, size) in JOB_RATIOS.items():
+        walls = results.get(what, {})
+        walls = walls.get(size, {}) if size else walls
+        found[key] = wall_ratio(walls, "cluster-apptainer-2nodes", "cluster-native-2nodes")
+    return found
+
+
+def slope(points: dict[int, float]) -> float:
+    """Least-squares slope of y over x: seconds per extra rank per node."""
+    xs, ys = list(points), list(points.values())
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread if spread else 0.0
+
+
 def human(size: int) -> str:
     return f"{size // 2**20} MiB" if size >= 2**20 else f"{size // 2**10} KiB" if size >= 2**10 else f"{size} B"

@@ -183,7 +183,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
         section(f"ranks: the bind model, a {NP}-rank probe")
     if ready:
         job = runtimes.Job(PROBE, [], NP, runtime, settings.image, ROOT, PROBE_TIMEOUT, settings.sif,
-                           bind.plugin(settings.srun_mpi, plan), bind=plan)
+                           bind.plugin(settings.srun_mpi, plan), bind=plan, apptainer_mode=settings.apptainer_mode)
         probes = run_probe(report, job)
         if probes:
             report.add(*judge.ranks(probes, NP, runtime, native_pin(),
