@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How one rank enters the image when srun starts it, for the modes that need
 # more than one `apptainer exec` (APPTAINER_MODE=sandbox|instance; the kit
-# writes the srun line, scripts/mpikit/launch.py, and runs this on every task):
+# writes the srun line, scripts/mpikit/launch.py, and runs this on every task;
+# exec and sharens are here too, for batch scripts that take any mode):
 #
 #   apptainer-rank.sh MODE SIF [apptainer exec options ...] -- COMMAND [ARGS ...]
 #
@@ -25,7 +26,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
   opts="$opts $(quote "$1")"
   shift
 done
-[ "${1:-}" = "--" ] || { echo "usage: apptainer-rank.sh sandbox|instance SIF [options] -- COMMAND" >&2; exit 2; }
+[ "${1:-}" = "--" ] || { echo "usage: apptainer-rank.sh exec|sharens|sandbox|instance SIF [options] -- COMMAND" >&2; exit 2; }
 shift
 
 uid=$(id -u)
@@ -60,7 +61,14 @@ case $mode in
     name=mpi4py-kit-${SLURM_JOB_ID:-0}-${SLURM_STEP_ID:-0}
     state=/tmp/mpi4py-kit-$uid-$name
     ;;
-  *) echo "apptainer-rank.sh: unknown mode $mode (sandbox or instance)" >&2; exit 2 ;;
+  exec|sharens)
+    # One apptainer exec per rank, as the kit runs them itself; here for batch scripts that pass
+    # any mode the same way (slurm/example.sbatch).
+    flag=""
+    if [ "$mode" = sharens ]; then flag=--sharens; fi
+    eval "exec apptainer exec $flag $opts \"\$sif\" \"\$@\""
+    ;;
+  *) echo "apptainer-rank.sh: unknown mode $mode (exec, sharens, sandbox or instance)" >&2; exit 2 ;;
 esac
 
 if [ "$mode" = sandbox ]; then

@@ -63,7 +63,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("SRUN_MPI", "auto", "srun --mpi plugin for RUNTIME=srun and cluster (auto: pmix for the image's Open "
          "MPI; with HOST_MPI, the plugin the site's MPI can use; srun --mpi=list shows yours)",
          ("run", "smoke", "doctor", "batch", "bind-plan", *BENCH_COMMANDS)),
-    Knob("APPTAINER_MODE", "sharens", "how srun's ranks enter the image: exec (one apptainer exec each) | "
+    Knob("APPTAINER_MODE", "sandbox", "how srun's ranks enter the image: exec (one apptainer exec each) | "
          "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | instance (one "
          "instance per node); docs/performance.md", ("run", "smoke", "doctor", "bench")),
     Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi.so.40 or .12), "
@@ -307,7 +307,7 @@ class Settings:
     srun_mpi: str = "auto"
     host_mpi: str | None = None  # the bind model: the site MPI's prefix
     cluster: str = "trixie"  # make cluster-up: which test cluster
-    apptainer_mode: str = "sharens"  # how srun's ranks enter the image
+    apptainer_mode: str = "sandbox"  # how srun's ranks enter the image
     launch: list[str] | None = None
     quick: bool = False
     futures: bool = False  # ranks run python -m mpi4py.futures

@@ -173,6 +173,11 @@ def user_lines(example_file: str, np: int, image: str, make_target: str, extra_a
         "mpiexec": show(mpiexec(np, program.argv())),
         "docker": show(docker).replace("'$PWD:/work'", '"$PWD":/work'),
         "apptainer": show(Apptainer("mpi.sif").run(mpiexec(np, program.argv()))),
-        "srun": show(ranks_in_sif(np, program, mpi="pmix", container=Apptainer("mpi.sif", mode="sharens"))),
+        "srun": srun_line(program, np, "sharens"),
     }
     return lines
+
+
+def srun_line(program: Program, np: int, mode: str) -> str:
+    """The srun line for `program` with `mode` (APPTAINER_MODE), as typed from the kit's folder."""
+    return show(ranks_in_sif(np, program, mpi="pmix", container=Apptainer("mpi.sif", mode=mode)))

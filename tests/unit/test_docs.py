@@ -48,7 +48,10 @@ def test_every_launch_line_in_the_docs_is_the_kits_own(doc: str) -> None:
         np = int(re.search(r"(?:-n |--ntasks=)(\d+)", line).group(1))
         _, _, after = line.partition(f"examples/{script}")
         futures = "-m mpi4py.futures" in line
-        rendered = launch.user_lines(script, np, IMAGE, "run-x", shlex.split(after), futures).values()
+        rendered = list(launch.user_lines(script, np, IMAGE, "run-x", shlex.split(after), futures).values())
+        program = launch.Program(f"examples/{script}", tuple(shlex.split(after)),
+                                 runner=launch.FUTURES_RUNNER if futures else launch.RANK_RUNNER)
+        rendered += [launch.srun_line(program, np, mode) for mode in launch.MODES]
         assert line in rendered, f"{doc}: '{line}' is not what the kit runs; it would be one of {list(rendered)}"
 
 
@@ -166,9 +169,10 @@ def test_each_measured_figure_is_stated_once() -> None:
 def test_the_sbatch_script_runs_the_kits_srun_line() -> None:
     text = (ROOT / "slurm" / "example.sbatch").read_text()
     line = next(line for line in joined(text) if line.startswith("srun "))
-    words = [w.replace('"${sharens[@]}"', "--sharens") for w in line.split()]
+    mode = next(knob.default for knob in knobs.KNOBS if knob.name == "APPTAINER_MODE")
+    words = [w.replace('"$mode"', mode) for w in line.split()]
     program = launch.Program('"$script"', ('"$@"',))
-    want = launch.ranks_in_sif(None, program, mpi="pmix", container=launch.Apptainer('"$sif"', mode="sharens"))
+    want = launch.ranks_in_sif(None, program, mpi="pmix", container=launch.Apptainer('"$sif"', mode=mode))
     assert words == want, f"slurm/example.sbatch: {line!r} differs from the kit's {want}"
 
 
