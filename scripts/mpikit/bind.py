@@ -318,13 +318,18 @@ def plugin(srun_mpi: str, plan: Plan | None) -> str:
     return plan.srun_mpi if plan else "pmix"
 
 
+def check_runtime(host_mpi: str | None, runtime: str) -> None:
+    """HOST_MPI needs Slurm to start the site's MPI: refused elsewhere, before anything is made ready."""
+    if host_mpi and runtime not in ("srun", "cluster"):
+        raise UsageError(f"HOST_MPI is for RUNTIME=srun or cluster, where Slurm starts the site's MPI; "
+                         f"RUNTIME={runtime} has no Slurm (drop HOST_MPI to run the image's own Open MPI)")
+
+
 def resolve(host_mpi: str | None, srun_mpi: str, sif, runtime: str) -> Plan | None:
     """HOST_MPI: work out the binds on a node, load the site's libmpi in the image with them, check it fits."""
     if not host_mpi:
         return None
-    if runtime not in ("srun", "cluster"):
-        raise UsageError(f"HOST_MPI is for RUNTIME=srun or cluster, where Slurm starts the site's MPI; "
-                         f"RUNTIME={runtime} has no Slurm (drop HOST_MPI to run the image's own Open MPI)")
+    check_runtime(host_mpi, runtime)
     site = site_for(runtime, sif)
     p, stack = gather(host_mpi, site)
     p.loaded, p.version = preflight(p, site)

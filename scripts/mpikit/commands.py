@@ -75,6 +75,7 @@ def choose_runtime(settings: Settings) -> choose.Choice:
 def run(settings: Settings) -> int:
     assert settings.script is not None
     choice = choose_runtime(settings)
+    bind.check_runtime(settings.host_mpi, choice.runtime)
     if choice.runtime == "cluster":
         require_shared(settings, {"SCRIPT": settings.script, "SIF": settings.sif})
     ready(settings, choice.runtime)
@@ -93,6 +94,7 @@ def run(settings: Settings) -> int:
 def smoke(settings: Settings) -> int:
     np = settings.np
     choice = choose_runtime(settings)
+    bind.check_runtime(settings.host_mpi, choice.runtime)
     ready(settings, choice.runtime)
     plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
     say_bind(settings, plan)

@@ -43,6 +43,13 @@ CASES = [
     (["bench", "QUICK=yes"], "QUICK must be 0 or 1"),
     (["bench", "NP=abc"], "NP must be a whole number"),
     (["test-fast", "PYTEST_ARGS=-k 'unclosed"], "cannot split PYTEST_ARGS"),
+    (["run-rank", "FUTURES=1"], "FUTURES=1 is for pool scripts"),
+    (["run-pool", "NP=1"], "needs at least 2 ranks"),
+    (["run-rank", "HOST_MPI=site/mpich"], "must be the absolute path"),
+    (["run-rank", "RUNTIME=native", "HOST_MPI=/opt/site/mpich"], "HOST_MPI is for RUNTIME=srun or cluster"),
+    (["run-rank", "APPTAINER_MODE=fast"], "unknown APPTAINER_MODE='fast'"),
+    (["cluster-up", "CLUSTER=buster"], "unknown CLUSTER='buster'"),
+    (["bind-plan"], "make bind-plan needs HOST_MPI"),
 ]
 
 
