@@ -56,9 +56,8 @@ class Launch:
 # TCP on every address offers Docker's bridges (docker0, br-*) too, and a spawned job's connection
 # from one of them is dropped as unexpected, so MPI_Comm_spawn (mpi4py.futures) hung. The fabric
 # components (OFI, UCX) probe for network hardware at every MPI_Init and find none to use on one
-# machine: 4 ranks started in 1.81 s with them and 0.70 s without (PyPI's Open MPI; Debian's in
-# the image: 2.38 s and 1.92 s with docker run; docs/performance.md).
-ONE_NODE_MCA = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,sm,tcp", "OMPI_MCA_btl_tcp_if_include": "lo",
+# machine; without them a native job starts in well under half the time (docs/performance.md).
+ONE_NODE_MCA = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "^ofi,uct", "OMPI_MCA_btl_tcp_if_include": "lo",
                 "OMPI_MCA_mtl": "^ofi", "OMPI_MCA_osc": "^ucx"}
 
 
