@@ -29,3 +29,14 @@ def test_emulation_registered_or_how_to_register_it() -> None:
     assert judge.emulation("linux/arm64", "linux/amd64", None).level == "ok"
     missing = judge.emulation("linux/arm64", "linux/amd64", "no qemu-aarch64 interpreter is registered")
     assert missing.level == "PROBLEM" and missing.fix == "as root: bash scripts/provision.sh emulation aarch64"
+
+
+def test_cma_failing_only_because_qemu_lacks_the_syscall_is_labelled_emulation_only() -> None:
+    enosys = [{"rank": 0}, {"rank": 1, "cma": "failed: process_vm_readv: Function not implemented (errno 38)"}]
+    found = judge.cma("docker", enosys, emulated=True)
+    assert [f.level for f in found] == ["info"] and found[0].text.startswith("emulation only: CMA single-copy")
+    assert "qemu-user does not implement process_vm_readv" in found[0].text
+    # Natively the same failure stays what it is; under emulation other failures do too.
+    assert judge.cma("docker", enosys)[0].level == "PROBLEM"
+    eperm = [{"rank": 1, "cma": "failed: process_vm_readv: Operation not permitted (errno 1)"}]
+    assert judge.cma("docker", eperm, emulated=True)[0].level == "PROBLEM"

@@ -187,7 +187,8 @@ def diagnose(settings: Settings, choice: Choice) -> int:
         probes = run_probe(report, job)
         if probes:
             report.add(*judge.ranks(probes, NP, runtime, native_pin(),
-                                    bind=(settings.host_mpi, bind.HOST_LIB) if plan else None))
+                                    bind=(settings.host_mpi, bind.HOST_LIB) if plan else None,
+                                    emulated=settings.platform != host))
             report.add(judge.machine(probes, settings.platform, host))
             if runtime in ("srun", "cluster") and facts and not plan:
                 report.add(*judge.fit(facts["plugins"], facts["pmix_versions"], judge.stack_of(probes[0]),

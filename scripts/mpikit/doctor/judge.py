@@ -178,12 +178,17 @@ def shadowing(probes: list[dict]) -> Finding:
               "no PYTHONPATH or user site-packages shadow it")
 
 
-def cma(runtime: str, probes: list[dict]) -> list[Finding]:
+def cma(runtime: str, probes: list[dict], emulated: bool = False) -> list[Finding]:
     result = next((p["cma"] for p in probes if "cma" in p), "n/a")
     if result == "ok":
         return [ok("CMA single-copy shared memory works between ranks on one host")]
     if not result.startswith("failed"):
         return []
+    if emulated and "errno 38" in result:
+        # ENOSYS: qemu-user passes no process_vm_readv through; nothing about the image or launch line.
+        return [info(f"emulation only: CMA single-copy unavailable between ranks ({result}), because qemu-user "
+                     "does not implement process_vm_readv; CMA is the kernel's, so on arm64 hardware it should "
+                     "work as on amd64 (make run-* passes --cap-add SYS_PTRACE; not tested here)")]
     if runtime in ("srun", "cluster"):
         return [problem(f"CMA single-copy unavailable between ranks ({result}): each rank is its own "
                         "apptainer exec in its own user namespace (Apptainer older than 1.3 has no --sharens); "
@@ -224,9 +229,11 @@ def shm(probes: list[dict]) -> Finding:
     return ok(f"/dev/shm {size / 2**30:.1f} GiB")
 
 
-def ranks(probes: list[dict], np: int, runtime: str, native_pin: str, bind=None) -> list[Finding]:
+def ranks(probes: list[dict], np: int, runtime: str, native_pin: str, bind=None,
+          emulated: bool = False) -> list[Finding]:
     """Everything the probe's reports say, in order; later judgements only when the world is whole.
-    `bind`: (HOST_MPI, the folder single host libraries are bound to) in the bind model."""
+    `bind`: (HOST_MPI, the folder single host libraries are bound to) in the bind model.
+    `emulated`: the ranks run under qemu-user (another PLATFORM); what only that causes is said so."""
     found = world(probes, np, runtime)
     if found[0].level == "PROBLEM":
         return found
@@ -236,7 +243,7 @@ def ranks(probes: list[dict], np: int, runtime: str, native_pin: str, bind=None)
     else:
         found.append(libmpi(p0, expected_openmpi(stack_of(p0), native_pin)))
     found.append(shadowing(probes))
-    found += cma(runtime, probes)
+    found += cma(runtime, probes, emulated)
     found.append(shm(probes))
     return found
 
