@@ -141,21 +141,30 @@ def execute(sif: Path, argv: list[str]) -> tuple[int, str]:
 
 # ---- building the SIF ----
 
-def build_arguments(base: str, ca_cert: str | None, platform: str | None = None) -> dict[str, str]:
+def stage_for(base: str, platform: str) -> Path:
+    """Where one build's staged files go (base archive, CA bundle, arguments, the SIF): a folder
+    per base and platform, so an emulated arm64 build (most of an hour) and the host's SIF
+    builds can run at the same time without taking each other's files."""
+    return STAGE / f"{base}-{platforms.arch(platform)}"
+
+
+def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
+                    stage: Path | None = None) -> dict[str, str]:
     """Apptainer.def's {{ ARGS }}: where the base comes from, and the pins and platform for %labels.
     The SIF's architecture is the base's: Apptainer reads it from the root's /bin/sh."""
     platform = platform or platforms.host()
+    stage = stage or stage_for(base, platform)
     args = {**config.stack_pins(base), "PLATFORM": platform, "CA_CERT": "/dev/null", "BOOTSTRAP": "docker",
             "FROM": platforms.base_image(base, platform)}
     if docker.engine_problem() is None:
         # The same local base the Docker image uses (pulled or debootstrapped).
         name = docker.ensure_base(base, platform)
-        archive = STAGE / "base.tar"
+        archive = stage / "base.tar"
         docker.run("save", "-o", str(archive), name)
         archive.chmod(0o644)
         args.update(BOOTSTRAP="docker-archive", FROM=str(archive))
     if ca_cert:
-        staged = STAGE / "ca.pem"
+        staged = stage / "ca.pem"
         shutil.copyfile(ca_cert, staged)
         staged.chmod(0o644)
         args["CA_CERT"] = str(staged)
@@ -194,30 +203,32 @@ def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = 
     of the same inputs (the cache keeps one build per base and platform)."""
     platform = platform or platforms.host()
     docker.ensure_emulation(platform)  # another platform's %post and %test run under qemu
-    STAGE.mkdir(parents=True, exist_ok=True)
-    STAGE.chmod(0o777)  # the unprivileged builder writes here
+    stage = stage_for(base, platform)
+    stage.mkdir(parents=True, exist_ok=True)
+    for folder in (STAGE, stage):
+        folder.chmod(0o777)  # the unprivileged builder writes here
     with _singularity_on_path() as how:
         try:
-            args = build_arguments(base, ca_cert, platform)
+            args = build_arguments(base, ca_cert, platform, stage)
             digest = inputs_digest(base, _builder_identity(base, platform))
             arch = platforms.arch(platform)
             cached = CACHE / "sif" / f"{base}-{arch}-{digest}.sif"
             if cached.is_file():
-                _reuse(cached, sif, digest)
+                _reuse(cached, sif, digest, stage)
                 return
-            _build(base, args, how)
-            _check_arch(STAGE / "mpi.sif", arch)
+            _build(base, args, how, stage)
+            _check_arch(stage / "mpi.sif", arch)
             cached.parent.mkdir(parents=True, exist_ok=True)
             for old in stale_cache_entries(cached.parent, base, arch):
                 old.unlink()  # one cached build per base and platform: the newest
-            shutil.copyfile(STAGE / "mpi.sif", cached)
+            shutil.copyfile(stage / "mpi.sif", cached)
             # A copy, so the SIF belongs to whoever ran make (the builder's uid wrote the staged one).
-            shutil.copyfile(STAGE / "mpi.sif", sif)
+            shutil.copyfile(stage / "mpi.sif", sif)
             say(f"built {sif} ({sif.stat().st_size / 1e6:.0f} MB, {arch}; %test passed at the end of the build; "
                 f"cached as {cached})")
         finally:
             for leftover in ("base.tar", "ca.pem", "sif.args", "mpi.sif"):
-                (STAGE / leftover).unlink(missing_ok=True)
+                (stage / leftover).unlink(missing_ok=True)
 
 
 def sif_arch(listing: str) -> str | None:
@@ -238,11 +249,11 @@ def _check_arch(staged: Path, arch: str) -> None:
                        "rebuild its base: docker rmi the base image, then make sif again")
 
 
-def _build(base: str, args: dict[str, str], how: str) -> None:
-    arg_file = STAGE / "sif.args"
+def _build(base: str, args: dict[str, str], how: str, stage: Path) -> None:
+    arg_file = stage / "sif.args"
     arg_file.write_text("".join(f"{k}={v}\n" for k, v in args.items()))
     arg_file.chmod(0o644)
-    staged = STAGE / "mpi.sif"
+    staged = stage / "mpi.sif"
     options = ["--fakeroot", "--force", "--build-arg-file", str(arg_file)]
     platform = args["PLATFORM"]
     if not platforms.is_host(platform):
@@ -263,9 +274,9 @@ def _build(base: str, args: dict[str, str], how: str) -> None:
                        f"PLATFORM={platform}") from None
 
 
-def _reuse(cached: Path, sif: Path, digest: str) -> None:
+def _reuse(cached: Path, sif: Path, digest: str, stage: Path) -> None:
     say(f"the SIF's inputs are unchanged (digest {digest}): reusing {cached}")
-    staged = STAGE / "mpi.sif"  # under the repository, where Apptainer in a container sees it too
+    staged = stage / "mpi.sif"  # under the repository, where Apptainer in a container sees it too
     shutil.copyfile(cached, staged)
     staged.chmod(0o644)
     proc = subprocess.run(["singularity", "test", str(staged)], capture_output=True, text=True)
