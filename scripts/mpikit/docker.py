@@ -145,7 +145,9 @@ def ensure_base(base: str, platform: str | None = None) -> str:
     for another platform): present, pulled, or debootstrapped."""
     platform = platform or platforms.host()
     name = platforms.base_image(base, platform)
-    env = {**os.environ, "DOCKER": command()}
+    # PLATFORM is set here alone: make exports the user's PLATFORM=linux/arm64 to the kit, and the
+    # host's own base (the Apptainer helper's, the cluster's) must not be built for it.
+    env = {**os.environ, "DOCKER": command(), "PLATFORM": ""}
     if not platforms.is_host(platform):
         # base-image.sh builds another platform's base with BuildKit, which records its platform.
         env.update(DOCKER=_buildkit_client(), DOCKER_BUILDKIT="1", PLATFORM=platform)

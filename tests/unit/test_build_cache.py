@@ -39,3 +39,19 @@ ID   |GROUP   |LINK    |SIF POSITION (start-end)  |TYPE
     assert apptainer.sif_arch(listing) == "arm64"
     assert apptainer.sif_arch(listing.replace("arm64", "amd64")) == "amd64"
     assert apptainer.sif_arch("FATAL: could not open image") is None
+
+
+def test_the_hosts_base_is_never_made_for_the_platform_make_exported(monkeypatch) -> None:
+    """make exports PLATFORM=linux/arm64 to the kit's environment; base-image.sh reads PLATFORM, so the
+    host's own base (the Apptainer helper's, the cluster's) must be asked for with PLATFORM cleared."""
+    from mpikit import platforms
+
+    seen = []
+    monkeypatch.setenv("PLATFORM", "linux/arm64")
+    monkeypatch.setattr(docker, "_buildkit_client", lambda: "docker")
+    monkeypatch.setattr(docker.subprocess, "run", lambda argv, env: seen.append((argv[-1], env["PLATFORM"]))
+                        or docker.subprocess.CompletedProcess(argv, 0))
+    other = next(p for p in platforms.SUPPORTED if p != platforms.host())
+    assert docker.ensure_base("trixie") == "debian:trixie-slim"
+    assert docker.ensure_base("trixie", other) == platforms.base_image("trixie", other)
+    assert seen == [("debian:trixie-slim", ""), (platforms.base_image("trixie", other), other)]
