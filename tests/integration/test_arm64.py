@@ -1,0 +1,134 @@
+"""PLATFORM=linux/arm64 on this amd64 host: the image builds under qemu emulation
+(rebuilt only when its inputs change: their digest is a label on the image,
+outside the checkout), the smoke checks and the scatter pass in it, doctor says
+the ranks ran on aarch64, the host's own image is untouched, and what emulation
+does not cover is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from conftest import REQUIRE_CONTAINERS, assert_example, explain, kit, make, need_engine
+from mpikit import config, docker, platforms
+from mpikit.config import EXAMPLES, LABEL_PREFIX
+
+PLATFORM = "linux/arm64"
+ARCH = platforms.arch(PLATFORM)
+IMAGE = platforms.image_tag(config.image_name(), "trixie", PLATFORM)
+ON_ARM = platforms.is_host(PLATFORM)
+
+
+def emulated(test):
+    """Marks a test that runs the arm64 image under emulation (the fixture builds it). A cold
+    emulated build takes most of an hour on 2 cores: pytest.ini's 1800 s ceiling is for native steps."""
+    marks = (pytest.mark.docker, pytest.mark.emulated, pytest.mark.timeout(5400),
+             pytest.mark.skipif(ON_ARM, reason="arm64 is this host's own platform: the other tests cover it"),
+             pytest.mark.usefixtures("arm64_image"))
+    for mark in marks:
+        test = mark(test)
+    return test
+
+
+def inspect(image: str) -> dict:
+    proc = subprocess.run([docker.client(), "image", "inspect", image], capture_output=True, text=True)
+    assert proc.returncode == 0, explain(proc, f"docker image inspect {image}")
+    return json.loads(proc.stdout)[0]
+
+
+@pytest.fixture(scope="module")
+def arm64_image() -> str:
+    """make image PLATFORM=linux/arm64: cold the first time, then reused while its inputs stay the same."""
+    need_engine("the emulated arm64 image")
+    problem = platforms.emulation_problem(PLATFORM)
+    if problem:
+        message = f"this host cannot emulate arm64 ({problem}); as root: bash scripts/provision.sh emulation"
+        if REQUIRE_CONTAINERS:
+            pytest.fail(message)
+        pytest.skip(message)
+    start = time.monotonic()
+    proc = kit("image", "--platform", PLATFORM, timeout=5000)
+    assert proc.returncode == 0, explain(proc, f"make image PLATFORM={PLATFORM}")
+    print(f"make image PLATFORM={PLATFORM}: {time.monotonic() - start:.0f} s")
+    return IMAGE
+
+
+@pytest.mark.parametrize("command,knobs,words", [
+    ("smoke", (), "runs under emulation in Docker only"),
+    ("run-rank", ("RUNTIME=native",), "not RUNTIME=native: make run-rank PLATFORM=linux/arm64 RUNTIME=docker"),
+    ("image", ("BASE=bookworm",), "is built for BASE=trixie only"),
+    ("sif", ("BASE=bookworm",), "is built for BASE=trixie only"),
+    ("cluster-batch", (), "make cluster-batch uses the test cluster"),
+])
+def test_what_emulation_does_not_cover_is_refused_in_one_line(command: str, knobs: tuple[str, ...],
+                                                              words: str) -> None:
+    if ON_ARM:
+        pytest.skip("arm64 is this host's own platform: nothing is emulated")
+    proc = make(command, f"PLATFORM={PLATFORM}", *knobs, timeout=60)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    line = f"make {command} PLATFORM={PLATFORM} {' '.join(knobs)}"
+    assert proc.returncode != 0 and "] Error 2" in proc.stderr, explain(proc, line)
+    assert len(errors) == 1 and words in errors[0], explain(proc, line)
+    assert proc.stdout.strip() == "" and "Traceback" not in proc.stderr, explain(proc, line)
+
+
+@emulated
+def test_the_image_is_arm64_and_says_so() -> None:
+    facts = inspect(IMAGE)
+    labels = facts["Config"]["Labels"]
+    assert facts["Architecture"] == ARCH, facts["Architecture"]
+    assert {k: labels.get(k) for k in config.stack_labels("trixie", PLATFORM)} == \
+        config.stack_labels("trixie", PLATFORM)
+    assert labels.get(f"{LABEL_PREFIX}.inputs"), "the image carries no digest of its inputs"
+    proc = subprocess.run([docker.client(), "run", "--rm", IMAGE, "uname", "-m"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip() == platforms.MACHINE[ARCH], explain(proc, f"docker run --rm {IMAGE} uname -m")
+
+
+@emulated
+def test_unchanged_inputs_are_not_rebuilt() -> None:
+    start = time.monotonic()
+    proc = kit("image", "--platform", PLATFORM, timeout=600)
+    took = time.monotonic() - start
+    assert proc.returncode == 0 and f"image {IMAGE} is up to date" in proc.stderr, \
+        explain(proc, f"make image PLATFORM={PLATFORM} (again)")
+    assert took < 60, f"an up-to-date image took {took:.0f} s to check"
+
+
+@emulated
+def test_the_hosts_own_image_and_base_keep_their_names() -> None:
+    """An arm64 build never takes the host's names (mpi4py-kit:trixie, debian:trixie-slim)."""
+    host_arch = platforms.arch(platforms.host())
+    for image in (f"{config.image_name()}:trixie", "debian:trixie-slim"):
+        if docker.image_exists(image):
+            assert inspect(image)["Architecture"] == host_arch, image
+    assert inspect(platforms.base_image("trixie", PLATFORM))["Architecture"] == ARCH
+
+
+@emulated
+def test_smoke_passes_under_emulation() -> None:
+    start = time.monotonic()
+    proc = make("smoke", f"PLATFORM={PLATFORM}", "RUNTIME=docker", "NP=2", timeout=1800)
+    print(f"make smoke PLATFORM={PLATFORM} RUNTIME=docker NP=2: {time.monotonic() - start:.0f} s")
+    assert f"smoke: {len(EXAMPLES)} passed, 0 failed" in proc.stdout, \
+        explain(proc, f"make smoke PLATFORM={PLATFORM} RUNTIME=docker NP=2")
+
+
+@emulated
+def test_the_scatter_runs_under_emulation() -> None:
+    command = f'make run-scatter PLATFORM={PLATFORM} RUNTIME=docker NP=2 ARGS="--size 1000000"'
+    proc = make("run-scatter", f"PLATFORM={PLATFORM}", "RUNTIME=docker", "NP=2", "ARGS=--size 1000000",
+                timeout=900)
+    assert_example("scatter", proc, 2, command, size=1_000_000)
+    assert f" {IMAGE} " in proc.stderr, explain(proc, command)  # the arm64 image ran, not the host's
+
+
+@emulated
+def test_doctor_reports_the_ranks_on_aarch64_under_emulation() -> None:
+    proc = make("doctor", f"PLATFORM={PLATFORM}", "RUNTIME=docker", timeout=900)
+    command = f"make doctor PLATFORM={PLATFORM} RUNTIME=docker"
+    assert proc.returncode == 0 and "doctor: 0 problem(s), ready to run" in proc.stdout, explain(proc, command)
+    assert f"the ranks ran on aarch64 ({PLATFORM}), emulated by qemu-user" in proc.stdout, explain(proc, command)
+    assert "2 ranks form one communicator (ranks [0, 1] of 2)" in proc.stdout, explain(proc, command)
