@@ -318,13 +318,16 @@ def test_exception_in_another_thread_aborts_on_the_cluster(runtime: str, cluster
     if runtime == "cluster":
         argv = [sys.executable, str(ROOT / "scripts" / "kit"), "run", "--script", script, "--np", "4",
                 "--runtime", "cluster", "--sif", cluster, "--timeout", "120"]
-        run = lambda: subprocess.run(argv, cwd=ROOT, env=clean_env(), capture_output=True, text=True,  # noqa: E731
-                                     timeout=180)
+
+        def run() -> subprocess.CompletedProcess:
+            return subprocess.run(argv, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=180)
     else:
         make_line = ["make", "--no-print-directory", "run", f"SCRIPT={script}", "NP=3", f"RUNTIME={runtime}",
                      f"SIF={cluster}", "TIMEOUT=120"]
         argv = make_line if runtime == "apptainer" else ["salloc", "--nodes=2", "--ntasks=3", *make_line]
-        run = lambda: in_cluster(*argv, timeout=180)  # noqa: E731
+
+        def run() -> subprocess.CompletedProcess:
+            return in_cluster(*argv, timeout=180)
     start = time.monotonic()
     proc = run()
     elapsed = time.monotonic() - start

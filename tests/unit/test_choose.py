@@ -6,21 +6,26 @@ import pytest
 from mpikit.choose import Host, choose
 from mpikit.ui import MissingPrerequisite
 
-ENGINE = lambda: None  # noqa: E731  (an engine answers)
-NO_ENGINE = lambda: "no docker command on PATH"  # noqa: E731
+
+def engine() -> None:
+    """An engine answers: no problem to report."""
 
 
-def host(slurm_job=None, srun=False, apptainer=None, docker=NO_ENGINE) -> Host:
+def no_engine() -> str:
+    return "no docker command on PATH"
+
+
+def host(slurm_job=None, srun=False, apptainer=None, docker=no_engine) -> Host:
     return Host(slurm_job=slurm_job, srun=srun, apptainer=apptainer, docker_problem=docker)
 
 
 @pytest.mark.parametrize("offers,want", [
-    (host("42", True, "/usr/bin/apptainer", ENGINE), "srun"),  # in an allocation, with Apptainer
-    (host("42", True, None, ENGINE), "docker"),  # allocation but no Apptainer
-    (host(None, True, "/usr/bin/apptainer", ENGINE), "apptainer"),  # login node, outside an allocation
-    (host("42", False, "/usr/bin/apptainer", NO_ENGINE), "apptainer"),  # SLURM_JOB_ID but no srun
-    (host(None, False, None, ENGINE), "docker"),  # a laptop with Docker
-    (host(None, False, None, NO_ENGINE), "native"),  # a fresh machine
+    (host("42", True, "/usr/bin/apptainer", engine), "srun"),  # in an allocation, with Apptainer
+    (host("42", True, None, engine), "docker"),  # allocation but no Apptainer
+    (host(None, True, "/usr/bin/apptainer", engine), "apptainer"),  # login node, outside an allocation
+    (host("42", False, "/usr/bin/apptainer", no_engine), "apptainer"),  # SLURM_JOB_ID but no srun
+    (host(None, False, None, engine), "docker"),  # a laptop with Docker
+    (host(None, False, None, no_engine), "native"),  # a fresh machine
 ])
 def test_auto(offers: Host, want: str) -> None:
     choice = choose("auto", offers)
@@ -32,7 +37,7 @@ def test_auto_says_why_it_fell_back_to_native() -> None:
 
 
 def test_asked_runtimes_are_taken_when_possible() -> None:
-    full = host("7", True, "/usr/bin/apptainer", ENGINE)
+    full = host("7", True, "/usr/bin/apptainer", engine)
     for runtime in ("native", "docker", "apptainer", "srun", "cluster"):
         assert choose(runtime, full).runtime == runtime
     assert choose("srun", full).why == "RUNTIME=srun (allocation 7)"
