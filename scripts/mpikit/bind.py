@@ -318,6 +318,34 @@ def plugin(srun_mpi: str, plan: Plan | None) -> str:
     return plan.srun_mpi if plan else "pmix"
 
 
+def fit_plugin(srun_mpi: str, plan: Plan | None, offered: Sequence[str]) -> str:
+    """The --mpi plugin for srun's ranks (SRUN_MPI, or auto), refused in one line when this Slurm
+    (srun --mpi=list: `offered`) lacks the plugin auto needs: a Slurm built without PMIx (Debian forky's)
+    cannot start the image's Open MPI, only a site MPI that speaks PMI-2."""
+    want = plugin(srun_mpi, plan)
+    if srun_mpi != "auto" or want in offered or not offered:
+        return want
+    listed = ", ".join(offered)
+    if plan is None:
+        raise UsageError(f"this Slurm has no pmix plugin (srun --mpi=list: {listed}), and the image's Open MPI "
+                         "starts only through PMIx: use the bind model, HOST_MPI=<prefix of the site's MPICH-ABI "
+                         "MPI> (docs/bind-model.md), which srun wires with pmi2; or RUNTIME=apptainer on one node")
+    raise UsageError(f"HOST_MPI={plan.prefix}: srun --mpi={want} is needed ({plan.srun_mpi_why}), but this Slurm "
+                     f"offers only {listed} (srun --mpi=list): use a site MPI that speaks one of them")
+
+
+def offered_plugins(runtime: str) -> list[str]:
+    """srun --mpi=list where srun's ranks start: this node, or the test cluster's login node."""
+    from . import cluster
+
+    argv = cluster.on_login(["srun", "--mpi=list"]) if runtime == "cluster" else ["srun", "--mpi=list"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return parse_mpi_list(proc.stdout)[0] if proc.returncode == 0 else []
+
+
 def check_runtime(host_mpi: str | None, runtime: str) -> None:
     """HOST_MPI needs Slurm to start the site's MPI: refused elsewhere, before anything is made ready."""
     if host_mpi and runtime not in ("srun", "cluster"):

@@ -152,8 +152,8 @@ def versions() -> str:
                       "libpmix2*", check=False)
     found = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line and line.split(" ", 1)[1])
     slurm = found.get("slurmctld", "?")
-    pmix = next((v for k, v in found.items() if k.startswith("libpmix2")), "?")
-    return f"{current() or '?'} cluster: Slurm {slurm}, PMIx {pmix}"
+    pmix = next((f"PMIx {v}" for k, v in found.items() if k.startswith("libpmix2")), "no PMIx")
+    return f"{current() or '?'} cluster: Slurm {slurm}, {pmix}"
 
 
 def require_up() -> None:

@@ -51,11 +51,17 @@ def ready(settings: Settings, runtime: str) -> None:
         ensure_sif(settings)
 
 
+def srun_mpi_for(settings: Settings, runtime: str, plan: bind.Plan | None) -> str:
+    """The --mpi plugin for srun's ranks; auto asks this Slurm what it offers (refused in one line if it lacks it)."""
+    if runtime not in ("srun", "cluster"):
+        return bind.plugin(settings.srun_mpi, plan)
+    return bind.fit_plugin(settings.srun_mpi, plan, bind.offered_plugins(runtime))
+
+
 def job_for(settings: Settings, runtime: str, script: Path, args: list[str], workdir: Path, timeout: int | None,
-            futures: bool, plan: bind.Plan | None) -> runtimes.Job:
+            futures: bool, plan: bind.Plan | None, srun_mpi: str) -> runtimes.Job:
     return runtimes.Job(script, args, settings.np, runtime, settings.image, workdir, timeout, settings.sif,
-                        bind.plugin(settings.srun_mpi, plan), futures=futures, bind=plan,
-                        apptainer_mode=settings.apptainer_mode)
+                        srun_mpi, futures=futures, bind=plan, apptainer_mode=settings.apptainer_mode)
 
 
 def say_bind(settings: Settings, plan: bind.Plan | None) -> None:
@@ -80,9 +86,10 @@ def run(settings: Settings) -> int:
         require_shared(settings, {"SCRIPT": settings.script, "SIF": settings.sif})
     ready(settings, choice.runtime)
     plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
+    mpi = srun_mpi_for(settings, choice.runtime, plan)
     say_bind(settings, plan)
     job = job_for(settings, choice.runtime, settings.script, settings.args, Path.cwd(), settings.timeout,
-                  settings.futures, plan)
+                  settings.futures, plan, mpi)
     started = runtimes.launch_for(job)
     say("+ " + show(started.argv))
     result = runtimes.execute(started, settings.timeout)
@@ -97,6 +104,7 @@ def smoke(settings: Settings) -> int:
     bind.check_runtime(settings.host_mpi, choice.runtime)
     ready(settings, choice.runtime)
     plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
+    mpi = srun_mpi_for(settings, choice.runtime, plan)
     say_bind(settings, plan)
     failed = passed = 0
     for example in EXAMPLES.values():
@@ -104,7 +112,7 @@ def smoke(settings: Settings) -> int:
             print(f"SKIP {example.name:8} needs at least {example.min_ranks} ranks (NP={np})")
             continue
         job = job_for(settings, choice.runtime, example.path, list(example.smoke_args), ROOT,
-                      settings.timeout or 300, example.futures, plan)
+                      settings.timeout or 300, example.futures, plan, mpi)
         started = runtimes.launch_for(job)
         result = None
         try:
@@ -181,6 +189,28 @@ def bench(settings: Settings) -> int:
                          settings.quick, settings.ca_cert, settings.apptainer_mode)
     say("bench: the test cluster is still up; make cluster-down removes it")
     return code
+
+
+def bench_docs(settings: Settings) -> int:
+    """Copy results/ (a full make bench and bench-curve) to docs/bench/ and regenerate docs/performance.md's
+    tables from it: the docs' figures are the committed measurements, never retyped."""
+    import json
+    import shutil
+
+    from .bench import report
+
+    results, folder = ROOT / "results", ROOT / "docs" / "bench"
+    for name in ("bench.json", "bench-curve.json"):
+        if not (results / name).is_file():
+            raise UsageError(f"no results/{name}: run make bench and make bench-curve (without QUICK) first")
+        if json.loads((results / name).read_text()).get("quick"):
+            raise UsageError(f"results/{name} is from a QUICK run, whose figures are not for quoting")
+    for name in ("bench.json", "bench.png", "bench-ratios.png", "bench-curve.json", "bench-curve.png"):
+        shutil.copy2(results / name, folder / name)
+    doc = ROOT / "docs" / "performance.md"
+    doc.write_text(report.replace_blocks(doc.read_text(), folder))
+    say(f"bench-docs: copied results/ to {folder} and regenerated the tables in {doc}")
+    return 0
 
 
 def bench_curve(settings: Settings) -> int:

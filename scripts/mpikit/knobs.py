@@ -69,7 +69,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi.so.40 or .12), "
          "loaded instead of the image's; RUNTIME=srun or cluster", ("run", "smoke", "doctor", "bind-plan")),
     Knob("CLUSTER", "trixie", "make cluster-up: which test cluster, by its nodes' Debian: trixie (Slurm 24.11, "
-         "PMIx 5) | forky (Slurm 26.05, PMIx 7.0.0~rc1); one runs at a time, RUNTIME=cluster uses it",
+         "PMIx 5) | forky (Slurm 26.05, built without PMIx: pmi2 only); one runs at a time, RUNTIME=cluster uses it",
          ("cluster-up",)),
     Knob("LAUNCH", "", "make doctor: check your own launch line, "
          "e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'", ("doctor",)),

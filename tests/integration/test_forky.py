@@ -1,6 +1,8 @@
-"""The newest Slurm: the same test cluster built from Debian forky (Slurm 26.05,
-PMIx 7.0.0~rc1), started after the default cluster is down (one runs at a
-time). The short suite: rank and scatter with both images, and the bind model."""
+"""The newest Slurm: the same test cluster built from Debian forky (Slurm 26.05),
+started after the default cluster is down (one runs at a time). Debian builds
+that Slurm without PMIx (bug #1149781), so forky is also the site with no pmix
+plugin: the image's own Open MPI is refused in one line that names the bind
+model, and the site's MPICH runs both images through srun --mpi=pmi2."""
 
 from __future__ import annotations
 
@@ -30,30 +32,47 @@ def test_one_cluster_at_a_time(forky: dict) -> None:
         proc, "make cluster-up   (while forky is up)")
 
 
-def test_doctor_prints_the_slurm_and_pmix_and_the_fit(forky: dict) -> None:
+def test_doctor_prints_the_slurm_and_says_it_has_no_pmix(forky: dict) -> None:
+    """Debian forky builds Slurm 26.05 without PMIx (bug #1149781): srun --mpi=list is pmi2 and cray_shasta.
+    doctor says so before launching anything and names what works: the bind model."""
     proc = make("doctor", "RUNTIME=cluster", f"SIF={forky['trixie']}", timeout=300)
     command = f"make doctor RUNTIME=cluster SIF={forky['trixie']}"
-    assert re.search(r"info +forky cluster: Slurm 26\.05\.\S+, PMIx 7\.0\.0~rc1", proc.stdout), explain(proc, command)
-    assert re.search(r"ok +Slurm PMIx \(pmix_v\d+\) and the image's PMIx 5\.0\.7", proc.stdout), explain(proc, command)
+    assert re.search(r"info +forky cluster: Slurm 26\.05\.\S+", proc.stdout), explain(proc, command)
+    assert re.search(r"PROBLEM +this Slurm has no pmix plugin \(srun --mpi=list: [a-z0-9_, ]*pmi2", proc.stdout), \
+        explain(proc, command)
+    assert "HOST_MPI=" in proc.stdout and proc.returncode != 0 and "Traceback" not in proc.stderr, \
+        explain(proc, command)
     assert cluster_module.current() == "forky"
 
 
 @pytest.mark.parametrize("image", ["trixie", "bookworm"])
-@pytest.mark.parametrize("name", ["rank", "scatter"])
-def test_both_images_under_slurm_26(name: str, image: str, forky: dict) -> None:
-    args = f"--size {SCATTER_SIZE} --seed 4" if name == "scatter" else ""
-    proc = kit("run", name, "--np", "4", "--runtime", "cluster", "--sif", forky[image], "--args", args,
-               "--timeout", "240", timeout=300)
-    command = f"make run-{name} NP=4 RUNTIME=cluster SIF={forky[image]}   (forky cluster)"
-    assert_example(name, proc, 4, command, SCATTER_SIZE if name == "scatter" else None, hosts={"node1", "node2"})
+def test_the_images_own_open_mpi_is_refused_in_one_line(image: str, forky: dict) -> None:
+    """No pmix plugin: the hybrid model cannot start, so the kit says why and what works, fast."""
+    proc = make("run-rank", "NP=4", "RUNTIME=cluster", f"SIF={forky[image]}", timeout=120)
+    command = f"make run-rank NP=4 RUNTIME=cluster SIF={forky[image]}   (forky cluster)"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1, explain(proc, command)
+    assert "no pmix plugin" in errors[0] and "HOST_MPI=" in errors[0], explain(proc, command)
+    assert not any(line.startswith("+ ") for line in proc.stderr.splitlines()), \
+        explain(proc, command)  # refused before any launch line ran
+    assert "Traceback" not in proc.stderr, explain(proc, command)
 
 
-@pytest.mark.parametrize("site", ["/opt/site/mpich", "/opt/site/openmpi"])
+@pytest.mark.parametrize("image", ["trixie", "bookworm"])
 @pytest.mark.parametrize("name", ["rank", "scatter"])
-def test_the_bind_model_under_slurm_26(name: str, site: str, forky: dict) -> None:
+def test_the_site_mpich_runs_both_images_under_slurm_26(name: str, image: str, forky: dict) -> None:
     args = f"--size {SCATTER_SIZE} --seed 4" if name == "scatter" else ""
-    proc = kit("run", name, "--np", "4", "--runtime", "cluster", "--sif", forky["trixie"], "--host-mpi", site,
-               "--args", args, "--timeout", "240", timeout=300)
-    command = f"make run-{name} NP=4 RUNTIME=cluster HOST_MPI={site} SIF={forky['trixie']}   (forky cluster)"
+    proc = kit("run", name, "--np", "4", "--runtime", "cluster", "--sif", forky[image], "--host-mpi",
+               "/opt/site/mpich", "--args", args, "--timeout", "240", timeout=300)
+    command = f"make run-{name} NP=4 RUNTIME=cluster HOST_MPI=/opt/site/mpich SIF={forky[image]}   (forky cluster)"
     assert_example(name, proc, 4, command, SCATTER_SIZE if name == "scatter" else None, hosts={"node1", "node2"})
-    assert f"bind model: the site's MPI {site}" in proc.stderr, explain(proc, command)
+    assert "srun --mpi=pmi2" in proc.stderr and "MPICH" in proc.stdout, explain(proc, command)
+
+
+def test_a_site_open_mpi_is_refused_where_slurm_has_no_pmix(forky: dict) -> None:
+    proc = make("run-rank", "NP=4", "RUNTIME=cluster", "HOST_MPI=/opt/site/openmpi", f"SIF={forky['trixie']}",
+                timeout=300)
+    command = f"make run-rank NP=4 RUNTIME=cluster HOST_MPI=/opt/site/openmpi SIF={forky['trixie']}   (forky)"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1, explain(proc, command)
+    assert "srun --mpi=pmix is needed" in errors[0] and "offers only" in errors[0], explain(proc, command)

@@ -97,3 +97,29 @@ def test_version_compatibility() -> None:
     assert bind.compatible("openmpi", "Open MPI v5.0.11, package", "5.0.7") is None
     refused = bind.compatible("openmpi", "Open MPI v4.1.6, package", "5.0.7")
     assert refused and "Open MPI 4 cannot run the image's mpi4py, built against Open MPI 5.0.7" in refused
+
+
+FORKY = ["cray_shasta", "pmi2"]  # Debian forky's Slurm 26.05: built without PMIx
+
+
+@pytest.mark.parametrize("srun_mpi,site,offered,want", [
+    ("auto", None, ["pmi2", "pmix"], "pmix"),  # the hybrid model where Slurm has PMIx
+    ("auto", "/opt/site/mpich", FORKY, "pmi2"),  # the bind model needs no PMIx
+    ("pmi2", None, FORKY, "pmi2"),  # given by hand: passed on (doctor judges it)
+    ("auto", None, [], "pmix"),  # srun --mpi=list unanswered: srun itself will say
+])
+def test_the_plugin_srun_gets(srun_mpi: str, site: str | None, offered: list[str], want: str) -> None:
+    p = mpich_plan() if site else None
+    assert bind.fit_plugin(srun_mpi, p, offered) == want
+
+
+def test_a_slurm_without_pmix_refuses_the_hybrid_model_in_one_line() -> None:
+    with pytest.raises(UsageError, match=r"no pmix plugin \(srun --mpi=list: cray_shasta, pmi2\).*HOST_MPI="):
+        bind.fit_plugin("auto", None, FORKY)
+
+
+def test_a_slurm_without_pmix_refuses_a_site_open_mpi() -> None:
+    p = bind.plan("/opt/site/openmpi", "/opt/site/openmpi/lib/libmpi.so.40", "openmpi", [], IMAGE,
+                  lambda path: False, FORKY)
+    with pytest.raises(UsageError, match=r"HOST_MPI=/opt/site/openmpi: srun --mpi=pmix is needed .* offers only"):
+        bind.fit_plugin("auto", p, FORKY)

@@ -181,6 +181,13 @@ def diagnose(settings: Settings, choice: Choice) -> int:
             return report.summary()
         report.add(*judge.bind_preflight(settings.host_mpi, plan, facts.get("plugins", [])))
         section(f"ranks: the bind model, a {NP}-rank probe")
+    if ready and runtime in ("srun", "cluster") and facts:
+        try:
+            bind.fit_plugin(settings.srun_mpi, plan, facts.get("plugins", []))
+        except KitError as exc:  # this Slurm lacks the plugin: no probe could start, say why instead
+            report.add(*(judge.fit(facts["plugins"], facts["pmix_versions"], {}, "pmix") if plan is None
+                         else [judge.problem(str(exc))]))
+            ready = False
     if ready:
         job = runtimes.Job(PROBE, [], NP, runtime, settings.image, ROOT, PROBE_TIMEOUT, settings.sif,
                            bind.plugin(settings.srun_mpi, plan), bind=plan, apptainer_mode=settings.apptainer_mode)
