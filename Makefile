@@ -9,7 +9,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help bench bench-curve bind-plan doctor image matrix sif pins-check cluster-up cluster-down cluster-batch cluster-shell run smoke test \
+.PHONY: help bench bench-curve bench-docs bind-plan doctor image matrix sif pins-check cluster-up cluster-down cluster-batch cluster-shell run smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -43,6 +43,9 @@ bench: ## container vs native in one run: ping-pong, start-up, scatter, image fa
 
 bench-curve: ## seconds against ranks per node for each APPTAINER_MODE vs bare srun, and where they go -> results/
 	@$(KIT) bench-curve
+
+bench-docs: ## copy a full run's results/ to docs/bench/ and regenerate docs/performance.md's tables
+	@$(KIT) bench-docs
 
 doctor: ## check host and image for RUNTIME: launch 2 ranks, explain each problem and its fix
 	@$(KIT) doctor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .stats import SIZES, TARGETS, human, meets, wall_ratio
@@ -164,3 +165,101 @@ def curve_table(results: dict) -> str:
         lines.append("  from a cold page cache: " + ", ".join(f"{m} {v['wall']:.2f} s (import {v['import']:.2f})"
                                                                for m, v in cold.items()))
     return "\n".join(lines)
+
+
+# ---- the tables in docs/performance.md, generated from the committed results ----
+
+def _md(rows: list[list[str]]) -> str:
+    head, *body = rows
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |"
+                                                                               for r in body])
+
+
+def pingpong_markdown(results: dict) -> str:
+    rows = [["ping-pong, buffer API, latency µs / bandwidth MB/s", *(human(s) for s in SIZES)]]
+    for name, apis in results["pingpong"].items():
+        rows.append([f"`{name}`: {results['scenarios'][name]['what']}",
+                     *(f"{apis['buffer'][s]['latency_us']:.1f} / {apis['buffer'][s]['bandwidth_MBps']:.0f}"
+                       for s in SIZES)])
+    met = sum(meets(r) for r in results["ratios"])
+    misses = [f"`{r['scenario']}` {r['api']} {human(r['bytes'])}: latency x{r['latency_ratio']:.2f}, bandwidth "
+              f"x{r['bandwidth_ratio']:.2f}" for r in results["ratios"] if not meets(r)]
+    return (_md(rows) + f"\n\nContainer / baseline, against the targets (latency at most {TARGETS['latency']}x, "
+            f"bandwidth at least {TARGETS['bandwidth']}x): {met} of {len(results['ratios'])} pairs meet them."
+            + ("" if not misses else " The misses: " + "; ".join(misses) + "."))
+
+
+def jobs_markdown(results: dict) -> str:
+    scenarios = results["scenarios"]
+    rows = [["whole job, 4 ranks (2 nodes x 2 on the cluster), median wall time", "baseline", "this", "ratio"]]
+    for what, walls in [("start-up (init, barrier, finalize)", results["startup"]),
+                        *((f"scatter of {v['size']:,} values", v) for v in results["scatters"].values())]:
+        for name, d in walls.items():
+            base = scenarios[name]["baseline"]
+            if not isinstance(d, dict) or "median_s" not in d or not base or base not in walls:
+                continue
+            rows.append([f"{what}: `{name}` / `{base}`", f"{walls[base]['median_s']:.2f} s", f"{d['median_s']:.2f} s",
+                         f"{d['median_s'] / walls[base]['median_s']:.2f}x"])
+    image = results["image"]
+    ratios = ", ".join(f"`{k}` {v:.2f}" for k, v in results["job_ratios"].items() if v is not None)
+    return (_md(rows) + f"\n\n`job_ratios` (the kit's APPTAINER_MODE={results['apptainer_mode']} against bare srun, "
+            f"2 nodes x 2 ranks): {ratios}.\n\nImage facts: Docker image {image['docker_image_mb']:.0f} MB, SIF "
+            f"{image['sif_mb']:.0f} MB, rebuild after editing an example {image['rebuild_after_example_edit_s']:.1f} s"
+            + (f", cold build {image['cold_build_s']:.0f} s." if image.get("cold_build_s") else "."))
+
+
+def curve_markdown(results: dict) -> str:
+    parts = []
+    rpns = results["ranks_per_node"]
+    for workload in next(iter(results["curve"].values())):
+        base = results["curve"]["srun"][workload]
+        rows = [[f"{workload}, 2 nodes: median s (x bare srun)", *(f"{r} per node" for r in rpns)]]
+        for mode in results["modes"]:
+            row = results["curve"][mode][workload]
+            cells = [f"{row[r]['median_s']:.2f} ({row[r]['median_s'] / base[r]['median_s']:.2f}x)" for r in rpns]
+            rows.append(["bare srun" if mode == "srun" else f"`{mode}`", *cells])
+        parts.append(_md(rows))
+    slope = results["slope_s_per_rank_per_node"]
+    parts.append("Start-up, each extra rank per node: " + ", ".join(
+        f"{'bare srun' if m == 'srun' else m} {slope[m] * 1000:.0f} ms ({(slope[m] - slope['srun']) * 1000:+.0f} ms)"
+        for m in results["modes"]) + ".")
+    sandbox = results["sandbox"]
+    parts.append(f"The sandbox's one-time cost, per node and SIF build: the first job after removing the folders "
+                 f"took {sandbox['first_job_s']:.2f} s, the next {sandbox['reused_s']:.2f} s, so unpacking costs "
+                 f"about {sandbox['unpack_s']:.1f} s; later jobs reuse it.")
+    keys = ("wall", "launch", "import", "init", "barrier", "scatter", "finalize")
+    rows = [["10M scatter, 2 nodes x 2 ranks, median s", *keys]]
+    for name, phases in results["breakdown"].items():
+        if "wall" in phases:
+            rows.append([name, *(f"{phases[k]:.2f}" for k in keys)])
+    parts.append(_md(rows))
+    cold = results["breakdown"].get("cold page cache", {})
+    if "note" not in cold:
+        parts.append("From a cold page cache (emptied before each run): " + ", ".join(
+            f"{'bare srun' if m == 'srun' else m} {v['wall']:.2f} s (import {v['import']:.2f} s)"
+            for m, v in cold.items()) + ".")
+    return "\n\n".join(parts)
+
+
+GENERATED = {"pingpong": ("bench.json", pingpong_markdown), "jobs": ("bench.json", jobs_markdown),
+             "curve": ("bench-curve.json", curve_markdown)}
+
+
+def docs_block(name: str, folder: Path) -> str:
+    source, render = GENERATED[name]
+    results = json.loads((folder / source).read_text())
+    return (f"<!-- generated from docs/bench/{source} by `python3 scripts/kit bench-docs`; edit neither -->\n"
+            f"{render(results)}\n<!-- end generated -->")
+
+
+def replace_blocks(text: str, folder: Path) -> str:
+    """docs/performance.md with each `<!-- bench:NAME -->` block regenerated."""
+    for name in GENERATED:
+        marker = f"<!-- bench:{name} -->"
+        start = text.find(marker)
+        if start < 0:
+            continue
+        end = text.find("<!-- end generated -->", start)
+        end = end + len("<!-- end generated -->") if end >= 0 else start + len(marker)
+        text = text[:start] + marker + "\n" + docs_block(name, folder) + text[end:]
+    return text
