@@ -42,7 +42,8 @@ if size == 1 and launched > 1 and "OMPI_COMM_WORLD_SIZE" not in os.environ:
           file=sys.stderr)
     sys.exit(1)
 
-library = MPI.Get_library_version().strip().splitlines()[0]
+# Some MPIs end the string with its C terminator; keep it out of the printed line.
+library = MPI.Get_library_version().strip("\x00 \n").splitlines()[0]
 reports = comm.gather((rank, host, pid, library), root=0)
 if rank == 0:
     ranks = sorted(r for r, _, _, _ in reports)
