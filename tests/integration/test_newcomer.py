@@ -35,8 +35,9 @@ class Machine:
             options += ["-v", f"{ca}:/etc/mpikit-proxy-ca.pem:ro", "-e", "PIP_CERT=/etc/mpikit-proxy-ca.pem"]
         docker.run("run", "-d", "--name", self.name, *options, "debian:trixie-slim", "sleep", "infinity")
 
-    def __call__(self, script: str, user: str = USER, timeout: int = 900) -> subprocess.CompletedProcess:
-        argv = [docker.command(), "exec", "-u", user, "-w", f"/home/{USER}/kit" if user == USER else "/",
+    def __call__(self, script: str, user: str = USER, timeout: int = 900,
+                 workdir: str = f"/home/{USER}/kit") -> subprocess.CompletedProcess:
+        argv = [docker.command(), "exec", "-u", user, "-w", workdir if user == USER else "/",
                 self.name, "bash", "-c", script]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
@@ -69,7 +70,7 @@ def test_the_readme_commands_on_a_fresh_machine(machine: Machine) -> None:
                  "apt-get install -y -qq --no-install-recommends git make python3 >/dev/null && "
                  f"useradd --create-home {USER}", user="root", timeout=600)
     assert setup.returncode == 0, explain(setup, "apt-get install git make python3; useradd")
-    clone = machine(f"git clone -q /bundle/kit.bundle /home/{USER}/kit", user=USER)
+    clone = machine(f"git clone -q /bundle/kit.bundle /home/{USER}/kit", user=USER, workdir=f"/home/{USER}")
     assert clone.returncode == 0, explain(clone, "git clone")
     readme = (ROOT / "README.md").read_text()
     main_job = next(line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("make run-scatter"))
