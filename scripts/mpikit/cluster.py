@@ -38,8 +38,9 @@ SHARED = "/shared"
 
 
 def running() -> list[str]:
+    """The cluster's containers that run: its own names only (other kit containers share the prefix)."""
     out = docker.run("ps", "--filter", f"name=^{PREFIX}-", "--format", "{{.Names}}", check=False).stdout
-    return sorted(out.split())
+    return sorted(name for name in out.split() if name in NODES)
 
 
 def sinfo() -> str:
@@ -137,7 +138,8 @@ def up(name: str = DEFAULT_CLUSTER) -> None:
 
 def down(quiet: bool = False) -> None:
     """Remove every container, the network and the volumes the cluster made."""
-    names = docker.run("ps", "-aq", "--filter", f"name=^{PREFIX}-", check=False).stdout.split()
+    found = docker.run("ps", "-a", "--filter", f"name=^{PREFIX}-", "--format", "{{.Names}}", check=False).stdout
+    names = [name for name in found.split() if name in NODES]
     if names:
         docker.run("rm", "-f", *names)
     docker.run("network", "rm", NETWORK, check=False)
