@@ -90,7 +90,9 @@ def test_shm() -> None:
 
 def test_engines() -> None:
     none = judge.engines("native", "no docker command on PATH", "", None)
-    assert levels(none) == ["info", "info", "PROBLEM"]
+    assert levels(none) == ["info", "info", "PROBLEM"]  # auto fell back to native
+    asked = judge.engines("native", "no docker command on PATH", "", None, asked="native")
+    assert levels(asked) == ["info", "info", "warning"]  # native by name needs no engine
     assert levels(judge.engines("native", None, "20.10", None)) == ["ok", "info"]
     assert levels(judge.engines("cluster", None, "", "apptainer version 1.4.5")) == ["ok"]
 

