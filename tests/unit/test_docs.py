@@ -191,3 +191,4 @@ def test_every_pip_install_checks_hashes() -> None:
                 installs.append((name, line.strip()))
                 assert "--require-hashes" in line or "--no-index" in line, f"{name}: pip without hashes: {line}"
     assert len(installs) >= 4, f"expected the image's and the venv's pip installs, found {installs}"
+
