@@ -283,10 +283,9 @@ def site_for(runtime: str, sif) -> Site:
         def on_node(argv: list[str]) -> subprocess.CompletedProcess:
             return local(cluster.on_node(cluster.COMPUTE[0], argv))
 
-        offered = parse_mpi_list(local(cluster.on_login(["srun", "--mpi=list"])).stdout)[0]
-        return Site("node1 of the test cluster", on_node, cluster.shared_path(sif), "apptainer", tuple(offered))
-    offered = parse_mpi_list(local(["srun", "--mpi=list"]).stdout)[0]
-    return Site("this node", local, str(sif), host_apptainer() or "apptainer", tuple(offered))
+        return Site("node1 of the test cluster", on_node, cluster.shared_path(sif), "apptainer",
+                    tuple(offered_plugins(runtime)))
+    return Site("this node", local, str(sif), host_apptainer() or "apptainer", tuple(offered_plugins(runtime)))
 
 
 def container(p: Plan, site: Site) -> list[str]:
@@ -318,6 +317,10 @@ def plugin(srun_mpi: str, plan: Plan | None) -> str:
     return plan.srun_mpi if plan else "pmix"
 
 
+BIND_INSTEAD = ("the bind model: HOST_MPI=<prefix of the site's MPICH-ABI MPI> (make bind-plan shows what it "
+                "binds), which srun wires with pmi2; or one node with RUNTIME=apptainer (mpiexec inside the image)")
+
+
 def fit_plugin(srun_mpi: str, plan: Plan | None, offered: Sequence[str]) -> str:
     """The --mpi plugin for srun's ranks (SRUN_MPI, or auto), refused in one line when this Slurm
     (srun --mpi=list: `offered`) lacks the plugin auto needs: a Slurm built without PMIx (Debian forky's)
@@ -328,8 +331,7 @@ def fit_plugin(srun_mpi: str, plan: Plan | None, offered: Sequence[str]) -> str:
     listed = ", ".join(offered)
     if plan is None:
         raise UsageError(f"this Slurm has no pmix plugin (srun --mpi=list: {listed}), and the image's Open MPI "
-                         "starts only through PMIx: use the bind model, HOST_MPI=<prefix of the site's MPICH-ABI "
-                         "MPI> (docs/bind-model.md), which srun wires with pmi2; or RUNTIME=apptainer on one node")
+                         f"starts only through PMIx: use {BIND_INSTEAD}")
     raise UsageError(f"HOST_MPI={plan.prefix}: srun --mpi={want} is needed ({plan.srun_mpi_why}), but this Slurm "
                      f"offers only {listed} (srun --mpi=list): use a site MPI that speaks one of them")
 

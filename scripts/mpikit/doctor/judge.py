@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .. import platforms
+from .. import bind, platforms
 from ..slurm import parse_mpi_list
 
 MARK = "MPIKIT-PROBE "  # the probe's line prefix (scripts/mpi/probe.py; a test holds them equal)
@@ -100,8 +100,7 @@ def slurm(version: str, mpi_list: str, config: str) -> list[Finding]:
     return found
 
 
-BIND_INSTEAD = ("the bind model: HOST_MPI=<prefix of the site's MPICH-ABI MPI> (make bind-plan shows what it "
-                "binds), which srun wires with pmi2; or one node with RUNTIME=apptainer (mpiexec inside the image)")
+BIND_INSTEAD = bind.BIND_INSTEAD
 
 
 def fit(plugins: list[str], pmix_versions: list[str], stack: dict[str, str], mpi: str) -> list[Finding]:
