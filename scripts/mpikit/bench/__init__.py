@@ -138,6 +138,7 @@ def run_curve(sif: Path, mpi: str, quick: bool) -> int:
     results = curve.run_all(sif, mpi, quick, _run)
     results["retried_runs"] = RETRIES
     (RESULTS / "bench-curve.json").write_text(json.dumps(results, indent=1) + "\n")
+    results = report.load(RESULTS / "bench-curve.json")
     report.plot_curve(results, RESULTS / "bench-curve.png")
     print(report.curve_table(results), flush=True)
     say(f"bench-curve: wrote {RESULTS / 'bench-curve.json'} and {RESULTS / 'bench-curve.png'}")
@@ -167,6 +168,7 @@ def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | 
     results["retried_runs"] = RETRIES
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    results = report.load(RESULTS / "bench.json")
     report.plot(results, RESULTS / "bench.png")
     report.plot_ratios(results, RESULTS / "bench-ratios.png")
     print(report.table(results), flush=True)

@@ -8,6 +8,20 @@ from pathlib import Path
 from .stats import SIZES, TARGETS, human, meets, wall_ratio
 
 
+def _int_keys(value):
+    """JSON keeps message sizes and ranks per node as string keys; the reports index them by number."""
+    if isinstance(value, dict):
+        return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_int_keys(v) for v in value]
+    return value
+
+
+def load(path: Path) -> dict:
+    """A results file as the reports read it: the bench prints, plots and documents what it wrote."""
+    return _int_keys(json.loads(path.read_text()))
+
+
 def table(results: dict) -> str:
     scenarios = results["scenarios"]
     lines = ["scenario                      what"]
@@ -25,11 +39,14 @@ def table(results: dict) -> str:
                      f"latency x{row['latency_ratio']:.2f}, bandwidth x{row['bandwidth_ratio']:.2f}"
                      f"  {'meets' if meets(row) else 'MISSES'}")
     lines.append("")
-    for what in ("startup", "scatter"):
-        walls = results[what]
-        lines.append(f"{what}: " + ("4-rank init/barrier/finalize wall time" if what == "startup" else
-                                    f"scatter_gather.py --size {results['scatter_size']:,} with 4 ranks, wall time"))
+    jobs = [("startup", "4-rank init/barrier/finalize wall time", results["startup"])]
+    jobs += [(name, f"scatter_gather.py --size {walls['size']:,} with 4 ranks, wall time", walls)
+             for name, walls in results["scatters"].items()]
+    for what, title, walls in jobs:
+        lines.append(f"{what}: {title}")
         for name, d in walls.items():
+            if not isinstance(d, dict):  # the scatter's "size"
+                continue
             base = scenarios[name]["baseline"]
             r = wall_ratio(walls, name, base) if base else None
             verdict = (f" ({'meets' if r <= TARGETS['startup'] else 'MISSES'} <= {TARGETS['startup']})"
@@ -195,8 +212,10 @@ def jobs_markdown(results: dict) -> str:
     for what, walls in [("start-up (init, barrier, finalize)", results["startup"]),
                         *((f"scatter of {v['size']:,} values", v) for v in results["scatters"].values())]:
         for name, d in walls.items():
+            if not isinstance(d, dict) or "median_s" not in d:  # the scatter's "size"
+                continue
             base = scenarios[name]["baseline"]
-            if not isinstance(d, dict) or "median_s" not in d or not base or base not in walls:
+            if not base or base not in walls:
                 continue
             rows.append([f"{what}: `{name}` / `{base}`", f"{walls[base]['median_s']:.2f} s", f"{d['median_s']:.2f} s",
                          f"{d['median_s'] / walls[base]['median_s']:.2f}x"])
@@ -247,7 +266,7 @@ GENERATED = {"pingpong": ("bench.json", pingpong_markdown), "jobs": ("bench.json
 
 def docs_block(name: str, folder: Path) -> str:
     source, render = GENERATED[name]
-    results = json.loads((folder / source).read_text())
+    results = load(folder / source)
     return (f"<!-- generated from docs/bench/{source} by `python3 scripts/kit bench-docs`; edit neither -->\n"
             f"{render(results)}\n<!-- end generated -->")
 
