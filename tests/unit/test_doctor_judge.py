@@ -128,12 +128,13 @@ def test_which_runtime_a_launch_line_is() -> None:
 
 
 def test_spawn_by_runtime() -> None:
-    assert judge.spawn("native", [probe(0, spawn="ok")]).level == "ok"
+    assert judge.spawn("native", [probe(0, spawn="ok")], 30).level == "ok"
     failed = [probe(0, spawn="failed: Exception: MPI_ERR_UNKNOWN: unknown error")]
-    under_srun = judge.spawn("cluster", failed)
+    under_srun = judge.spawn("cluster", failed, 30)
     assert under_srun.level == "info" and "FUTURES=1" in under_srun.text and "RUNTIME=apptainer" in under_srun.text
-    assert judge.spawn("docker", failed).level == "warning"
-    assert "no answer" in judge.spawn("srun", []).text
+    assert judge.spawn("docker", failed, 30).level == "warning"
+    silent = judge.spawn("srun", [], 30)
+    assert silent.level == "info" and "no answer within 30 s" in silent.text
 
 
 def test_pmi2_cannot_wire_the_images_open_mpi_and_the_bind_model_is_named() -> None:

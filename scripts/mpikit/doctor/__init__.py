@@ -27,7 +27,7 @@ from .judge import Finding
 
 PROBE = MPI_PROGRAMS / "probe.py"
 PROBE_TIMEOUT = 180
-SPAWN_TIMEOUT = 60  # a launcher that cannot spawn may fail slowly; longer is a hang
+SPAWN_TIMEOUT = 30  # a launcher that cannot spawn may fail slowly (or hang: MPICH under pmi2); longer is a hang
 NP = 2
 
 
@@ -89,7 +89,9 @@ def check_host(report: Report, runtime: str, on_host: Callable[[list[str]], list
     return {"plugins": plugins, "pmix_versions": versions}
 
 
-def run_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT) -> list[dict]:
+def run_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT, *, silence_is_a_problem: bool = True
+              ) -> list[dict]:
+    """The probe's reports; a probe that reports nothing is a problem unless the caller judges silence itself."""
     launch = runtimes.launch_for(job)
     report.command(show(launch.argv))
     try:
@@ -97,7 +99,7 @@ def run_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT) -
         output, probes = result.stdout + result.stderr, judge.parse_probes(result.stdout)
     except RunError as exc:
         output, probes = str(exc), []
-    if not probes:
+    if not probes and silence_is_a_problem:
         report.add(judge.problem(f"the {job.np}-rank probe reported nothing: {show(launch.argv)}",
                                  "read its output below; make run-rank NP=2 shows the same"))
         report.tail(output)
@@ -207,6 +209,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
                 report.add(*judge.cma(runtime, one_node))
         if probes:
             section("dynamic processes: 1 rank starts one more (MPI_Comm_spawn, as a mpi4py.futures pool does)")
-            spawned = run_probe(report, replace(job, np=1, args=["--spawn"], timeout=SPAWN_TIMEOUT), SPAWN_TIMEOUT)
-            report.add(judge.spawn(runtime, spawned))
+            spawned = run_probe(report, replace(job, np=1, args=["--spawn"], timeout=SPAWN_TIMEOUT), SPAWN_TIMEOUT,
+                                silence_is_a_problem=False)
+            report.add(judge.spawn(runtime, spawned, SPAWN_TIMEOUT))
     return report.summary()

@@ -206,17 +206,18 @@ def cma(runtime: str, probes: list[dict], emulated: bool = False) -> list[Findin
                     "kit sets can change it")]
 
 
-def spawn(runtime: str, probes: list[dict]) -> Finding:
-    """Can this launcher start new MPI processes (MPI_Comm_spawn, mpi4py.futures without FUTURES=1)?"""
-    result = next((p["spawn"] for p in probes if "spawn" in p), None)
+def spawn(runtime: str, probes: list[dict], waited: int) -> Finding:
+    """Can this launcher start new MPI processes (MPI_Comm_spawn, mpi4py.futures without FUTURES=1)?
+    No report within `waited` seconds means the spawn hung (MPICH under pmi2 does)."""
+    result = next((p["spawn"] for p in probes if "spawn" in p), None) or f"no answer within {waited} s"
     if result == "ok":
         return ok("dynamic processes work: MPI_Comm_spawn started a new process (a pool may spawn its workers)")
     how = ("pools run with FUTURES=1 (python -m mpi4py.futures: the job's own ranks are the workers), or on "
            "one node with RUNTIME=apptainer, where Open MPI's own mpiexec supports spawn")
     if runtime in ("srun", "cluster"):
-        return info(f"dynamic processes do not work under srun: MPI_Comm_spawn failed ({result or 'no answer'}); "
-                    f"Slurm's PMIx server does not support it. {how}")
-    return warning(f"dynamic processes do not work here: MPI_Comm_spawn failed ({result or 'no answer'})",
+        return info(f"dynamic processes do not work under srun: MPI_Comm_spawn failed ({result}); "
+                    f"Slurm's PMI server (pmix or pmi2) does not support it. {how}")
+    return warning(f"dynamic processes do not work here: MPI_Comm_spawn failed ({result})",
                    "run pools with FUTURES=1")
 
 
