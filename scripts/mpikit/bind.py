@@ -304,10 +304,24 @@ def preflight(p: Plan, site: Site) -> tuple[str, str]:
     line = next((line for line in proc.stdout.splitlines() if line.startswith("MPIKIT-LIBMPI ")), None)
     if proc.returncode != 0 or line is None:
         said = (proc.stderr + proc.stdout).strip().splitlines()
-        raise UsageError(f"the site's {p.libmpi} does not load inside the image with the planned binds "
-                         f"({said[-1] if said else f'exit status {proc.returncode}'}); make bind-plan shows them")
+        raise UsageError(load_failure(p, said[-1] if said else f"exit status {proc.returncode}"))
     path, _, version = line.removeprefix("MPIKIT-LIBMPI ").partition(" | ")
     return path, version
+
+
+def load_failure(p: Plan, said: str) -> str:
+    """Why the site's libmpi did not load in the image, in one line. The common cause has its own words:
+    the site's libraries were linked against a newer glibc than the image's (forky's libpmi2 needs
+    GLIBC_2.38, bookworm has 2.36); binding a C library in is not safe, so the image must be newer."""
+    m = re.search(r"version `GLIBC_([\d.]+)' not found \(required by ([^)]+)\)", said)
+    if m:
+        need, lib = m.groups()
+        site_lib = next((b.source for b in p.binds if b.target == lib or lib.startswith(b.target + "/")), lib)
+        return (f"the site's {site_lib} needs glibc {need}, newer than the image's: in the bind model the site's "
+                f"libraries run on the image's C library, so the image must be at least as new as the site's "
+                f"system (an image built with a newer BASE, e.g. make sif BASE=trixie)")
+    return f"the site's {p.libmpi} does not load inside the image with the planned binds ({said}); " \
+           "make bind-plan shows them"
 
 
 def plugin(srun_mpi: str, plan: Plan | None) -> str:

@@ -123,3 +123,15 @@ def test_a_slurm_without_pmix_refuses_a_site_open_mpi() -> None:
                   lambda path: False, FORKY)
     with pytest.raises(UsageError, match=r"HOST_MPI=/opt/site/openmpi: srun --mpi=pmix is needed .* offers only"):
         bind.fit_plugin("auto", p, FORKY)
+
+
+def test_a_site_library_newer_than_the_images_glibc_is_named() -> None:
+    """forky's libpmi2 in the bookworm image: the loader's words become which library and what to do."""
+    p = mpich_plan()
+    said = ("OSError: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.38' not found "
+            f"(required by {bind.HOST_LIB}/libpmi2.so.0)")
+    line = bind.load_failure(p, said)
+    assert line.startswith("the site's /usr/lib/x86_64-linux-gnu/libpmi2.so.0 needs glibc 2.38, newer than the image's")
+    assert "BASE=trixie" in line and "\n" not in line
+    other = bind.load_failure(p, "OSError: libfoo.so.1: cannot open shared object file")
+    assert other.startswith(f"the site's {p.libmpi} does not load inside the image") and "make bind-plan" in other
