@@ -22,6 +22,14 @@ def load(path: Path) -> dict:
     return _int_keys(json.loads(path.read_text()))
 
 
+def whole_jobs(results: dict) -> list[tuple[str, int | None, dict]]:
+    """(name, scatter size or None for start-up, scenario -> wall times) for each whole job measured."""
+    jobs: list[tuple[str, int | None, dict]] = [("startup", None, results["startup"])]
+    jobs += [(name, walls["size"], {k: v for k, v in walls.items() if k != "size"})
+             for name, walls in results["scatters"].items()]
+    return jobs
+
+
 def table(results: dict) -> str:
     scenarios = results["scenarios"]
     lines = ["scenario                      what"]
@@ -39,14 +47,10 @@ def table(results: dict) -> str:
                      f"latency x{row['latency_ratio']:.2f}, bandwidth x{row['bandwidth_ratio']:.2f}"
                      f"  {'meets' if meets(row) else 'MISSES'}")
     lines.append("")
-    jobs = [("startup", "4-rank init/barrier/finalize wall time", results["startup"])]
-    jobs += [(name, f"scatter_gather.py --size {walls['size']:,} with 4 ranks, wall time", walls)
-             for name, walls in results["scatters"].items()]
-    for what, title, walls in jobs:
-        lines.append(f"{what}: {title}")
+    for what, size, walls in whole_jobs(results):
+        lines.append(f"{what}: " + ("4-rank init/barrier/finalize wall time" if size is None else
+                                    f"scatter_gather.py --size {size:,} with 4 ranks, wall time"))
         for name, d in walls.items():
-            if not isinstance(d, dict):  # the scatter's "size"
-                continue
             base = scenarios[name]["baseline"]
             r = wall_ratio(walls, name, base) if base else None
             verdict = (f" ({'meets' if r <= TARGETS['startup'] else 'MISSES'} <= {TARGETS['startup']})"
@@ -209,11 +213,9 @@ def pingpong_markdown(results: dict) -> str:
 def jobs_markdown(results: dict) -> str:
     scenarios = results["scenarios"]
     rows = [["whole job, 4 ranks (2 nodes x 2 on the cluster), median wall time", "baseline", "this", "ratio"]]
-    for what, walls in [("start-up (init, barrier, finalize)", results["startup"]),
-                        *((f"scatter of {v['size']:,} values", v) for v in results["scatters"].values())]:
+    for _, size, walls in whole_jobs(results):
+        what = "start-up (init, barrier, finalize)" if size is None else f"scatter of {size:,} values"
         for name, d in walls.items():
-            if not isinstance(d, dict) or "median_s" not in d:  # the scatter's "size"
-                continue
             base = scenarios[name]["baseline"]
             if not base or base not in walls:
                 continue
