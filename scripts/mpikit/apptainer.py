@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -171,24 +170,17 @@ def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
     return args
 
 
-def inputs_digest(base: str, extra: list[str]) -> str:
-    """sha256 of what a SIF is built from: the recipe, the build inputs, the pins, the base image."""
-    h = hashlib.sha256()
-    for path in [ROOT / "Apptainer.def", *config.build_input_files()]:
-        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    for key, value in sorted(config.stack_pins(base).items()):
-        h.update(f"{key}={value}\0".encode())
-    for item in extra:
-        h.update(item.encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def _builder_identity(base: str, platform: str) -> list[str]:
-    """What else decides the bytes of a build: the platform, the base image and the Apptainer that builds."""
-    ids = [f"platform={platform}", f"base={docker.image_id(platforms.base_image(base, platform)) or 'registry'}"]
+def cache_entry(base: str, platform: str) -> Path:
+    """Where the build of these inputs is cached: named by base, arch and the digest of the recipe, the
+    build inputs, the pins, the platform, the base image and the Apptainer that builds. Called before
+    the `singularity` shim goes on PATH: a digest that saw the shim's temporary folder would differ on
+    every run, and nothing would ever be reused."""
     host = host_apptainer()
-    ids.append(f"apptainer={host or docker.image_id(helper_image())}")
-    return ids
+    items = [*(f"{k}={v}" for k, v in sorted(config.stack_pins(base).items())), f"platform={platform}",
+             f"base={docker.image_id(platforms.base_image(base, platform)) or 'registry'}",
+             f"apptainer={host or docker.image_id(helper_image())}"]
+    digest = config.inputs_digest("Apptainer.def", items)
+    return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-{digest}.sif"
 
 
 def stale_cache_entries(folder: Path, base: str, arch: str) -> list[Path]:
@@ -207,15 +199,18 @@ def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = 
     stage.mkdir(parents=True, exist_ok=True)
     for folder in (STAGE, stage):
         folder.chmod(0o777)  # the unprivileged builder writes here
+    # The helper and the base first: the digest names their images.
+    if not host_apptainer():
+        ensure_helper()
+    if docker.engine_problem() is None:
+        docker.ensure_base(base, platform)
+    cached, arch = cache_entry(base, platform), platforms.arch(platform)
     with _singularity_on_path() as how:
         try:
-            args = build_arguments(base, ca_cert, platform, stage)
-            digest = inputs_digest(base, _builder_identity(base, platform))
-            arch = platforms.arch(platform)
-            cached = CACHE / "sif" / f"{base}-{arch}-{digest}.sif"
             if cached.is_file():
-                _reuse(cached, sif, digest, stage)
+                _reuse(cached, sif, stage)
                 return
+            args = build_arguments(base, ca_cert, platform, stage)
             _build(base, args, how, stage)
             _check_arch(stage / "mpi.sif", arch)
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -274,8 +269,8 @@ def _build(base: str, args: dict[str, str], how: str, stage: Path) -> None:
                        f"PLATFORM={platform}") from None
 
 
-def _reuse(cached: Path, sif: Path, digest: str, stage: Path) -> None:
-    say(f"the SIF's inputs are unchanged (digest {digest}): reusing {cached}")
+def _reuse(cached: Path, sif: Path, stage: Path) -> None:
+    say(f"the SIF's inputs are unchanged: reusing {cached}")
     staged = stage / "mpi.sif"  # under the repository, where Apptainer in a container sees it too
     shutil.copyfile(cached, staged)
     staged.chmod(0o644)

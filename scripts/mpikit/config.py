@@ -5,7 +5,9 @@ BUILD_INPUTS for what the image is built from."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,3 +128,14 @@ def build_input_files() -> list[Path]:
         files += sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
             if path.is_dir() else [path]
     return files
+
+
+def inputs_digest(recipe: str, items: Iterable[str]) -> str:
+    """sha256 (16 hex digits) of what a build is made from: its recipe (Dockerfile or Apptainer.def),
+    every build input's path and bytes, then `items` (base, platform, labels or pins, the builder)."""
+    h = hashlib.sha256()
+    for path in [ROOT / recipe, *build_input_files()]:
+        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for item in items:
+        h.update(item.encode() + b"\0")
+    return h.hexdigest()[:16]

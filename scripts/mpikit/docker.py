@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import platforms
-from .config import LABEL_PREFIX, ROOT, build_input_files, stack_labels
+from . import config, platforms
+from .config import LABEL_PREFIX, ROOT, stack_labels
 from .ui import MissingPrerequisite, RunError, say
 
 # The digest of everything an image is built from, stored on the image itself (outside
@@ -160,15 +159,10 @@ def ensure_base(base: str, platform: str | None = None) -> str:
 
 
 def inputs_digest(base: str, platform: str, base_id: str, labels: dict[str, str], extra: tuple[str, ...] = ()) -> str:
-    """sha256 of what an image is built from: the Dockerfile, the build inputs, the base image,
-    the platform, the labels and the extra build options."""
-    h = hashlib.sha256()
-    for path in [ROOT / "Dockerfile", *build_input_files()]:
-        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    for item in [f"BASE={base}", f"PLATFORM={platform}", f"base={base_id}", *extra,
-                 *(f"{k}={v}" for k, v in sorted(labels.items()))]:
-        h.update(item.encode() + b"\0")
-    return h.hexdigest()[:16]
+    """The image's build-inputs digest: the Dockerfile and build inputs, the base image, the platform,
+    the labels and the extra build options."""
+    return config.inputs_digest("Dockerfile", [f"BASE={base}", f"PLATFORM={platform}", f"base={base_id}", *extra,
+                                               *(f"{k}={v}" for k, v in sorted(labels.items()))])
 
 
 def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT,

@@ -55,3 +55,31 @@ def test_the_hosts_base_is_never_made_for_the_platform_make_exported(monkeypatch
     assert docker.ensure_base("trixie") == "debian:trixie-slim"
     assert docker.ensure_base("trixie", other) == platforms.base_image("trixie", other)
     assert seen == [("debian:trixie-slim", ""), (platforms.base_image("trixie", other), other)]
+
+
+def test_a_second_make_sif_of_the_same_inputs_reuses_the_first(tmp_path: Path, monkeypatch) -> None:
+    """The cache is keyed before the `singularity` shim (a fresh temporary folder each run) goes on PATH:
+    keyed after, on a host without Apptainer, every make sif was a cold build (most of an hour for arm64)."""
+    monkeypatch.setattr(apptainer, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(apptainer, "STAGE", tmp_path / "stage")
+    monkeypatch.setattr(apptainer, "stage_for", lambda base, platform: tmp_path / "stage" / f"{base}-{platform[6:]}")
+    monkeypatch.setattr(apptainer, "ensure_helper", lambda: apptainer.helper_image())
+    for name, fake in {"ensure_emulation": lambda platform: None, "engine_problem": lambda: None,
+                       "ensure_base": lambda base, platform=None: platform, "image_id": lambda name: f"id:{name}",
+                       "command": lambda: "docker"}.items():
+        monkeypatch.setattr(apptainer.docker, name, fake)
+    built, reused = [], []
+
+    def build(base, args, how, stage):
+        (stage / "mpi.sif").write_text(f"{base} {args}")
+        built.append(base)
+
+    monkeypatch.setattr(apptainer, "build_arguments", lambda base, ca, platform, stage: {"PLATFORM": platform})
+    monkeypatch.setattr(apptainer, "_build", build)
+    monkeypatch.setattr(apptainer, "_check_arch", lambda staged, arch: None)
+    monkeypatch.setattr(apptainer, "_reuse", lambda cached, sif, stage: reused.append(cached))
+    for sif in ("first.sif", "second.sif"):
+        apptainer.build_sif("trixie", tmp_path / sif, None, "linux/arm64")
+    assert built == ["trixie"] and len(reused) == 1, (built, reused)
+    assert reused[0] == apptainer.cache_entry("trixie", "linux/arm64") and reused[0].is_file()
+    assert reused[0].name.startswith("trixie-arm64-")
