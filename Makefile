@@ -9,7 +9,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help bench bench-curve bench-docs bind-plan doctor image matrix sif pins-check cluster-up cluster-down cluster-batch cluster-shell run smoke test \
+.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image matrix sif pins-check cluster-up cluster-down cluster-batch cluster-shell run smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -38,8 +38,11 @@ run: ## run your own SCRIPT=path.py with NP ranks
 smoke: ## run every example under RUNTIME and check its output
 	@$(KIT) smoke
 
-bench: ## container vs native in one run: ping-pong, start-up, scatter, image facts -> results/
+bench: ## container vs native in one run: ping-pong, start-up, scatter -> results/
 	@$(KIT) bench
+
+bench-build: ## what building costs: image and SIF sizes, a rebuild after an edit, a cold build -> results/
+	@$(KIT) bench-build
 
 bench-curve: ## seconds against ranks per node for each APPTAINER_MODE vs bare srun, and where they go -> results/
 	@$(KIT) bench-curve

@@ -34,6 +34,8 @@ COMMANDS: dict[str, Command] = {
     "bench-curve": Command(commands.bench_curve, "start-up and scatter against ranks per node, per APPTAINER_MODE"),
     "bench-docs": Command(commands.bench_docs, "copy results/ to docs/bench/ and regenerate docs/performance.md"),
     "bench": Command(commands.bench, "container vs native, measured in one run: results/bench.{json,png}"),
+    "bench-build": Command(commands.bench_build, "image and SIF sizes, a rebuild, a cold build: "
+                           "results/bench-build.json"),
     "image": Command(commands.image, "build the Docker image"),
     "sif": Command(commands.sif, "build the Apptainer image (SIF) from Apptainer.def"),
     "pins-check": Command(commands.pins_check, "check that versions.env's Debian pins exist for every platform "

@@ -24,7 +24,7 @@ from .ui import UsageError
 
 RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
 RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan")
-BENCH_COMMANDS = ("bench", "bench-curve")
+BENCH_COMMANDS = ("bench", "bench-curve", "bench-build")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ KNOBS: tuple[Knob, ...] = (
          "another is built and run under qemu emulation, with RUNTIME=docker and BASE="
          + " | ".join(platforms.EMULATED_BASES) + " (docs/arm.md)", (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif")),
     Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, or mpi4py-kit:BASE-ARCH for another PLATFORM; "
-         "built on first use)", (*RUN_COMMANDS, "bench", "image")),
+         "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image")),
     Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
          "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif")),
     Knob("SCRIPT", "", "your own script for `make run`, under the current directory", ("run", "batch")),
@@ -62,7 +62,7 @@ KNOBS: tuple[Knob, ...] = (
          ("run", "smoke", "batch")),
     Knob("SRUN_MPI", "auto", "srun --mpi plugin for RUNTIME=srun and cluster (auto: pmix for the image's Open "
          "MPI; with HOST_MPI, the plugin the site's MPI can use; srun --mpi=list shows yours)",
-         ("run", "smoke", "doctor", "batch", "bind-plan", *BENCH_COMMANDS)),
+         ("run", "smoke", "doctor", "batch", "bind-plan", "bench", "bench-curve")),
     Knob("APPTAINER_MODE", "sandbox", "how srun's ranks enter the image: exec (one apptainer exec each) | "
          "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | instance (one "
          "instance per node); docs/performance.md", ("run", "smoke", "doctor", "bench")),
@@ -73,10 +73,11 @@ KNOBS: tuple[Knob, ...] = (
          ("cluster-up",)),
     Knob("LAUNCH", "", "make doctor: check your own launch line, "
          "e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'", ("doctor",)),
-    Knob("QUICK", "0", "make bench, bench-curve: 1 for a short run (proves it works; figures not for quoting)",
+    Knob("QUICK", "0", "make bench, bench-curve, bench-build: 1 for a short run (proves it works; figures not "
+         "for quoting)",
          BENCH_COMMANDS),
     Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
-         (*RUN_COMMANDS, "bench", "image", "sif")),
+         (*RUN_COMMANDS, "bench", "bench-build", "image", "sif")),
     Knob("PYTEST_ARGS", "", "extra pytest arguments for make test and make test-fast", ("test", "test-fast")),
 )
 BY_NAME = {k.name: k for k in KNOBS}
@@ -128,8 +129,12 @@ def check_platform(command: str, platform: str, runtime: str, base: str, example
         raise UsageError(f"PLATFORM={platform} (emulated on this {here} host) is built for BASE="
                          f"{' | '.join(platforms.EMULATED_BASES)} only; drop BASE={base}: "
                          f"make {target} PLATFORM={platform}")
-    if command in ("batch", *BENCH_COMMANDS):
+    if command == "batch":
         raise UsageError(f"make {target} uses the test cluster, whose nodes are this host's {here}; "
+                         f"PLATFORM={platform} runs only with RUNTIME=docker: "
+                         f"make smoke PLATFORM={platform} RUNTIME=docker")
+    if command in BENCH_COMMANDS:
+        raise UsageError(f"make {target} measures this {here} host and its test cluster, not emulation; "
                          f"PLATFORM={platform} runs only with RUNTIME=docker: "
                          f"make smoke PLATFORM={platform} RUNTIME=docker")
     if command in RUN_COMMANDS and runtime != "docker":

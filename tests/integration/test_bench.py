@@ -1,5 +1,5 @@
-"""make bench QUICK=1 and make bench-curve QUICK=1: every scenario and mode runs
-and the results are written, as JSON and PNG plots. Timings vary from run to run
+"""make bench QUICK=1, make bench-curve QUICK=1 and make bench-build QUICK=1: every
+scenario and mode runs and the results are written, as JSON and PNG plots. Timings vary from run to run
 and are never asserted; the structure users and docs/performance.md read is."""
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ def test_quick_bench_measures_every_scenario(cluster: str) -> None:
     assert set(results["job_ratios"]) == set(stats.JOB_RATIOS)
     assert results["job_ratios"]["startup_2nodes_apptainer_vs_srun"] > 0
     assert results["job_ratios"]["scatter100M_2nodes_apptainer_vs_srun"] is None  # not measured with QUICK=1
-    image = results["image"]
-    assert image["docker_image_mb"] > 0 and image["sif_mb"] > 0 and image["rebuild_after_example_edit_s"] > 0
+    assert results["took_s"]["total"] >= results["took_s"]["measuring"] > 0
     for plot in ("bench.png", "bench-ratios.png"):
         assert (ROOT / "results" / plot).read_bytes()[:8] == PNG, plot
     assert "container / baseline ratios" in proc.stdout, explain(proc, command)
@@ -60,3 +59,14 @@ def test_quick_bench_curve_measures_every_mode(cluster: str) -> None:
     assert results["sandbox"]["first_job_s"] > 0
     assert (ROOT / "results" / "bench-curve.png").read_bytes()[:8] == PNG
     assert "where a 2 nodes x 2 ranks scatter of 10M values spends its time" in proc.stdout, explain(proc, command)
+
+
+def test_quick_bench_build_states_the_image_facts(sif: str) -> None:
+    proc = make("bench-build", "QUICK=1", f"SIF={sif}", timeout=1800)
+    command = f"make bench-build QUICK=1 SIF={sif}"
+    assert proc.returncode == 0, explain(proc, command)
+    results = json.loads((ROOT / "results" / "bench-build.json").read_text())
+    image = results["image"]
+    assert results["quick"] is True and image["cold_build_s"] is None  # a cold build only without QUICK
+    assert image["docker_image_mb"] > 0 and image["sif_mb"] > 0 and image["rebuild_after_example_edit_s"] > 0
+    assert f"SIF {image['sif_mb']:.0f} MB" in proc.stdout, explain(proc, command)

@@ -26,3 +26,24 @@ def test_the_markdown_tables_read_the_same_results() -> None:
     jobs = report.jobs_markdown(RESULTS)
     assert "start-up (init, barrier, finalize): `cluster-apptainer-2nodes` / `cluster-native-2nodes`" in jobs
     assert "scatter of 10,000,000 values" in jobs and "`job_ratios`" in jobs
+
+
+def test_the_targets_table_judges_each_figure_against_its_target() -> None:
+    bench = {"apptainer_mode": "sandbox", "took_s": {"total": 600.0, "measuring": 540.0},
+             "job_ratios": {"startup_2nodes_apptainer_vs_srun": 1.39, "scatter10M_2nodes_apptainer_vs_srun": 1.05,
+                            "scatter100M_2nodes_apptainer_vs_srun": None}}
+    curve = {"slope_s_per_rank_per_node": {"srun": 0.05, "sandbox": 0.08, "exec": 0.30}}
+    text = report.targets_markdown(bench, curve)
+    assert "| start-up, 2 x 2 ranks | 1.39x | at most 1.15x | **missed** |" in text
+    assert "| scatter of 10,000,000 values, 2 x 2 ranks | 1.05x | at most 1.1x | met |" in text
+    assert "100,000,000" not in text  # not measured: no row rather than a made-up one
+    assert "| +30 ms | at most 50 ms | met |" in text  # the kit's mode (sandbox), not exec's +250 ms
+    assert "| `make bench`, start to end | 10.0 min | at most 12 min | met |" in text
+
+
+def test_the_build_facts_table_reads_make_bench_builds_results() -> None:
+    build = {"image": {"docker_image_mb": 413.2, "sif_mb": 178.6, "rebuild_after_example_edit_s": 1.04,
+                       "cold_build_s": 296.4}}
+    text = report.build_markdown(build)
+    assert "| Docker image | 413 MB | at most 500 MB |" in text and "| SIF | 179 MB | at most 250 MB |" in text
+    assert "| 1.0 s | at most 20 s |" in text and "| 296 s |" in text

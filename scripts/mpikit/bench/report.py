@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .stats import SIZES, TARGETS, human, meets, wall_ratio
+from .stats import JOB_RATIOS, SIZES, TARGETS, human, meets, target_of, wall_ratio
 
 
 def _int_keys(value):
@@ -57,13 +57,19 @@ def table(results: dict) -> str:
                        if r is not None and what == "startup" else "")
             lines.append(f"  {name:28} {d['median_s']:8.2f} s" + (f"  x{r:.2f} vs {base}{verdict}" if r else ""))
         lines.append("")
-    f = results["image"]
-    lines.append(f"image: Docker {f['docker_image_mb']:.0f} MB (target <= {TARGETS['image_mb']}), "
-                 + (f"SIF {f['sif_mb']:.0f} MB (target <= {TARGETS['sif_mb']}), " if f["sif_mb"] else "no SIF, ")
-                 + f"rebuild after editing an example {f['rebuild_after_example_edit_s']:.1f} s "
-                 f"(target <= {TARGETS['rebuild_s']}), cold build "
-                 + (f"{f['cold_build_s']:.0f} s" if f["cold_build_s"] else f["cold_build_note"]))
+    if results.get("took_s"):
+        lines.append(f"make bench took {results['took_s']['total'] / 60:.1f} min (target <= "
+                     f"{TARGETS['bench_minutes']}), {results['took_s']['measuring'] / 60:.1f} of them measuring")
     return "\n".join(lines)
+
+
+def build_line(results: dict) -> str:
+    f = results["image"]
+    return (f"image: Docker {f['docker_image_mb']:.0f} MB (target <= {TARGETS['image_mb']}), "
+            + (f"SIF {f['sif_mb']:.0f} MB (target <= {TARGETS['sif_mb']}), " if f["sif_mb"] else "no SIF, ")
+            + f"rebuild after editing an example {f['rebuild_after_example_edit_s']:.1f} s "
+            f"(target <= {TARGETS['rebuild_s']}), cold build "
+            + (f"{f['cold_build_s']:.0f} s" if f["cold_build_s"] else f["cold_build_note"]))
 
 
 def plot(results: dict, path: Path) -> None:
@@ -221,12 +227,21 @@ def jobs_markdown(results: dict) -> str:
                 continue
             rows.append([f"{what}: `{name}` / `{base}`", f"{walls[base]['median_s']:.2f} s", f"{d['median_s']:.2f} s",
                          f"{d['median_s'] / walls[base]['median_s']:.2f}x"])
-    image = results["image"]
     ratios = ", ".join(f"`{k}` {v:.2f}" for k, v in results["job_ratios"].items() if v is not None)
     return (_md(rows) + f"\n\n`job_ratios` (the kit's APPTAINER_MODE={results['apptainer_mode']} against bare srun, "
-            f"2 nodes x 2 ranks): {ratios}.\n\nImage facts: Docker image {image['docker_image_mb']:.0f} MB, SIF "
-            f"{image['sif_mb']:.0f} MB, rebuild after editing an example {image['rebuild_after_example_edit_s']:.1f} s"
-            + (f", cold build {image['cold_build_s']:.0f} s." if image.get("cold_build_s") else "."))
+            f"2 nodes x 2 ranks): {ratios}.")
+
+
+def build_markdown(results: dict) -> str:
+    """make bench-build's facts against their targets."""
+    f = results["image"]
+    rows = [["what building costs", "measured", "target"],
+            ["Docker image", f"{f['docker_image_mb']:.0f} MB", f"at most {TARGETS['image_mb']} MB"],
+            ["SIF", f"{f['sif_mb']:.0f} MB", f"at most {TARGETS['sif_mb']} MB"],
+            ["rebuild after editing an example", f"{f['rebuild_after_example_edit_s']:.1f} s",
+             f"at most {TARGETS['rebuild_s']} s"],
+            ["cold build of the Docker image (`--no-cache`)", f"{f['cold_build_s']:.0f} s", "none set"]]
+    return _md(rows)
 
 
 def curve_markdown(results: dict) -> str:
@@ -262,15 +277,52 @@ def curve_markdown(results: dict) -> str:
     return "\n\n".join(parts)
 
 
-GENERATED = {"pingpong": ("bench.json", pingpong_markdown), "jobs": ("bench.json", jobs_markdown),
-             "curve": ("bench-curve.json", curve_markdown)}
+def extra_rank_ms(curve: dict, mode: str) -> float:
+    """What each extra rank per node adds to a mode's start-up beyond bare srun's, in ms (the curve's slopes)."""
+    slope = curve["slope_s_per_rank_per_node"]
+    return (slope[mode] - slope["srun"]) * 1000
+
+
+def targets_markdown(bench: dict, curve: dict) -> str:
+    """Each figure the kit promises, measured, against its target (stats.TARGETS)."""
+    mode = bench["apptainer_mode"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    rows = [[f"the kit's `APPTAINER_MODE={mode}` against bare srun, 2 nodes", "measured", "target", ""]]
+    names = {"startup": "start-up, 2 x 2 ranks", "scatter10M": "scatter of 10,000,000 values, 2 x 2 ranks",
+             "scatter100M": "scatter of 100,000,000 values, 2 x 2 ranks"}
+    for key, ratio in bench["job_ratios"].items():
+        if ratio is not None:
+            target = target_of(key)
+            rows.append([names[JOB_RATIOS[key][1] or "startup"], f"{ratio:.2f}x", f"at most {target}x",
+                         verdict(ratio <= target)])
+    extra = extra_rank_ms(curve, mode)
+    rows.append(["start-up, each extra rank per node, beyond bare srun's", f"{extra:+.0f} ms",
+                 f"at most {TARGETS['extra_rank_ms']} ms", verdict(extra <= TARGETS["extra_rank_ms"])])
+    took = bench.get("took_s")
+    if took:
+        minutes = took["total"] / 60
+        rows.append(["`make bench`, start to end", f"{minutes:.1f} min", f"at most {TARGETS['bench_minutes']} min",
+                     verdict(minutes <= TARGETS["bench_minutes"])])
+    curve_took = curve.get("took_s")
+    note = (f"\n\n`make bench-curve` took {curve_took['total'] / 60:.0f} min (its own target, so that `make bench` "
+            "keeps its budget)." if curve_took else "")
+    return _md(rows) + note
+
+
+GENERATED = {"pingpong": (("bench.json",), pingpong_markdown), "jobs": (("bench.json",), jobs_markdown),
+             "curve": (("bench-curve.json",), curve_markdown),
+             "targets": (("bench.json", "bench-curve.json"), targets_markdown),
+             "build": (("bench-build.json",), build_markdown)}
 
 
 def docs_block(name: str, folder: Path) -> str:
-    source, render = GENERATED[name]
-    results = load(folder / source)
-    return (f"<!-- generated from docs/bench/{source} by `python3 scripts/kit bench-docs`; edit neither -->\n"
-            f"{render(results)}\n<!-- end generated -->")
+    sources, render = GENERATED[name]
+    text = render(*(load(folder / source) for source in sources))
+    return (f"<!-- generated from {' and '.join(f'docs/bench/{s}' for s in sources)} by "
+            f"`python3 scripts/kit bench-docs`; edit neither -->\n{text}\n<!-- end generated -->")
 
 
 def replace_blocks(text: str, folder: Path) -> str:
