@@ -34,8 +34,8 @@ def test_the_targets_table_judges_each_figure_against_its_target() -> None:
                             "scatter100M_2nodes_apptainer_vs_srun": None}}
     curve = {"slope_s_per_rank_per_node": {"srun": 0.05, "sandbox": 0.08, "exec": 0.30}}
     text = report.targets_markdown(bench, curve)
-    assert "| start-up, 2 x 2 ranks | 1.39x | at most 1.15x | **missed** |" in text
-    assert "| scatter of 10,000,000 values, 2 x 2 ranks | 1.05x | at most 1.1x | met |" in text
+    assert "| start-up, 2 x 2 ranks | 1.390x | at most 1.15x | **missed** |" in text
+    assert "| scatter of 10,000,000 values, 2 x 2 ranks | 1.050x | at most 1.1x | met |" in text
     assert "100,000,000" not in text  # not measured: no row rather than a made-up one
     assert "| +30 ms | at most 50 ms | met |" in text  # the kit's mode (sandbox), not exec's +250 ms
     assert "| `make bench`, start to end | 10.0 min | at most 12 min | met |" in text

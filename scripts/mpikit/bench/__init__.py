@@ -26,7 +26,7 @@ from ..config import MPI_PROGRAMS, ROOT
 from ..launch import show
 from ..ui import RunError, say
 from . import report, stats
-from .scenarios import Scenario, all_scenarios
+from .scenarios import Scenario, all_scenarios, native_open_mpi_defaults
 
 RESULTS = ROOT / "results"
 PINGPONG = (MPI_PROGRAMS / "pingpong.py").relative_to(ROOT).as_posix()
@@ -179,8 +179,13 @@ def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | 
                      "apptainer_mode": mode, "targets": stats.TARGETS}
     results["pingpong"] = pingpong(chosen, plan)
     whole = [s for s in chosen if s.name in WHOLE_JOBS]
+    # Start-up also of the native line with Open MPI's defaults: what the kit's one-node settings save.
+    defaults = Scenario("native-openmpi-defaults", "native", "the native line without the kit's one-node "
+                        "settings (Open MPI's defaults: fabric components, TCP on every interface)",
+                        native_open_mpi_defaults())
+    results["scenarios"][defaults.name] = {"baseline": defaults.baseline, "what": defaults.what}
     # Whole jobs: 4 ranks, 2 per node on the cluster (2 nodes x 2 ranks).
-    results["startup"] = wall_times(whole, plan.startup_runs, 4, STARTUP, [], "startup")
+    results["startup"] = wall_times([*whole, defaults], plan.startup_runs, 4, STARTUP, [], "startup")
     results["scatters"] = {name: {"size": size, **wall_times(whole, runs, 4, SCATTER,
                                                               ["--size", str(size), "--seed", "1"], name)}
                            for name, (size, runs) in plan.scatters.items()}

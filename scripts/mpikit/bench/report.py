@@ -53,8 +53,9 @@ def table(results: dict) -> str:
         for name, d in walls.items():
             base = scenarios[name]["baseline"]
             r = wall_ratio(walls, name, base) if base else None
-            verdict = (f" ({'meets' if r <= TARGETS['startup'] else 'MISSES'} <= {TARGETS['startup']})"
-                       if r is not None and what == "startup" else "")
+            # The targets are the kit's mode against bare srun (stats.job_ratios); other rows are context.
+            target = TARGETS.get(what) if name == "cluster-apptainer-2nodes" else None
+            verdict = f" ({'meets' if r <= target else 'MISSES'} <= {target}: {r:.3f})" if r and target else ""
             lines.append(f"  {name:28} {d['median_s']:8.2f} s" + (f"  x{r:.2f} vs {base}{verdict}" if r else ""))
         lines.append("")
     if results.get("took_s"):
@@ -296,7 +297,7 @@ def targets_markdown(bench: dict, curve: dict) -> str:
     for key, ratio in bench["job_ratios"].items():
         if ratio is not None:
             target = target_of(key)
-            rows.append([names[JOB_RATIOS[key][1] or "startup"], f"{ratio:.2f}x", f"at most {target}x",
+            rows.append([names[JOB_RATIOS[key][1] or "startup"], f"{ratio:.3f}x", f"at most {target}x",
                          verdict(ratio <= target)])
     extra = extra_rank_ms(curve, mode)
     rows.append(["start-up, each extra rank per node, beyond bare srun's", f"{extra:+.0f} ms",
