@@ -177,6 +177,9 @@ def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | 
                      "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
                      "scenarios": {s.name: {"baseline": s.baseline, "what": s.what} for s in chosen},
                      "apptainer_mode": mode, "targets": stats.TARGETS}
+    for s in chosen:  # warm-up, not timed: one-time costs (a sandbox's unpack, a cold page cache) land here
+        say(f"bench: warm-up {s.name}")
+        _run(s, 2, STARTUP, [])
     results["pingpong"] = pingpong(chosen, plan)
     whole = [s for s in chosen if s.name in WHOLE_JOBS]
     # Start-up also of the native line with Open MPI's defaults: what the kit's one-node settings save.
