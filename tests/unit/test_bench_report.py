@@ -47,3 +47,16 @@ def test_the_build_facts_table_reads_make_bench_builds_results() -> None:
     text = report.build_markdown(build)
     assert "| Docker image | 413 MB | at most 500 MB |" in text and "| SIF | 179 MB | at most 250 MB |" in text
     assert "| 1.0 s | at most 20 s |" in text and "| 296 s |" in text
+
+
+def test_the_performance_page_is_its_committed_results() -> None:
+    """docs/performance.md's tables are generated from docs/bench/ (make bench-docs) and never retyped:
+    regenerating them from the committed results changes nothing, and every block is there."""
+    from mpikit.config import ROOT
+
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert report.replace_blocks(page, ROOT / "docs" / "bench") == page, "run: python3 scripts/kit bench-docs"
+    for name, (sources, _) in report.GENERATED.items():
+        assert f"<!-- bench:{name} -->" in page, name
+        for source in sources:
+            assert not report.load(ROOT / "docs" / "bench" / source)["quick"], f"docs/bench/{source} is a QUICK run"
