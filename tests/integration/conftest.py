@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,14 @@ def assert_example(name: str, proc: subprocess.CompletedProcess, np: int, comman
 def make_then_ctrl_c(*args: str, ranks: int) -> subprocess.CompletedProcess:
     """`make ARGS` until `ranks` ranks print 'rank N started', then Ctrl-C: a
     terminal sends SIGINT to the whole foreground process group."""
+    return make_then(*args, ranks=ranks, interrupt=lambda proc: os.killpg(proc.pid, signal.SIGINT),
+                     what="Ctrl-C")
+
+
+def make_then(*args: str, ranks: int, interrupt: Callable[[subprocess.Popen], object],
+              what: str) -> subprocess.CompletedProcess:
+    """`make ARGS` until `ranks` ranks print 'rank N started', then `interrupt(proc)`; the run must
+    end within 30 s of it."""
     # A terminal's job gets SIGINT's default action even where this test runs with SIGINT ignored
     # (a non-interactive shell's background job inherits SIG_IGN, and Python then keeps it).
     proc = subprocess.Popen(["make", "--no-print-directory", *args], cwd=ROOT, env=clean_env(), text=True,
@@ -99,12 +108,12 @@ def make_then_ctrl_c(*args: str, ranks: int) -> subprocess.CompletedProcess:
     if len(started) < ranks:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"only ranks {sorted(started)} started: make {' '.join(args)}")
-    os.killpg(proc.pid, signal.SIGINT)
+    interrupt(proc)
     try:
         out, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"Ctrl-C did not end the run within 30 s: make {' '.join(args)}")
+        pytest.fail(f"{what} did not end the run within 30 s: make {' '.join(args)}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

@@ -10,10 +10,11 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, assert_example, clean_env, explain, kit, leftovers, make, make_then_ctrl_c
+from conftest import ROOT, assert_example, clean_env, explain, kit, leftovers, make, make_then, make_then_ctrl_c
 from mpikit import cluster as cluster_module
 from mpikit import docker
 from mpikit.config import EXAMPLES
+from mpikit.launch import MODES
 
 SCATTER_SIZE = 999_983
 
@@ -135,38 +136,75 @@ def squeue(settle: float = 30) -> str:
         time.sleep(1)
 
 
-def test_exception_in_one_rank_aborts_the_cluster_job(cluster: str) -> None:
+def instances_left() -> list[str]:
+    """Apptainer instances the cluster's user still has on a compute node (APPTAINER_MODE=instance)."""
+    found = []
+    for node in cluster_module.COMPUTE:
+        proc = docker.run("exec", "-u", cluster_module.USER, node, "apptainer", "instance", "list", check=False)
+        assert proc.returncode == 0, f"apptainer instance list on {node} failed: {proc.stderr.strip()}"
+        found += [f"{node}: {line}" for line in proc.stdout.splitlines()[1:] if line.strip()]
+    return found
+
+
+def nothing_left(script: str) -> None:
+    """No Slurm job, no rank and no Apptainer instance remains of a run of `script`."""
+    assert (left := squeue()) == "", "a Slurm job remained: " + left
+    assert (left := leftovers(script)) == [], f"ranks remained: {left}"
+    assert (left := instances_left()) == [], f"Apptainer instances remained: {left}"
+
+
+# Failures end cleanly in every APPTAINER_MODE: what a mode starts besides the ranks (an instance
+# per node) must go with them, whether a rank raises, TIMEOUT fires, the user presses Ctrl-C or
+# the job is cancelled with scancel.
+@pytest.mark.parametrize("mode", MODES)
+def test_exception_in_one_rank_aborts_the_cluster_job(mode: str, cluster: str) -> None:
     start = time.monotonic()
     proc = kit("run", "--script", "tests/scripts/fail_on_rank1.py", "--np", "4", "--runtime", "cluster",
-               "--sif", cluster, "--timeout", "120", timeout=180)
+               "--sif", cluster, "--timeout", "120", "--apptainer-mode", mode, timeout=180)
     elapsed = time.monotonic() - start
-    command = f"make run SCRIPT=tests/scripts/fail_on_rank1.py NP=4 RUNTIME=cluster SIF={cluster}"
+    command = (f"make run SCRIPT=tests/scripts/fail_on_rank1.py NP=4 RUNTIME=cluster SIF={cluster} "
+               f"APPTAINER_MODE={mode}")
     assert proc.returncode != 0, explain(proc, command)
     assert "ValueError: rank 1 failed on purpose" in proc.stderr, explain(proc, command)
-    assert "timed out" not in proc.stderr and elapsed < 15, f"took {elapsed:.1f} s" + explain(proc, command)
-    assert (left := squeue()) == "", "a Slurm job remained: " + left
-    assert (left := leftovers("tests/scripts/fail_on_rank1.py")) == [], f"ranks remained: {left}"
+    assert "timed out" not in proc.stderr and elapsed < 20, f"took {elapsed:.1f} s" + explain(proc, command)
+    nothing_left("tests/scripts/fail_on_rank1.py")
 
 
-def test_timeout_names_the_ranks_and_cancels_the_job(cluster: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_timeout_names_the_ranks_and_cancels_the_job(mode: str, cluster: str) -> None:
     proc = kit("run", "--script", "tests/scripts/hang.py", "--np", "4", "--runtime", "cluster",
-               "--sif", cluster, "--timeout", "10", timeout=120)
-    command = f"make run SCRIPT=tests/scripts/hang.py NP=4 RUNTIME=cluster SIF={cluster} TIMEOUT=10"
+               "--sif", cluster, "--timeout", "10", "--apptainer-mode", mode, timeout=120)
+    command = (f"make run SCRIPT=tests/scripts/hang.py NP=4 RUNTIME=cluster SIF={cluster} TIMEOUT=10 "
+               f"APPTAINER_MODE={mode}")
     assert proc.returncode == 1, explain(proc, command)
     assert "timed out after 10 s (TIMEOUT=10); ranks still running: 0, 1, 2, 3" in proc.stderr, explain(proc, command)
-    assert (left := squeue()) == "", "a Slurm job remained: " + left
-    assert (left := leftovers("tests/scripts/hang.py")) == [], f"ranks remained: {left}"
+    nothing_left("tests/scripts/hang.py")
 
 
-def test_ctrl_c_cancels_the_slurm_job(cluster: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_ctrl_c_cancels_the_slurm_job(mode: str, cluster: str) -> None:
     done = make_then_ctrl_c("run", "SCRIPT=tests/scripts/hang.py", "NP=4", "RUNTIME=cluster", f"SIF={cluster}",
-                            ranks=4)
-    command = f"make run SCRIPT=tests/scripts/hang.py NP=4 RUNTIME=cluster SIF={cluster}, then Ctrl-C"
+                            f"APPTAINER_MODE={mode}", ranks=4)
+    command = (f"make run SCRIPT=tests/scripts/hang.py NP=4 RUNTIME=cluster SIF={cluster} APPTAINER_MODE={mode}, "
+               "then Ctrl-C")
     assert done.returncode != 0, explain(done, command)
     assert "interrupted: every rank and container this run started was stopped" in done.stderr, explain(
         done, command)
-    assert (left := squeue()) == "", "a Slurm job remained after Ctrl-C: " + left
-    assert (left := leftovers("tests/scripts/hang.py")) == [], f"ranks remained: {left}"
+    nothing_left("tests/scripts/hang.py")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scancel_ends_the_run(mode: str, cluster: str) -> None:
+    """An administrator's (or the user's own) scancel while the ranks run: make ends non-zero, without
+    a traceback, and the job's ranks and instances go with it (srun's SIGTERM, the Slurm epilog)."""
+    done = make_then("run", "SCRIPT=tests/scripts/hang.py", "NP=4", "RUNTIME=cluster", f"SIF={cluster}",
+                     f"APPTAINER_MODE={mode}", ranks=4, what="scancel",
+                     interrupt=lambda proc: subprocess.run(cluster_module.cancel_all(), capture_output=True,
+                                                           timeout=60))
+    command = (f"make run SCRIPT=tests/scripts/hang.py NP=4 RUNTIME=cluster SIF={cluster} APPTAINER_MODE={mode}, "
+               f"then scancel -u {cluster_module.USER}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, explain(done, command)
+    nothing_left("tests/scripts/hang.py")
 
 
 def test_a_node_lost_mid_job_fails_the_job_and_returns_to_service(cluster: str) -> None:
