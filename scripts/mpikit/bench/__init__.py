@@ -183,9 +183,7 @@ def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | 
     results["pingpong"] = pingpong(chosen, plan)
     whole = [s for s in chosen if s.name in WHOLE_JOBS]
     # Start-up also of the native line with Open MPI's defaults: what the kit's one-node settings save.
-    defaults = Scenario("native-openmpi-defaults", "native", "the native line without the kit's one-node "
-                        "settings (Open MPI's defaults: fabric components, TCP on every interface)",
-                        native_open_mpi_defaults())
+    defaults = native_open_mpi_defaults()
     results["scenarios"][defaults.name] = {"baseline": defaults.baseline, "what": defaults.what}
     # Whole jobs: 4 ranks, 2 per node on the cluster (2 nodes x 2 ranks).
     results["startup"] = wall_times([*whole, defaults], plan.startup_runs, 4, STARTUP, [], "startup")

@@ -173,7 +173,7 @@ def curve_table(results: dict) -> str:
         lines.append("")
     lines.append("start-up: seconds each extra rank per node adds (slope), and the difference from bare srun:")
     slope = results["slope_s_per_rank_per_node"]
-    lines += [f"  {mode:10} {slope[mode] * 1000:7.0f} ms  ({(slope[mode] - slope['srun']) * 1000:+.0f} ms)"
+    lines += [f"  {mode:10} {slope[mode] * 1000:7.0f} ms  ({extra_rank_ms(results, mode):+.0f} ms)"
               for mode in results["modes"]]
     sandbox = results["sandbox"]
     lines += ["", f"sandbox: the first job after unpacking took {sandbox['first_job_s']:.2f} s, the next "
@@ -262,7 +262,7 @@ def curve_markdown(results: dict) -> str:
         parts.append(_md(rows))
     slope = results["slope_s_per_rank_per_node"]
     parts.append("Start-up, each extra rank per node: " + ", ".join(
-        f"{'bare srun' if m == 'srun' else m} {slope[m] * 1000:.0f} ms ({(slope[m] - slope['srun']) * 1000:+.0f} ms)"
+        f"{'bare srun' if m == 'srun' else m} {slope[m] * 1000:.0f} ms ({extra_rank_ms(results, m):+.0f} ms)"
         for m in results["modes"]) + ".")
     sandbox = results["sandbox"]
     parts.append(f"The sandbox's one-time cost, per node and SIF build: the first job after removing the folders "

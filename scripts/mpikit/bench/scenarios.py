@@ -37,14 +37,15 @@ def local(runtime: str, image: str = "") -> Build:
     return build
 
 
-def native_open_mpi_defaults() -> Build:
+def native_open_mpi_defaults() -> Scenario:
     """The native line without the kit's one-node settings (runtimes.ONE_NODE_MCA): Open MPI's own
     defaults, fabric components and all; measured for start-up beside the kit's native line."""
     def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
         launch_ = runtimes.native_launch(_job(np, script, args, "native"))
         env = {k: v for k, v in launch_.env.items() if k not in runtimes.ONE_NODE_MCA or k in os.environ}
         return runtimes.Launch(launch_.argv, env)
-    return build
+    return Scenario("native-openmpi-defaults", "native", "the native line without the kit's one-node settings "
+                    "(Open MPI's defaults: fabric components, TCP on every interface)", build)
 
 
 # The test cluster's nodes declare 4 CPUs each; more ranks per node need srun --overcommit.
