@@ -9,6 +9,7 @@
 # Run:     docker run --rm mpi4py-kit:trixie mpiexec -n 4 python /opt/mpi4py-kit/examples/rank.py
 #          make run-scatter NP=4 RUNTIME=docker
 # Cluster: convert to a SIF (make sif) and run srun --mpi=pmix apptainer exec mpi.sif python rank.py
+#          (the kit's own line, with its environment: make line RUNTIME=srun; a batch script: make sbatch)
 
 ARG BASE=trixie
 # The base image; the kit passes arm64v8/debian:BASE-slim when it builds for another
@@ -23,11 +24,13 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY versions.env /kit/versions.env
 COPY requirements/build.txt requirements/image.txt /kit/requirements/
 COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
-COPY scripts/image/site/ /kit/site/
 # The CA bundle for a proxy arrives as a secret mount: readable during this
 # step only, absent from every layer.
 RUN --mount=type=secret,id=ca_cert,required=false \
     CA_CERT_FILE=/run/secrets/ca_cert /kit/install.sh builder
+# The kit's site hooks after the compile: editing one does not rebuild mpi4py.
+COPY scripts/image/site/ /kit/site/
+RUN /kit/install.sh hooks
 
 # ---- runtime: what users get ----
 FROM ${BASE_IMAGE}
@@ -45,9 +48,8 @@ COPY --from=builder /opt/venv /opt/venv
 # mpiexec then interleaves ranks mid-line; the examples flush whole lines.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONNOUSERSITE=1
-# Fail the build if mpi4py does not load the image's own libmpi.
-RUN python -m mpi4py --mpi-lib-version | head -n 1 && \
-    python -c 'import mpi4py.MPI, numpy'
+# Fail the build if mpi4py does not load the image's own libmpi (the guard's check, both twins).
+RUN python -m mpi4py_kit_guard && python -c 'import numpy'
 LABEL org.opencontainers.image.title="mpi4py-kit" \
       org.opencontainers.image.description="Open MPI with PMIx and Slurm support, mpi4py built against it, numpy, and examples"
 # The examples last: editing one rebuilds only this layer.

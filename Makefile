@@ -9,7 +9,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image matrix sif pins-check cluster-up cluster-down cluster-batch cluster-shell run smoke test \
+.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image matrix sif pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -29,11 +29,17 @@ help: ## show this help
 	@echo
 	@echo "examples: make run-scatter NP=4 | make run SCRIPT=my.py NP=2 ARGS='--n 10' | make test"
 
-run-%: ## run an example: run-rank, run-p2p, run-bcast, run-scatter
+run-%: ## run an example (listed below)
 	@$(KIT) run $*
 
 run: ## run your own SCRIPT=path.py with NP ranks
 	@$(KIT) run
+
+line: ## print the full line make run would run for SCRIPT (environment included; runs nothing)
+	@$(KIT) line
+
+sbatch: ## print a batch script that runs SCRIPT with the kit's srun line: make sbatch SCRIPT=x.py NP=8 > x.sbatch
+	@$(KIT) sbatch
 
 smoke: ## run every example under RUNTIME and check its output
 	@$(KIT) smoke
@@ -74,7 +80,7 @@ cluster-up: ## start the test Slurm cluster: controller + 2 nodes, munge, PMIx, 
 cluster-down: ## remove every container, network and volume the cluster made
 	@$(KIT) cluster-down
 
-cluster-batch: ## sbatch slurm/example.sbatch (SCRIPT, default scatter) in the test cluster; show its output
+cluster-batch: ## sbatch --wait make sbatch's script (SCRIPT, default scatter) in the test cluster; show its output
 	@$(KIT) batch
 
 cluster-shell: ## a login shell on the cluster's controller, as the user hpcuser

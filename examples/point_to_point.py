@@ -7,10 +7,20 @@ a receive with no matching send hangs. Ranks above 1 are bystanders.
 Run it with 4 ranks (it needs at least 2):
     make run-p2p NP=4
     mpiexec --oversubscribe -n 4 python -m mpi4py examples/point_to_point.py
-    docker run --rm --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work \
-        mpi4py-kit:trixie mpiexec --oversubscribe -n 4 python -m mpi4py examples/point_to_point.py
-    apptainer exec mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py examples/point_to_point.py
-    srun --ntasks=4 --mpi=pmix apptainer exec --sharens mpi.sif python -m mpi4py examples/point_to_point.py
+    docker run --rm --init --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work \
+        -e OMPI_MCA_pml=ob1 -e 'OMPI_MCA_btl=^ofi,uct' -e OMPI_MCA_btl_tcp_if_include=lo \
+        -e 'OMPI_MCA_mtl=^ofi' -e 'OMPI_MCA_osc=^ucx' mpi4py-kit:trixie mpiexec \
+        --oversubscribe -n 4 python -m mpi4py examples/point_to_point.py
+    apptainer exec --env OMPI_MCA_pml=ob1 --env 'OMPI_MCA_btl=^ofi,uct' \
+        --env OMPI_MCA_btl_tcp_if_include=lo --env 'OMPI_MCA_mtl=^ofi' \
+        --env 'OMPI_MCA_osc=^ucx' mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py \
+        examples/point_to_point.py
+    srun --ntasks=4 --mpi=pmix apptainer exec mpi.sif python -m mpi4py \
+        examples/point_to_point.py
+
+The mpiexec line leaves out the kit's one-node settings, the docker line is root's (a
+user's adds --user UID:GID), and the srun line starts Apptainer once per rank; make line
+RUNTIME=native, docker or srun prints the kit's own.
 
 Self-check: rank 1 checks the text it received and every rank agrees on the
 verdict (allreduce), so a wrong message fails the whole job.

@@ -13,10 +13,20 @@ Memory: the default --size 100000000 float64 values is 800 MB on rank 0, plus
 Run it with 4 ranks:
     make run-scatter NP=4
     mpiexec --oversubscribe -n 4 python -m mpi4py examples/scatter_gather.py
-    docker run --rm --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work \
-        mpi4py-kit:trixie mpiexec --oversubscribe -n 4 python -m mpi4py examples/scatter_gather.py
-    apptainer exec mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py examples/scatter_gather.py
-    srun --ntasks=4 --mpi=pmix apptainer exec --sharens mpi.sif python -m mpi4py examples/scatter_gather.py
+    docker run --rm --init --shm-size=1g --cap-add SYS_PTRACE -v "$PWD":/work -w /work \
+        -e OMPI_MCA_pml=ob1 -e 'OMPI_MCA_btl=^ofi,uct' -e OMPI_MCA_btl_tcp_if_include=lo \
+        -e 'OMPI_MCA_mtl=^ofi' -e 'OMPI_MCA_osc=^ucx' mpi4py-kit:trixie mpiexec \
+        --oversubscribe -n 4 python -m mpi4py examples/scatter_gather.py
+    apptainer exec --env OMPI_MCA_pml=ob1 --env 'OMPI_MCA_btl=^ofi,uct' \
+        --env OMPI_MCA_btl_tcp_if_include=lo --env 'OMPI_MCA_mtl=^ofi' \
+        --env 'OMPI_MCA_osc=^ucx' mpi.sif mpiexec --oversubscribe -n 4 python -m mpi4py \
+        examples/scatter_gather.py
+    srun --ntasks=4 --mpi=pmix apptainer exec mpi.sif python -m mpi4py \
+        examples/scatter_gather.py
+
+The mpiexec line leaves out the kit's one-node settings, the docker line is root's (a
+user's adds --user UID:GID), and the srun line starts Apptainer once per rank; make line
+RUNTIME=native, docker or srun prints the kit's own.
 
 Self-check: rank 0 asserts the gathered average equals numpy.average of the
 whole array (relative tolerance 1e-12) and that the counts add up to --size.

@@ -4,6 +4,7 @@
 #
 #   install.sh builder   compilers + Open MPI headers; builds mpi4py from its
 #                        sdist against this Open MPI; fills /opt/venv
+#   install.sh hooks     the kit's site hooks (/kit/site) into /opt/venv
 #   install.sh runtime   Open MPI + Python only; the non-root user; the stack
 #                        manifest /opt/mpi4py-kit/stack.env
 #
@@ -64,9 +65,6 @@ builder() {
     --no-binary mpi4py -r "$kit/requirements/image.txt" -w /tmp/wheels
   python3 -m venv --without-pip /opt/venv
   /tmp/buildenv/bin/pip --python /opt/venv/bin/python install -q --no-index --no-deps /tmp/wheels/*.whl
-  # The kit's hook: an exception in any thread of a rank ends the MPI job (site/mpi4py_kit_abort.py).
-  cp "$kit"/site/mpi4py_kit_abort.py "$kit"/site/mpi4py_kit_abort.pth \
-    "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
   # The bind model (HOST_MPI): mpi4py's binary wheel, off sys.path unless the kit puts it there; its
   # MPICH variant loads a site's MPICH-ABI libmpi (libmpi.so.12), which the build above cannot.
   awk '/^mpi4py==/ { keep = 1; print; next } keep && /^ / { print; next } { keep = 0 }' \
@@ -75,6 +73,16 @@ builder() {
     --target /opt/venv/mpi4py-abi -r /tmp/mpi4py-wheel.txt
   find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
   /opt/venv/bin/python -c 'import mpi4py, numpy; print("built mpi4py", mpi4py.__version__, "numpy", numpy.__version__)'
+}
+
+# The kit's hooks, in every Python program the image runs: an exception in any thread of a rank
+# ends the MPI job (site/mpi4py_kit_abort.py); a hand-typed srun line that leaves every task a
+# world of 1 stops at once, and a host MPI loaded by accident is named (site/mpi4py_kit_guard.py).
+# A step of its own, after the compile: editing a hook does not rebuild mpi4py (most of an hour
+# under emulation).
+hooks() {
+  cp "$kit"/site/*.py "$kit"/site/*.pth \
+    "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 }
 
 runtime() {
@@ -102,4 +110,4 @@ PYTHON_VERSION=$(python3 -c 'import platform; print(platform.python_version())')
 MANIFEST
 }
 
-"${1:?usage: install.sh builder|runtime}"
+"${1:?usage: install.sh builder|hooks|runtime}"

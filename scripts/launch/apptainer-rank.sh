@@ -1,109 +1,263 @@
 #!/usr/bin/env bash
-# How one rank enters the image when srun starts it, for the modes that need
-# more than one `apptainer exec` (APPTAINER_MODE=sandbox|instance; the kit
-# writes the srun line, scripts/mpikit/launch.py, and runs this on every task;
-# exec and sharens are here too, for batch scripts that take any mode):
+# How one rank enters the image when srun starts it (APPTAINER_MODE; the kit
+# writes the srun line, scripts/mpikit/launch.py, and runs this on every task):
 #
 #   apptainer-rank.sh MODE SIF [apptainer exec options ...] -- COMMAND [ARGS ...]
 #
+#   exec      apptainer exec OPTIONS SIF COMMAND: one Apptainer start per rank.
+#   sharens   the same with --sharens: the ranks of a node share one namespace.
 #   sandbox   The SIF unpacked once per node into a folder on node-local disk
 #             ($MPI4PY_KIT_SANDBOXES, default /tmp/mpi4py-kit-UID), so no rank
 #             pays for a FUSE mount of the image; the node's first rank unpacks
 #             it, the others wait, and the folder stays for the next job of the
 #             same SIF build (reused on purpose; remove the folder to reclaim it).
 #             Then: apptainer exec --sharens OPTIONS FOLDER COMMAND.
+#   join      The same unpacked folder; the node's first rank of the job step
+#             starts one holder (apptainer exec OPTIONS FOLDER sleep) watched by
+#             a small process of this script, and every rank of the node then
+#             enters the holder's user and mount namespaces with nsenter (a few
+#             ms instead of an Apptainer start) and execs COMMAND there: it stays
+#             the process srun started (signals, PMI, exit status). The rank
+#             applies the image's environment and the --env OPTIONS itself, as
+#             apptainer exec would. The watcher stops the holder and removes the
+#             step's state when the node's last rank is gone, with or without a
+#             Slurm epilog. Where joining is refused (no nsenter, setuid
+#             Apptainer without user namespaces, a seccomp policy), the node
+#             says so in one line and runs as sandbox.
 #   instance  One Apptainer instance per node and job step, started by the
 #             node's first rank with OPTIONS, joined by every rank (apptainer
 #             exec instance://NAME COMMAND), stopped by the last to leave, or on
 #             SIGTERM/SIGINT; the test cluster's Slurm epilog stops what a killed
 #             step left.
 set -euo pipefail
-quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
-mode=$1 sif=$2
-shift 2
-opts=""  # the apptainer exec options, quoted for eval; "$@" becomes the command
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-  opts="$opts $(quote "$1")"
-  shift
-done
-[ "${1:-}" = "--" ] || { echo "usage: apptainer-rank.sh exec|sharens|sandbox|instance SIF [options] -- COMMAND" >&2; exit 2; }
-shift
 
+usage() {
+  echo "usage: apptainer-rank.sh exec|sharens|sandbox|join|instance SIF [options] -- COMMAND" >&2
+  exit 2
+}
 uid=$(id -u)
-case $mode in
-  sandbox)
-    base=${MPI4PY_KIT_SANDBOXES:-/tmp/mpi4py-kit-$uid}
-    # One folder per SIF build: its size, modification time and inode name it.
-    dir=$base/$(basename "$sif" .sif)-$(stat -L -c '%s-%Y-%i' "$sif")
-    # Only a folder of this user's own may hold the image it runs (/tmp is everyone's).
-    mkdir -m 0700 "$base" 2>/dev/null || true
-    if [ ! -O "$base" ] || [ -L "$base" ]; then
-      echo "error: $base on $(hostname) is not a folder of $(id -un)'s own; set MPI4PY_KIT_SANDBOXES" >&2
-      exit 1
-    fi
-    (
-      flock 9
-      if [ ! -e "$dir/.mpi4py-kit-ready" ]; then
-        rm -rf "$dir.partial"
-        if apptainer build --sandbox "$dir.partial" "$sif" >"$base/build.log" 2>&1; then
-          touch "$dir.partial/.mpi4py-kit-ready"
-          mv "$dir.partial" "$dir"
-        else
-          rm -rf "$dir.partial"
-          echo "warning: could not unpack $sif into $dir on $(hostname) (see $base/build.log); this rank" \
-            "runs the SIF itself" >&2
-        fi
-      fi
-    ) 9>"$base/.lock"
-    [ -e "$dir/.mpi4py-kit-ready" ] || dir=$sif
-    ;;
-  instance)
-    name=mpi4py-kit-${SLURM_JOB_ID:-0}-${SLURM_STEP_ID:-0}
-    state=/tmp/mpi4py-kit-$uid-$name
-    ;;
-  exec|sharens)
-    # One apptainer exec per rank, as the kit runs them itself; here for batch scripts that pass
-    # any mode the same way (slurm/example.sbatch).
-    flag=""
-    if [ "$mode" = sharens ]; then flag=--sharens; fi
-    eval "exec apptainer exec $flag $opts \"\$sif\" \"\$@\""
-    ;;
-  *) echo "apptainer-rank.sh: unknown mode $mode (exec, sharens, sandbox or instance)" >&2; exit 2 ;;
-esac
+base=${MPI4PY_KIT_SANDBOXES:-/tmp/mpi4py-kit-$uid}
+# Apptainer's PATH inside a container, before the image's %environment adds to it.
+CONTAINER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-if [ "$mode" = sandbox ]; then
-  eval "exec apptainer exec --sharens $opts \"\$dir\" \"\$@\""
+# ---- join's watcher: apptainer-rank.sh --watch STATE TOKEN FOLDER [options] (started by the first rank) ----
+# Runs in its own session, outside srun's process group: it starts the holder, waits until every rank
+# that joined it is gone, then (holding the node's lock, so no rank can join meanwhile) stops it and
+# removes the step's state.
+watch() {
+  local state=$1 token=$2 folder=$3
+  shift 3
+  # shellcheck disable=SC2016  # expanded by the shell inside the image: its PID is the holder's
+  apptainer exec --env "MPI4PY_KIT_HOLDER=$token" "$@" "$folder" /bin/sh -c \
+    'echo $$ > "$1.partial" && mv "$1.partial" "$1" && exec sleep 2147483647' sh "$state/holder.pid" &
+  local holder=$! started=$SECONDS
+  ranks_gone() {
+    local pid
+    [ -s "$state/ranks" ] || { [ $((SECONDS - started)) -ge 120 ]; return; }  # none joined in 2 min: give up
+    while read -r pid; do
+      if kill -0 "$pid" 2>/dev/null; then return 1; fi
+    done <"$state/ranks"
+    return 0
+  }
+  exec 9>"$base/.join.lock"
+  while :; do
+    sleep 0.2
+    kill -0 "$holder" 2>/dev/null || { flock 9; break; }
+    if ranks_gone; then
+      flock 9
+      if ranks_gone; then break; fi  # still gone with the lock held: no rank can join any more
+      flock -u 9
+    fi
+  done
+  rm -f "$state/holder.pid"
+  kill "$holder" 2>/dev/null || true
+  wait "$holder" 2>/dev/null || true
+  rm -rf "$state"
+}
+if [ "${1:-}" = --watch ]; then
+  shift
+  watch "$@"
+  exit 0
 fi
 
-leave() {
+[ $# -ge 2 ] || usage
+mode=$1 sif=$2
+shift 2
+opts=()  # the apptainer exec options; "$@" becomes the command
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  opts+=("$1")
+  shift
+done
+[ "${1:-}" = "--" ] || usage
+shift
+
+# Only a folder of this user's own may hold the image it runs and the state of its steps (/tmp is everyone's).
+own_base() {
+  mkdir -m 0700 "$base" 2>/dev/null || true
+  if [ ! -O "$base" ] || [ -L "$base" ]; then
+    echo "error: $base on $(hostname) is not a folder of $(id -un)'s own; set MPI4PY_KIT_SANDBOXES" >&2
+    exit 1
+  fi
+}
+
+# The SIF unpacked once per node (sandbox and join): sets $dir to the folder, or to the SIF if unpacking failed.
+unpack() {
+  # One folder per SIF build: its size, modification time and inode name it.
+  dir=$base/$(basename "$sif" .sif)-$(stat -L -c '%s-%Y-%i' "$sif")
   (
     flock 9
-    left=$(($(cat "$state.count") - 1))
-    echo "$left" >"$state.count"
-    if [ "$left" -le 0 ]; then
-      apptainer instance stop "$name" >/dev/null 2>&1 9>&- || true
-      rm -f "$state.count" "$state.log"
+    if [ ! -e "$dir/.mpi4py-kit-ready" ]; then
+      rm -rf "$dir.partial"
+      if apptainer build --sandbox "$dir.partial" "$sif" >"$base/build.log" 2>&1; then
+        touch "$dir.partial/.mpi4py-kit-ready"
+        mv "$dir.partial" "$dir"
+      else
+        rm -rf "$dir.partial"
+        echo "warning: could not unpack $sif into $dir on $(hostname) (see $base/build.log); this rank" \
+          "runs the SIF itself" >&2
+      fi
     fi
-  ) 9>"$state.lock"
+  ) 9>"$base/.lock"
+  [ -e "$dir/.mpi4py-kit-ready" ] || dir=$sif
 }
-(
+
+# The holder's PID in $state/holder.pid, if that process is this user's and holds this step's image.
+verified_holder() {
+  local pid
+  pid=$(cat "$state/holder.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/environ" ] && [ "$(stat -c %u "/proc/$pid")" = "$uid" ] || return 1
+  tr '\0' '\n' <"/proc/$pid/environ" | grep -qxF "MPI4PY_KIT_HOLDER=$token" || return 1
+  echo "$pid"
+}
+
+# Start the holder and its watcher; wait (at most 60 s) until the holder's namespaces exist.
+start_holder() {
+  rm -f "$state/holder.pid"
+  setsid bash "${BASH_SOURCE[0]}" --watch "$state" "$token" "$dir" "${opts[@]}" \
+    </dev/null >"$state/holder.log" 2>&1 9>&- &
+  local i
+  for ((i = 0; i < 1200; i++)); do
+    if holder=$(verified_holder); then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+# Inside the holder's namespaces: the rank's folder, the image's environment as apptainer exec applies it
+# (/.singularity.d/env, after Apptainer's PATH), then the --env options, then the command.
+# shellcheck disable=SC2016  # expanded by the shell inside the image, not here
+ENTER='cd "$1" || exit 126
+shift
+PATH=$0
+for script in /.singularity.d/env/*.sh; do
+  if [ -f "$script" ]; then . "$script"; fi
+done
+while [ "$1" != -- ]; do export "$1"; shift; done
+shift
+exec "$@"'
+
+# Says once per node why it cannot join, then runs as sandbox.
+refuse() {
+  echo "apptainer-rank.sh: APPTAINER_MODE=join is not possible on $(hostname): $1; this node runs" \
+    "APPTAINER_MODE=sandbox" >&2
+}
+
+join() {
+  local step=${SLURM_JOB_ID:-0}.${SLURM_STEP_ID:-0} holder="" refused="" said
+  state=$base/join-$step token="$step $dir"
+  # What every rank sees alike is decided by each; the node's first rank (SLURM_LOCALID 0) says it.
+  if ! command -v nsenter >/dev/null 2>&1; then
+    refused="no nsenter (util-linux) on PATH"
+  elif [ "$dir" = "$sif" ]; then
+    refused="the SIF could not be unpacked (see $base/build.log)"
+  fi
+  if [ -n "$refused" ]; then
+    [ "${SLURM_LOCALID:-0}" != 0 ] || refuse "$refused"
+    exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
+  fi
+  # One holder per node and step: the first rank to take the lock starts it and tries to enter it.
+  exec 9>"$base/.join.lock"
   flock 9
-  count=$(cat "$state.count" 2>/dev/null || echo 0)
-  if [ "$count" -le 0 ]; then
-    # The instance outlives this shell: it must not hold the lock (fd 9) or the task's output,
-    # or the next rank waits on the lock and srun on the output for ever.
-    if ! eval "apptainer instance start $opts \"\$sif\" \"\$name\"" >"$state.log" 2>&1 9>&-; then
-      echo "error: apptainer instance start $sif $name failed on $(hostname):" >&2
-      cat "$state.log" >&2
-      exit 1
+  if [ -e "$state/refused" ]; then
+    refused=$(cat "$state/refused")
+  elif ! holder=$(verified_holder); then
+    mkdir -m 0700 "$state" 2>/dev/null || true  # in $base, this user's own 0700 folder
+    if ! start_holder; then
+      refused="the holder did not start within 60 s (see $state/holder.log)"
+    elif ! said=$(nsenter -t "$holder" -U -m --preserve-credentials -r -- /bin/true 2>&1); then
+      refused="nsenter cannot enter the holder's namespaces (${said:-refused}): setuid Apptainer without user \
+namespaces, or a seccomp policy"
+    fi
+    if [ -n "$refused" ]; then
+      echo "$refused" >"$state/refused"
+      refuse "$refused"
     fi
   fi
-  echo $((count + 1)) >"$state.count"
-) 9>"$state.lock"
-trap 'leave; exit 143' TERM
-trap 'leave; exit 130' INT
-status=0
-apptainer exec "instance://$name" "$@" || status=$?
-trap - TERM INT
-leave
-exit "$status"
+  # This PID stays the rank (exec from here on); the watcher stops the holder once every one is gone.
+  echo $$ >>"$state/ranks"
+  flock -u 9
+  exec 9>&-
+  if [ -n "$refused" ]; then
+    exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
+  fi
+  local env=() i
+  for ((i = 0; i < ${#opts[@]}; i++)); do
+    if [ "${opts[i]}" = --env ]; then env+=("${opts[i + 1]}"); fi
+  done
+  exec nsenter -t "$holder" -U -m --preserve-credentials -r -- /bin/sh -c "$ENTER" "$CONTAINER_PATH" "$PWD" \
+    APPTAINER_CONTAINER="$dir" APPTAINER_NAME="$(basename "$dir")" "${env[@]}" -- "$@"
+}
+
+instance() {
+  local name=mpi4py-kit-${SLURM_JOB_ID:-0}-${SLURM_STEP_ID:-0}
+  local state=/tmp/mpi4py-kit-$uid-$name
+  leave() {
+    (
+      flock 9
+      left=$(($(cat "$state.count") - 1))
+      echo "$left" >"$state.count"
+      if [ "$left" -le 0 ]; then
+        apptainer instance stop "$name" >/dev/null 2>&1 9>&- || true
+        rm -f "$state.count" "$state.log"
+      fi
+    ) 9>"$state.lock"
+  }
+  (
+    flock 9
+    count=$(cat "$state.count" 2>/dev/null || echo 0)
+    if [ "$count" -le 0 ]; then
+      # The instance outlives this shell: it must not hold the lock (fd 9) or the task's output,
+      # or the next rank waits on the lock and srun on the output for ever.
+      if ! apptainer instance start "${opts[@]}" "$sif" "$name" >"$state.log" 2>&1 9>&-; then
+        echo "error: apptainer instance start $sif $name failed on $(hostname):" >&2
+        cat "$state.log" >&2
+        exit 1
+      fi
+    fi
+    echo $((count + 1)) >"$state.count"
+  ) 9>"$state.lock"
+  trap 'leave; exit 143' TERM
+  trap 'leave; exit 130' INT
+  local status=0
+  apptainer exec "instance://$name" "$@" || status=$?
+  trap - TERM INT
+  leave
+  exit "$status"
+}
+
+case $mode in
+  exec) exec apptainer exec "${opts[@]}" "$sif" "$@" ;;
+  sharens) exec apptainer exec --sharens "${opts[@]}" "$sif" "$@" ;;
+  sandbox)
+    own_base
+    unpack
+    exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
+    ;;
+  join)
+    own_base
+    unpack
+    join "$@"
+    ;;
+  instance) instance "$@" ;;
+  *) echo "apptainer-rank.sh: unknown mode $mode (exec, sharens, sandbox, join or instance)" >&2; exit 2 ;;
+esac

@@ -18,7 +18,10 @@ from .slurm import parse_mpi_list
 from .ui import UsageError
 
 HOST_LIB = "/opt/mpi4py-kit/host-lib"  # an empty folder in the image: single host libraries are bound into it
-ABI_MPI4PY = "/opt/venv/mpi4py-abi"  # mpi4py's binary wheel in the image: a variant for each ABI family
+ABI_MPI4PY = "/opt/venv/mpi4py-abi"
+# The image's launch guard (scripts/image/site/mpi4py_kit_guard.py) warns when mpi4py loads a library
+# other than the image's; this variable, set inside the container, says the bind model did it on purpose.
+GUARD_MARK = "MPI4PY_KIT_HOST_MPI"  # mpi4py's binary wheel in the image: a variant for each ABI family
 FAMILIES = {"libmpi.so.40": "openmpi", "libmpi.so.12": "mpich"}
 FAMILY_NAMES = {"openmpi": "Open MPI ABI (libmpi.so.40)",
                 "mpich": "MPICH ABI (libmpi.so.12: MPICH, Cray MPICH, Intel MPI, MVAPICH)"}
@@ -210,6 +213,8 @@ def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_
         p.env_why.update(PYTHONPATH="mpi4py's binary wheel, whose MPICH variant loads an MPICH-ABI libmpi",
                          MPI4PY_MPIABI="choose the wheel's MPICH variant",
                          MPI4PY_LIBMPI="the library that variant loads: the site's")
+    p.env[GUARD_MARK] = prefix
+    p.env_why[GUARD_MARK] = "tells the image's launch guard that the site's MPI is loaded on purpose"
     p.srun_mpi, p.srun_mpi_why = srun_plugin(family, needed, offered)
     return p
 

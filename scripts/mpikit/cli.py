@@ -28,6 +28,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "run": Command(commands.run, "run an example (positional name) or SCRIPT under a runtime"),
     "smoke": Command(commands.smoke, "run every example and check its output"),
+    "line": Command(commands.line, "print the line make run would run (environment included), running nothing"),
+    "sbatch": Command(commands.sbatch_script, "print a batch script around the kit's srun line"),
     "doctor": Command(commands.doctor, "check the host and the image; explain problems and fixes"),
     "bind-plan": Command(commands.bind_plan_command, "HOST_MPI: what the bind model binds and sets, and why"),
     "matrix": Command(commands.matrix, "image x cluster x launcher from real runs: docs/matrix.md"),
@@ -40,7 +42,7 @@ COMMANDS: dict[str, Command] = {
     "sif": Command(commands.sif, "build the Apptainer image (SIF) from Apptainer.def"),
     "pins-check": Command(commands.pins_check, "check that versions.env's Debian pins exist for every platform "
                           "(apt metadata only)"),
-    "batch": Command(commands.batch, "sbatch slurm/example.sbatch with SCRIPT in the test cluster"),
+    "batch": Command(commands.batch, "sbatch --wait make sbatch's script (SCRIPT) in the test cluster"),
     "cluster-up": Command(commands.cluster_up, "start the test Slurm cluster"),
     "cluster-down": Command(commands.cluster_down, "remove the test Slurm cluster"),
     "cluster-shell": Command(commands.cluster_shell, "a login shell on the cluster's controller"),
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help)
-        if name == "run":
+        if name in knobs.LIKE_RUN:
             p.add_argument("example", nargs="?", default="")
         for knob in knobs.for_command(name):
             p.add_argument(knob.option, dest=knob.name, default=None, help=f"{knob.help} (env {knob.name})")

@@ -6,6 +6,7 @@ says where they run (the login node) and manages the containers."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -35,6 +36,14 @@ NODES = {CONTROLLER: ("slurmctld", "controller"),
 COMPUTE = [name for name, (_, role) in NODES.items() if role == "compute"]
 USER = "hpcuser"
 SHARED = "/shared"
+
+
+def cpus_per_node() -> int:
+    """The CPUs each compute node declares to Slurm (slurm.conf's NodeName line); they share this machine's."""
+    found = re.search(r"^NodeName=\S+ CPUs=(\d+)", (NODE_DIR / "slurm.conf").read_text(), re.M)
+    if not found:
+        raise RunError(f"{NODE_DIR / 'slurm.conf'} declares no CPUs= on its NodeName line")
+    return int(found.group(1))
 
 
 def running() -> list[str]:

@@ -4,116 +4,49 @@ gets its knobs already parsed (knobs.read), so bad input never gets here."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import apptainer, bind, checks, choose, cluster, docker, knobs, launch, runtimes, venv
+from . import apptainer, bind, checks, choose, cluster, docker, knobs, launch, prepare, runtimes, venv
 from .config import EXAMPLES, ROOT
 from .knobs import Settings
 from .launch import show
 from .ui import KitError, RunError, UsageError, say
 
-# ---- getting a runtime ready ----
-
-def ensure_image(settings: Settings) -> None:
-    if docker.image_exists(settings.image):
-        return
-    if not settings.image_is_default:
-        raise UsageError(f"image {settings.image!r} not found; build it with: "
-                         f"make image IMAGE={settings.image} BASE={settings.base} PLATFORM={settings.platform}")
-    say(f"image {settings.image} not found: building it first")
-    docker.build_image(settings.base, settings.image, settings.ca_cert, platform=settings.platform)
-
-
-def ensure_sif(settings: Settings) -> None:
-    if settings.sif.is_file():
-        return
-    say(f"{settings.sif} not found: building it first (make sif)")
-    venv.reexec_inside()  # spython, in the kit's venv; this command continues there
-    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform)
-
-
-def require_shared(settings: Settings, paths: dict[str, Path]) -> None:
-    """The test cluster sees only this repository (at /shared)."""
-    for knob, path in paths.items():
-        if not path.is_relative_to(ROOT):
-            raise UsageError(f"{knob}={path} is outside {ROOT}, the cluster's /shared")
-
-
-def ready(settings: Settings, runtime: str) -> None:
-    if runtime == "cluster":
-        cluster.require_up()
-    if runtime == "docker":
-        docker.ensure_emulation(settings.platform)  # another platform's ranks run under qemu
-        ensure_image(settings)
-    if runtime in ("apptainer", "srun", "cluster"):
-        ensure_sif(settings)
-
-
-def srun_mpi_for(settings: Settings, runtime: str, plan: bind.Plan | None) -> str:
-    """The --mpi plugin for srun's ranks; auto asks this Slurm what it offers (refused in one line if it lacks it)."""
-    if runtime not in ("srun", "cluster"):
-        return bind.plugin(settings.srun_mpi, plan)
-    return bind.fit_plugin(settings.srun_mpi, plan, bind.offered_plugins(runtime))
-
-
-def job_for(settings: Settings, runtime: str, script: Path, args: list[str], workdir: Path, timeout: int | None,
-            futures: bool, plan: bind.Plan | None, srun_mpi: str) -> runtimes.Job:
-    return runtimes.Job(script, args, settings.np, runtime, settings.image, workdir, timeout, settings.sif,
-                        srun_mpi, futures=futures, bind=plan, apptainer_mode=settings.apptainer_mode)
-
-
-def say_bind(settings: Settings, plan: bind.Plan | None) -> None:
-    if plan:
-        say(f"bind model: the site's MPI {plan.loaded} ({plan.version}); srun --mpi={plan.srun_mpi} "
-            f"({plan.srun_mpi_why}); make bind-plan shows what is bound and why")
-
-
-def choose_runtime(settings: Settings) -> choose.Choice:
-    choice = choose.choose(settings.runtime, choose.look())
-    say(f"runtime: {choice.runtime} ({choice.why})")
-    return choice
-
-
 # ---- commands ----
 
 def run(settings: Settings) -> int:
     assert settings.script is not None
-    choice = choose_runtime(settings)
-    bind.check_runtime(settings.host_mpi, choice.runtime)
-    if choice.runtime == "cluster":
-        require_shared(settings, {"SCRIPT": settings.script, "SIF": settings.sif})
-    ready(settings, choice.runtime)
-    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
-    mpi = srun_mpi_for(settings, choice.runtime, plan)
-    say_bind(settings, plan)
-    job = job_for(settings, choice.runtime, settings.script, settings.args, Path.cwd(), settings.timeout,
-                  settings.futures, plan, mpi)
+    ready = prepare.prepare(settings)
+    job = ready.job(settings.script, settings.args, Path.cwd(), settings.timeout, settings.futures)
     started = runtimes.launch_for(job)
-    say("+ " + show(started.argv))
+    say_overcommit(job)
+    say("+ " + started.line())
     result = runtimes.execute(started, settings.timeout)
     if result.returncode != 0:
-        say(f"error: the job exited with status {result.returncode}: {show(started.argv)}")
+        say(f"error: the job exited with status {result.returncode}: {started.line()}")
     return result.returncode
+
+
+def say_overcommit(job: runtimes.Job) -> None:
+    if job.runtime == "cluster" and runtimes.cluster_overcommits(job):
+        say(f"cluster: NP={job.np} is more than the {runtimes.cluster_nodes(job)} node(s)' "
+            f"{runtimes.cluster_nodes(job) * cluster.cpus_per_node()} declared CPUs: srun --overcommit")
 
 
 def smoke(settings: Settings) -> int:
     np = settings.np
-    choice = choose_runtime(settings)
-    bind.check_runtime(settings.host_mpi, choice.runtime)
-    ready(settings, choice.runtime)
-    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
-    mpi = srun_mpi_for(settings, choice.runtime, plan)
-    say_bind(settings, plan)
+    ready = prepare.prepare(settings)
     failed = passed = 0
     for example in EXAMPLES.values():
         if np < example.min_ranks:
             print(f"SKIP {example.name:8} needs at least {example.min_ranks} ranks (NP={np})")
             continue
-        job = job_for(settings, choice.runtime, example.path, list(example.smoke_args), ROOT,
-                      settings.timeout or 300, example.futures, plan, mpi)
+        # TIMEOUT=0 means no limit, here as in make run.
+        job = ready.job(example.path, list(example.smoke_args), ROOT, settings.timeout, example.futures)
         started = runtimes.launch_for(job)
         result = None
         try:
@@ -122,19 +55,58 @@ def smoke(settings: Settings) -> int:
                                        example.smoke_size)
         except RunError as exc:
             verdict = checks.Verdict([str(exc)])
-        tag = f"[{choice.runtime}, NP={np}]"
+        tag = f"[{ready.runtime}, NP={np}]"
         if verdict.ok:
             passed += 1
             print(f"PASS {example.name:8} {verdict.summary} {tag}", flush=True)
         else:
             failed += 1
             print(f"FAIL {example.name:8} {'; '.join(verdict.problems)} {tag}", flush=True)
-            print(f"     command: {show(started.argv)}", flush=True)
+            print(f"     command: {started.line()}", flush=True)
             for line in [] if result is None else (result.stdout + result.stderr).splitlines()[-15:]:
                 print(f"     | {line}")
     skipped = len(EXAMPLES) - passed - failed
-    print(f"smoke: {passed} passed, {failed} failed, {skipped} skipped [{choice.runtime}, NP={np}]")
+    print(f"smoke: {passed} passed, {failed} failed, {skipped} skipped [{ready.runtime}, NP={np}]")
     return 1 if failed else 0
+
+
+def pasteable(settings: Settings) -> tuple[prepare.Prepared, runtimes.Job, runtimes.Launch]:
+    """The run make run would start, for make line and make sbatch: nothing is built or run. On the test
+    cluster, the srun line as typed on its login node (make cluster-shell), not the docker exec around it."""
+    assert settings.script is not None
+    ready = prepare.prepare(settings, build=False)
+    workdir = ROOT if ready.runtime == "cluster" else Path.cwd()
+    job = ready.job(settings.script, settings.args, workdir, settings.timeout, settings.futures)
+    if ready.runtime == "cluster":
+        assert job.sif is not None
+        return ready, job, runtimes.cluster_srun(job, runtimes.cluster_container(job.sif, job.bind,
+                                                                                  job.apptainer_mode))
+    return ready, job, runtimes.launch_for(job, paste=True)
+
+
+def line(settings: Settings) -> int:
+    """make line: the line make run would run, environment included, to paste into a shell or a batch script."""
+    _, job, started = pasteable(settings)
+    say_overcommit(job)
+    print(started.line())
+    return 0
+
+
+def sbatch_script(settings: Settings) -> int:
+    """make sbatch: a whole batch script around make line's srun line, on stdout."""
+    ready, job, started = pasteable(settings)
+    if ready.runtime not in ("srun", "cluster"):
+        raise UsageError(f"make sbatch writes a Slurm batch script: RUNTIME=srun (on a cluster) or cluster (the "
+                         f"test cluster), not {ready.runtime}")
+    given = " ".join(f"{k}={shlex.quote(settings.raw[k])}" for k in ("SCRIPT", "NP", "NODES", "ARGS", "FUTURES",
+                                                                     "APPTAINER_MODE", "HOST_MPI", "SIF")
+                     if settings.raw.get(k) and settings.raw[k] != knobs.BY_NAME[k].default)
+    folder = cluster.SHARED if ready.runtime == "cluster" else str(job.workdir)
+    # On a real cluster whether the ranks outnumber the CPUs is known when the job runs, not now.
+    later = runtimes.yield_fixes(started.added) if ready.runtime == "srun" else None
+    print(launch.batch_script(started.argv, started.added, np=job.np, nodes=settings.nodes, folder=folder,
+                              made_by=f"make sbatch {given}".strip(), yield_if_overcommitted=later), end="")
+    return 0
 
 
 def doctor(settings: Settings) -> int:
@@ -156,7 +128,7 @@ def bind_plan_command(settings: Settings) -> int:
     """make bind-plan: what the bind model binds and sets for HOST_MPI, and why each."""
     if not settings.host_mpi:
         raise UsageError("make bind-plan needs HOST_MPI=<the site MPI's prefix> (and RUNTIME=srun or cluster)")
-    choice = choose_runtime(settings)
+    choice = prepare.choose_runtime(settings)
     if choice.runtime == "cluster":
         cluster.require_up()
     if not settings.sif.is_file():
@@ -181,12 +153,12 @@ def bench(settings: Settings) -> int:
     from . import bench as benchmark
 
     docker.require_engine("make bench")
-    require_shared(settings, {"SIF": settings.sif})
+    prepare.require_shared(settings, {"SIF": settings.sif})
     venv.reexec_inside()  # matplotlib, for the plot
     started = time.monotonic()  # make bench's own time goes into its results, against its target
-    ensure_image(settings)
+    prepare.ensure_image(settings)
     cluster.up()
-    ensure_sif(settings)
+    prepare.ensure_sif(settings)
     code = benchmark.run(settings.image, settings.base, settings.sif, bind.plugin(settings.srun_mpi, None),
                          settings.quick, settings.ca_cert, settings.apptainer_mode, started)
     say("bench: the test cluster is still up; make cluster-down removes it")
@@ -199,8 +171,8 @@ def bench_build(settings: Settings) -> int:
     docker.require_engine("make bench-build")
     venv.reexec_inside()  # spython, for the SIF
     started = time.monotonic()
-    ensure_image(settings)
-    ensure_sif(settings)
+    prepare.ensure_image(settings)
+    prepare.ensure_sif(settings)
     return benchmark.run_build(settings.image, settings.base, settings.sif, settings.quick, settings.ca_cert, started)
 
 
@@ -231,11 +203,11 @@ def bench_curve(settings: Settings) -> int:
     from . import bench as benchmark
 
     docker.require_engine("make bench-curve")
-    require_shared(settings, {"SIF": settings.sif})
+    prepare.require_shared(settings, {"SIF": settings.sif})
     venv.reexec_inside()  # matplotlib, for the plot
     started = time.monotonic()
     cluster.up()
-    ensure_sif(settings)
+    prepare.ensure_sif(settings)
     code = benchmark.run_curve(settings.sif, bind.plugin(settings.srun_mpi, None), settings.quick, started)
     say("bench-curve: the test cluster is still up; make cluster-down removes it")
     return code
@@ -261,15 +233,15 @@ def pins_check(settings: Settings) -> int:
 def batch(settings: Settings) -> int:
     """Submit slurm/example.sbatch to the test cluster, wait, show the output file."""
     script = settings.script or knobs.parse_script("examples/scatter_gather.py", ROOT)
-    require_shared(settings, {"SCRIPT": script, "SIF": settings.sif})
+    prepare.require_shared(settings, {"SCRIPT": script, "SIF": settings.sif})
     cluster.require_up()
-    ensure_sif(settings)
+    prepare.ensure_sif(settings)
     line = launch.sbatch(f"{cluster.SHARED}/slurm/example.sbatch", [script.relative_to(ROOT).as_posix(),
                          *settings.args], np=settings.np, nodes=min(settings.np, len(cluster.COMPUTE)),
                          output=f"/home/{cluster.USER}/mpi4py-kit-%j.out")
     argv = cluster.on_login(line, env=(f"SIF={cluster.shared_path(settings.sif)}",))
     say("+ " + show(argv))
-    result = runtimes.execute(runtimes.Launch(argv, dict(os.environ)), settings.timeout, capture=True)
+    result = runtimes.execute(runtimes.Launch(argv), settings.timeout, capture=True)
     job_id = result.stdout.strip().split(";")[0]
     say(f"job {job_id} finished with exit status {result.returncode}; its output file "
         f"(/home/{cluster.USER}/mpi4py-kit-{job_id}.out):")

@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,9 @@ from .config import EXAMPLES
 from .ui import UsageError
 
 RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
-RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan")
+RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan", "line", "sbatch")
+# make line and make sbatch describe the run make run would start: they read what it reads.
+LIKE_RUN = ("run", "line", "sbatch")
 BENCH_COMMANDS = ("bench", "bench-curve", "bench-build")
 
 
@@ -33,58 +35,12 @@ class Knob:
     default: str  # what an unset knob means; "" for nothing
     help: str
     commands: tuple[str, ...]  # the scripts/kit commands that read it
+    # Its parser: checks the text and sets what it means on the Settings (one `error:` line when bad).
+    apply: Callable[[Settings, str], None] = lambda settings, value: None
 
     @property
     def option(self) -> str:
         return "--" + self.name.lower().replace("_", "-")
-
-
-KNOBS: tuple[Knob, ...] = (
-    Knob("NP", "4", "number of MPI ranks", (*RUN_COMMANDS, "bench")),
-    Knob("RUNTIME", "auto", "auto | native | docker | apptainer | srun | cluster (auto: srun in an "
-         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor", "bind-plan")),
-    Knob("BASE", config.default_base(), "Debian base of the image: "
-         + " | ".join(config.supported_bases()), (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif")),
-    # Empty means this host's platform; the default is not written here, so the README's
-    # table (generated from these lines) reads the same on every host.
-    Knob("PLATFORM", "", "image platform: " + " | ".join(platforms.SUPPORTED) + " (default: this host's); "
-         "another is built and run under qemu emulation, with RUNTIME=docker and BASE="
-         + " | ".join(platforms.EMULATED_BASES) + " (docs/arm.md)", (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif")),
-    Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, or mpi4py-kit:BASE-ARCH for another PLATFORM; "
-         "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image")),
-    Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
-         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif")),
-    Knob("SCRIPT", "", "your own script for `make run`, under the current directory", ("run", "batch")),
-    Knob("ARGS", "", "arguments passed to the example or SCRIPT", ("run", "batch")),
-    Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
-         "are MPIPoolExecutor workers)", ("run",)),
-    Knob("TIMEOUT", "1800", "stop a run after this many seconds, naming the ranks still running (0: no limit)",
-         ("run", "smoke", "batch")),
-    Knob("SRUN_MPI", "auto", "srun --mpi plugin for RUNTIME=srun and cluster (auto: pmix for the image's Open "
-         "MPI; with HOST_MPI, the plugin the site's MPI can use; srun --mpi=list shows yours)",
-         ("run", "smoke", "doctor", "batch", "bind-plan", "bench", "bench-curve")),
-    Knob("APPTAINER_MODE", "sandbox", "how srun's ranks enter the image: exec (one apptainer exec each) | "
-         "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | instance (one "
-         "instance per node); docs/performance.md", ("run", "smoke", "doctor", "bench")),
-    Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi.so.40 or .12), "
-         "loaded instead of the image's; RUNTIME=srun or cluster", ("run", "smoke", "doctor", "bind-plan")),
-    Knob("CLUSTER", "trixie", "make cluster-up: which test cluster, by its nodes' Debian: trixie (Slurm 24.11, "
-         "PMIx 5) | forky (Slurm 26.05, built without PMIx: pmi2 only); one runs at a time, RUNTIME=cluster uses it",
-         ("cluster-up",)),
-    Knob("LAUNCH", "", "make doctor: check your own launch line, "
-         "e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'", ("doctor",)),
-    Knob("QUICK", "0", "make bench, bench-curve, bench-build: 1 for a short run (proves it works; figures not "
-         "for quoting)",
-         BENCH_COMMANDS),
-    Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
-         (*RUN_COMMANDS, "bench", "bench-build", "image", "sif")),
-    Knob("PYTEST_ARGS", "", "extra pytest arguments for make test and make test-fast", ("test", "test-fast")),
-)
-BY_NAME = {k.name: k for k in KNOBS}
-
-
-def for_command(command: str) -> list[Knob]:
-    return [k for k in KNOBS if command in k.commands]
 
 
 # ---- parsers: one clear line per bad value ----
@@ -214,6 +170,15 @@ def parse_srun_mpi(value: str) -> str:
     return value
 
 
+def parse_nodes(value: str) -> int | None:
+    if not value:
+        return None
+    if not re.fullmatch(r"\d+", value) or int(value) < 1:
+        raise UsageError(f"NODES must be a whole number of nodes, 1 or more; got NODES={value!r} (or leave it "
+                         "unset for Slurm's choice)")
+    return int(value)
+
+
 def parse_flag(value: str, knob: str) -> bool:
     if value not in ("", "0", "1"):
         raise UsageError(f"{knob} must be 0 or 1; got {knob}={value!r}")
@@ -299,6 +264,8 @@ class Settings:
 
     command: str
     raw: dict[str, str]
+    cwd: Path = field(default_factory=Path.cwd)  # where relative SCRIPT and SIF paths start
+    example: str = ""  # make run-NAME: the example's short name
     np: int = 4
     runtime: str = "auto"
     base: str = ""
@@ -313,6 +280,7 @@ class Settings:
     host_mpi: str | None = None  # the bind model: the site MPI's prefix
     cluster: str = "trixie"  # make cluster-up: which test cluster
     apptainer_mode: str = "sandbox"  # how srun's ranks enter the image
+    nodes: int | None = None  # srun --nodes (None: Slurm's choice; the test cluster: up to 2)
     launch: list[str] | None = None
     quick: bool = False
     futures: bool = False  # ranks run python -m mpi4py.futures
@@ -320,53 +288,103 @@ class Settings:
     pytest_args: list[str] = field(default_factory=list)
 
 
+def _apply_platform(s: Settings, value: str) -> None:
+    s.platform = parse_platform(value)
+    check_platform(s.command, s.platform, s.runtime, s.base, s.example)
+
+
+def _apply_image(s: Settings, value: str) -> None:
+    s.image, s.image_is_default = parse_image(value, s.base, s.platform)
+
+
+def _apply_script(s: Settings, value: str) -> None:
+    if value:
+        s.script = parse_script(value, s.cwd)
+    elif s.example:
+        s.script = parse_example(s.example, s.np)
+        s.futures = futures_for_example(EXAMPLES[s.example], s.futures)
+    elif s.command in LIKE_RUN:
+        raise UsageError(f"name an example (make run-rank) or a script (make {s.command} SCRIPT=path/to/script.py)")
+
+
+# Every knob, in the order read() parses them: a knob's parser may use those above it (PLATFORM
+# the RUNTIME and BASE, SCRIPT the NP, FUTURES and the example).
+KNOBS: tuple[Knob, ...] = (
+    Knob("NP", "4", "number of MPI ranks", (*RUN_COMMANDS, "bench"),
+         apply=lambda s, v: setattr(s, 'np', parse_np(v))),
+    Knob("RUNTIME", "auto", "auto | native | docker | apptainer | srun | cluster (auto: srun in an "
+         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor", "bind-plan", "line", "sbatch"),
+         apply=lambda s, v: setattr(s, 'runtime', parse_runtime(v))),
+    Knob("BASE", config.default_base(), "Debian base of the image: "
+         + " | ".join(config.supported_bases()), (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif"),
+         apply=lambda s, v: setattr(s, 'base', parse_base(v))),
+    # Empty means this host's platform; the default is not written here, so the README's
+    # table (generated from these lines) reads the same on every host.
+    Knob("PLATFORM", "", "image platform: " + " | ".join(platforms.SUPPORTED) + " (default: this host's); "
+         "another is built and run under qemu emulation, with RUNTIME=docker and BASE="
+         + " | ".join(platforms.EMULATED_BASES) + " (docs/arm.md)", (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif"),
+         apply=_apply_platform),
+    Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, or mpi4py-kit:BASE-ARCH for another PLATFORM; "
+         "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image"),
+         apply=_apply_image),
+    Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
+         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif"),
+         apply=lambda s, v: setattr(s, 'sif', parse_sif(v, s.cwd, s.platform))),
+    Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
+         "are MPIPoolExecutor workers)", LIKE_RUN,
+         apply=lambda s, v: setattr(s, 'futures', parse_flag(v, 'FUTURES'))),
+    Knob("SCRIPT", "", "your own script for `make run` (and make line, sbatch), under the current directory",
+         (*LIKE_RUN, "batch"),
+         apply=_apply_script),
+    Knob("ARGS", "", "arguments passed to the example or SCRIPT", (*LIKE_RUN, "batch"),
+         apply=lambda s, v: setattr(s, 'args', parse_args(v))),
+    Knob("TIMEOUT", "1800", "stop a run after this many seconds, naming the ranks still running (0: no limit)",
+         (*LIKE_RUN, "smoke", "batch"),
+         apply=lambda s, v: setattr(s, 'timeout', parse_timeout(v))),
+    Knob("SRUN_MPI", "auto", "srun --mpi plugin for RUNTIME=srun and cluster (auto: pmix for the image's Open "
+         "MPI; with HOST_MPI, the plugin the site's MPI can use; srun --mpi=list shows yours)",
+         (*RUN_COMMANDS, "bench", "bench-curve"),
+         apply=lambda s, v: setattr(s, 'srun_mpi', parse_srun_mpi(v))),
+    Knob("APPTAINER_MODE", "sandbox", "how srun's ranks enter the image: exec (one apptainer exec each) | "
+         "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | join (sandbox, and every "
+         "rank of a node enters one holder's namespaces with nsenter) | instance (one instance per node); "
+         "docs/performance.md", (*LIKE_RUN, "smoke", "doctor", "bench", "batch"),
+         apply=lambda s, v: setattr(s, 'apptainer_mode', parse_apptainer_mode(v))),
+    Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi.so.40 or .12), "
+         "loaded instead of the image's; RUNTIME=srun or cluster", (*LIKE_RUN, "smoke", "doctor", "bind-plan"),
+         apply=lambda s, v: setattr(s, 'host_mpi', parse_host_mpi(v))),
+    Knob("NODES", "", "srun --nodes for RUNTIME=srun and cluster, and make sbatch's #SBATCH --nodes (default: "
+         "Slurm's choice; on the test cluster, up to 2)", (*LIKE_RUN, "smoke", "batch"),
+         apply=lambda s, v: setattr(s, 'nodes', parse_nodes(v))),
+    Knob("CLUSTER", "trixie", "make cluster-up: which test cluster, by its nodes' Debian: trixie (Slurm 24.11, "
+         "PMIx 5) | forky (Slurm 26.05, built without PMIx: pmi2 only); one runs at a time, RUNTIME=cluster uses it",
+         ("cluster-up",),
+         apply=lambda s, v: setattr(s, 'cluster', parse_cluster(v))),
+    Knob("LAUNCH", "", "make doctor: check your own launch line, "
+         "e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'", ("doctor",),
+         apply=lambda s, v: setattr(s, 'launch', parse_launch(v))),
+    Knob("QUICK", "0", "make bench, bench-curve, bench-build: 1 for a short run (proves it works; figures not "
+         "for quoting)",
+         BENCH_COMMANDS,
+         apply=lambda s, v: setattr(s, 'quick', parse_quick(v))),
+    Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
+         (*RUN_COMMANDS, "bench", "bench-build", "image", "sif"),
+         apply=lambda s, v: setattr(s, 'ca_cert', parse_ca_cert(v))),
+    Knob("PYTEST_ARGS", "", "extra pytest arguments for make test and make test-fast", ("test", "test-fast"),
+         apply=lambda s, v: setattr(s, 'pytest_args', parse_args(v, 'PYTEST_ARGS'))),
+)
+BY_NAME = {k.name: k for k in KNOBS}
+
+
+def for_command(command: str) -> list[Knob]:
+    return [k for k in KNOBS if command in k.commands]
+
+
 def read(command: str, raw: Mapping[str, str], cwd: Path, example: str = "") -> Settings:
-    """Parse every knob `command` reads, in dependency order; raises UsageError on the first bad one."""
-    reads = {k.name for k in for_command(command)}
-    s = Settings(command, dict(raw))
-    if "NP" in reads:
-        s.np = parse_np(raw["NP"])
-    if "RUNTIME" in reads:
-        s.runtime = parse_runtime(raw["RUNTIME"])
-    if "BASE" in reads:
-        s.base = parse_base(raw["BASE"])
-    if "PLATFORM" in reads:
-        s.platform = parse_platform(raw["PLATFORM"])
-        check_platform(command, s.platform, s.runtime, s.base, example)
-    if "IMAGE" in reads:
-        s.image, s.image_is_default = parse_image(raw["IMAGE"], s.base, s.platform)
-    if "SIF" in reads:
-        s.sif = parse_sif(raw["SIF"], cwd, s.platform)
-    if "TIMEOUT" in reads:
-        s.timeout = parse_timeout(raw["TIMEOUT"])
-    if "ARGS" in reads:
-        s.args = parse_args(raw["ARGS"])
-    if "SRUN_MPI" in reads:
-        s.srun_mpi = parse_srun_mpi(raw["SRUN_MPI"])
-    if "HOST_MPI" in reads:
-        s.host_mpi = parse_host_mpi(raw["HOST_MPI"])
-    if "APPTAINER_MODE" in reads:
-        s.apptainer_mode = parse_apptainer_mode(raw["APPTAINER_MODE"])
-    if "CLUSTER" in reads:
-        s.cluster = parse_cluster(raw["CLUSTER"])
-    if "LAUNCH" in reads:
-        s.launch = parse_launch(raw["LAUNCH"])
-    if "QUICK" in reads:
-        s.quick = parse_quick(raw["QUICK"])
-    if "PYTEST_ARGS" in reads:
-        s.pytest_args = parse_args(raw["PYTEST_ARGS"], "PYTEST_ARGS")
-    if "FUTURES" in reads:
-        s.futures = parse_flag(raw["FUTURES"], "FUTURES")
-    if "SCRIPT" in reads:
-        if raw["SCRIPT"]:
-            s.script = parse_script(raw["SCRIPT"], cwd)
-        elif example:
-            s.script = parse_example(example, s.np)
-            s.futures = futures_for_example(EXAMPLES[example], s.futures)
-        elif command == "run":
-            raise UsageError("name an example (make run-rank) or a script (make run SCRIPT=path/to/script.py)")
-    if "CA_CERT" in reads:
-        s.ca_cert = parse_ca_cert(raw["CA_CERT"])
+    """Parse every knob `command` reads, in KNOBS' order; raises UsageError on the first bad one."""
+    s = Settings(command, dict(raw), cwd=cwd, example=example)
+    for knob in for_command(command):
+        knob.apply(s, raw[knob.name])
     return s
 
 

@@ -4,14 +4,14 @@ srun and sbatch argv are written here and nowhere else.
 Runtimes, the test cluster, doctor and bench compose these functions and
 pass options for their variants (a baseline without a container, without
 --sharens, ...); the docstrings' and README's run lines are rendered here
-too (user_lines), so what the docs teach is what the kit runs.
+too (runtimes.user_lines, from these functions), so what the docs teach is what the kit runs.
 Pure functions: no process is started in this module.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # How every rank runs a script: mpi4py's runner calls MPI_Abort when a rank
@@ -88,9 +88,12 @@ def docker_exec(container: str, command: Sequence[str], *, client: str = "docker
 #   sharens   `apptainer exec --sharens SIF` (Apptainer 1.3+): the ranks of a node share one namespace
 #             and one mount, so Open MPI's CMA single-copy works between them
 #   sandbox   the SIF unpacked once per node on local disk, then `apptainer exec --sharens FOLDER`
+#   join      the same folder; one holder per node and job step, whose namespaces every rank enters
+#             with nsenter (milliseconds instead of an Apptainer start); sandbox where that is refused
 #   instance  one `apptainer instance` per node and job step that every rank joins
-# sandbox and instance need a step before the first rank of a node: WRAPPER does it on each task.
-MODES = ("exec", "sharens", "sandbox", "instance")
+# sandbox, join and instance need a step before the first rank of a node: WRAPPER does it on each task.
+MODES = ("exec", "sharens", "sandbox", "join", "instance")
+WRAPPED = ("sandbox", "join", "instance")
 WRAPPER = "scripts/launch/apptainer-rank.sh"  # under the repository
 
 
@@ -103,7 +106,7 @@ class Apptainer:
     mode: str = "exec"
     binds: tuple[str, ...] = ()  # SRC[:DST[:OPTS]]
     env: tuple[tuple[str, str], ...] = ()  # --env NAME=VALUE inside the container
-    wrapper: str = WRAPPER  # its path as the ranks see it (sandbox, instance)
+    wrapper: str = WRAPPER  # its path as the ranks see it (the WRAPPED modes)
 
     def options(self) -> list[str]:
         argv = []
@@ -114,7 +117,7 @@ class Apptainer:
         return argv
 
     def prefix(self) -> list[str]:
-        if self.mode in ("sandbox", "instance"):
+        if self.mode in WRAPPED:
             return [self.wrapper, self.mode, self.image, *self.options(), "--"]
         return [self.command, "exec", *(["--sharens"] if self.mode == "sharens" else []), *self.options(),
                 self.image]
@@ -160,24 +163,52 @@ def show(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-# ---- the run lines the docs teach (each example's docstring, the README) ----
-
-def user_lines(example_file: str, np: int, image: str, make_target: str, extra_args: Sequence[str] = (),
-               futures: bool = False) -> dict[str, str]:
-    """The lines a user types to run examples/<example_file> with np ranks, by launcher."""
-    program = Program(f"examples/{example_file}", tuple(extra_args),
-                      runner=FUTURES_RUNNER if futures else RANK_RUNNER)
-    docker = docker_run(image, mpiexec(np, program.argv()), workdir="/work", mount="$PWD")
-    lines = {
-        "make": f"make {make_target} NP={np}",
-        "mpiexec": show(mpiexec(np, program.argv())),
-        "docker": show(docker).replace("'$PWD:/work'", '"$PWD":/work'),
-        "apptainer": show(Apptainer("mpi.sif").run(mpiexec(np, program.argv()))),
-        "srun": srun_line(program, np, "sharens"),
-    }
-    return lines
+# A value the kit adds to a variable the user already has (PATH=DIR:$PATH): expanded when the kit runs
+# the line, and left for the user's shell to expand in the line it prints.
+USERS_PATH = "$PATH"
 
 
-def srun_line(program: Program, np: int, mode: str) -> str:
-    """The srun line for `program` with `mode` (APPTAINER_MODE), as typed from the kit's folder."""
-    return show(ranks_in_sif(np, program, mpi="pmix", container=Apptainer("mpi.sif", mode=mode)))
+def with_users_path(folder: str) -> str:
+    return f"{folder}:{USERS_PATH}"
+
+
+def environment(added: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
+    """The environment a line runs with: `base` (the user's) and what the kit adds."""
+    return {**base, **{k: v.replace(USERS_PATH, base.get("PATH", "")) for k, v in added.items()}}
+
+
+def assignment(name: str, value: str) -> str:
+    """NAME=VALUE as a shell takes it; a value that extends the user's PATH keeps "$PATH" for the shell."""
+    if value.endswith(USERS_PATH):
+        return f'{name}={shlex.quote(value.removesuffix(USERS_PATH))}"$PATH"'
+    return f"{name}={shlex.quote(value)}"
+
+
+def show_env(added: Mapping[str, str], argv: Sequence[str]) -> str:
+    """NAME=VALUE ... ARGV: the line with the environment the kit adds, as a shell takes it."""
+    return " ".join([*(assignment(k, v) for k, v in added.items()), show(argv)])
+
+
+def batch_script(srun_argv: Sequence[str], added: Mapping[str, str], *, np: int, nodes: int | None, folder: str,
+                 made_by: str, yield_if_overcommitted: Mapping[str, str] | None = None) -> str:
+    """A Slurm batch script around the kit's srun line (make sbatch; slurm/example.sbatch is its output)."""
+    lines = ["#!/bin/bash",
+             f"# Written by `{made_by}` (mpi4py-kit): the kit's own srun line, the one make line prints,",
+             "# in a batch script. Submit it with sbatch FILE; sbatch's options override the #SBATCH lines.",
+             "#SBATCH --job-name=mpi4py-kit",
+             f"#SBATCH --ntasks={np}",
+             *([f"#SBATCH --nodes={nodes}"] if nodes else []),
+             "#SBATCH --output=mpi4py-kit-%j.out",
+             "#",
+             "# Outputs: write them to $TMPDIR (node-local, gone after the job) or $SCRATCH (shared, kept), not",
+             "# to the working directory, which may be read-only on compute nodes (docs/clusters.md).",
+             "set -euo pipefail",
+             f"cd {shlex.quote(folder)}  # the folder the line's paths are relative to",
+             'echo "job $SLURM_JOB_ID: $SLURM_NTASKS ranks on $SLURM_JOB_NODELIST"']
+    if yield_if_overcommitted:
+        assigned = " ".join(assignment(k, v) for k, v in yield_if_overcommitted.items())
+        lines += ["# More ranks than CPUs (sbatch --overcommit): Open MPI must yield instead of busy-polling.",
+                  f'if [ "${{SLURM_OVERCOMMIT:-0}}" = 1 ]; then export {assigned}; fi']
+    lines += [f"export {assignment(k, v)}" for k, v in added.items()]
+    lines.append(show(srun_argv))
+    return "\n".join(lines) + "\n"

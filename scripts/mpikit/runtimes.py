@@ -5,11 +5,12 @@ stops every rank, container and Slurm job on a timeout or Ctrl-C."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,10 +47,18 @@ class Job:
 @dataclass
 class Launch:
     argv: list[str]
-    env: dict[str, str]
+    added: dict[str, str] = field(default_factory=dict)  # what the kit adds to the user's environment
     cleanup: list[list[str]] = field(default_factory=list)  # run after a timeout or Ctrl-C
     # Which ranks are still running, given the launcher's session id (for the timeout message).
     live_ranks: Callable[[int], list[int] | None] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return launch.environment(self.added, os.environ)
+
+    def line(self) -> str:
+        """What the kit runs, environment included, as a shell takes it: the `+` line and make line."""
+        return launch.show_env(self.added, self.argv)
 
 
 # Open MPI on one machine (native, docker, apptainer): shared memory, and TCP on loopback only.
@@ -77,11 +86,38 @@ def root_fixes(euid: int) -> dict[str, str]:
     return {}
 
 
+# Ranks that outnumber the cores they run on: Open MPI busy-polls while it waits unless told to yield,
+# and mpiexec --oversubscribe tells it, srun cannot (docs/performance.md: 33.8 s against 0.37 s for the
+# same 2,000 Allgathers, 4 ranks on 2 shared cores).
+YIELD_MCA = {"OMPI_MCA_mpi_yield_when_idle": "1"}
+
+
+def slurm_cpus(cpus_per_node: str) -> int:
+    """The allocation's CPUs from SLURM_JOB_CPUS_PER_NODE ('4(x2),2' is 4 + 4 + 2); 0 if unreadable."""
+    total = 0
+    for part in cpus_per_node.split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not m:
+            return 0
+        total += int(m.group(1)) * int(m.group(2) or 1)
+    return total
+
+
+def oversubscribed(np: int, environ: dict[str, str]) -> bool:
+    """Will srun's ranks outnumber the allocation's CPUs (or was the allocation made with --overcommit)?"""
+    cpus = slurm_cpus(environ.get("SLURM_JOB_CPUS_PER_NODE", ""))
+    return environ.get("SLURM_OVERCOMMIT") == "1" or (cpus > 0 and np > cpus)
+
+
+def yield_fixes(environ: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in YIELD_MCA.items() if k not in environ}
+
+
 def native_launch(job: Job) -> Launch:
-    bin_dir = venv.ensure(venv.NATIVE) / "bin"
-    env = {**os.environ, **root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ)),
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return Launch(launch.mpiexec(job.np, job.program().argv()), env, live_ranks=procs.local_ranks)
+    bin_dir = venv.VENV / "bin"  # made ready by prepare.ready
+    added = {**root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ)),
+             "PATH": launch.with_users_path(str(bin_dir))}
+    return Launch(launch.mpiexec(job.np, job.program().argv()), added, live_ranks=procs.local_ranks)
 
 
 def docker_user(euid: int, uid: int, gid: int) -> tuple[str | None, tuple[str, ...]]:
@@ -89,26 +125,33 @@ def docker_user(euid: int, uid: int, gid: int) -> tuple[str | None, tuple[str, .
     return (None, ()) if euid == 0 else (f"{uid}:{gid}", ("HOME=/tmp",))
 
 
-def docker_launch(job: Job) -> Launch:
-    client = docker.command()
-    name = f"mpikit-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    user, env = docker_user(os.geteuid(), os.getuid(), os.getgid())
+def docker_env(euid: int, uid: int, gid: int, environ: dict[str, str]) -> tuple[str | None, tuple[str, ...]]:
+    """docker run's --user and -e settings: the user's uid (HOME=/tmp) and the one-node settings."""
+    user, env = docker_user(euid, uid, gid)
     # Inside the container it is Linux, whatever the host.
-    env += tuple(f"{k}={v}" for k, v in one_node_fixes(dict(os.environ), "linux").items())
+    return user, env + tuple(f"{k}={v}" for k, v in one_node_fixes(environ, "linux").items())
+
+
+def docker_launch(job: Job, paste: bool = False) -> Launch:
+    """`paste`: the line for a user (make line), without the container name the kit stops it by."""
+    client = "docker" if paste else docker.command()
+    name = None if paste else f"mpikit-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    user, env = docker_env(os.geteuid(), os.getuid(), os.getgid(), dict(os.environ))
     argv = launch.docker_run(job.image, launch.mpiexec(job.np, job.program().argv()), workdir="/work",
                              mount=str(job.workdir), client=client, name=name, init=True, user=user, env=env)
     scan = launch.docker_exec(name, ["python", "-c", procs.RANK_SCAN], client=client)
-    return Launch(argv, dict(os.environ), cleanup=[[client, "rm", "-f", name]],
-                  live_ranks=lambda _: procs.ranks_from(scan))
+    if name is None:
+        return Launch(argv)
+    return Launch(argv, cleanup=[[client, "rm", "-f", name]], live_ranks=lambda _: procs.ranks_from(scan))
 
 
 def apptainer_launch(job: Job) -> Launch:
-    """One node, the launcher inside the image: apptainer exec SIF mpiexec ..."""
+    """One node, the launcher inside the image: apptainer exec --env ... SIF mpiexec ..."""
     assert job.sif is not None
-    container = launch.Apptainer(str(job.sif), command=host_apptainer() or "apptainer")
+    fixes = {**root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ), "linux")}
+    container = launch.Apptainer(str(job.sif), command=host_apptainer() or "apptainer", env=tuple(fixes.items()))
     argv = container.run(launch.mpiexec(job.np, job.program().argv()))
-    env = {**os.environ, **root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ))}
-    return Launch(argv, env, live_ranks=procs.local_ranks)
+    return Launch(argv, live_ranks=procs.local_ranks)
 
 
 def srun_launch(job: Job) -> Launch:
@@ -122,7 +165,9 @@ def srun_launch(job: Job) -> Launch:
     container = with_bind(launch.Apptainer(str(job.sif), command=command, mode=mode,
                                            wrapper=str(ROOT / launch.WRAPPER)), job.bind)
     argv = launch.ranks_in_sif(job.np, job.program(), mpi=job.mpi, container=container, nodes=job.nodes)
-    return Launch(argv, dict(os.environ))
+    # srun passes the environment to every task, and Apptainer into the image.
+    added = yield_fixes(dict(os.environ)) if oversubscribed(job.np, dict(os.environ)) else {}
+    return Launch(argv, added)
 
 
 def with_bind(container: launch.Apptainer, plan: bind.Plan | None) -> launch.Apptainer:
@@ -138,21 +183,40 @@ def cluster_container(sif: Path, plan: bind.Plan | None = None, mode: str = "san
                                       wrapper=f"{cluster.SHARED}/{launch.WRAPPER}"), plan)
 
 
-def cluster_line(job: Job, container: launch.Apptainer | None, python: str = "python",
-                 extra: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> list[str]:
-    """The srun line on the test cluster's login node; bench passes other containers (or none), the
-    nodes' own python for its baselines, srun options (--overcommit) and environment."""
+def cluster_nodes(job: Job) -> int:
+    return job.nodes or min(job.np, len(cluster.COMPUTE))
+
+
+def cluster_overcommits(job: Job) -> bool:
+    """More ranks than the test cluster's nodes declare CPUs: srun refuses them without --overcommit."""
+    return job.np > cluster_nodes(job) * cluster.cpus_per_node()
+
+
+def cluster_srun(job: Job, container: launch.Apptainer | None, python: str = "python",
+                 env: dict[str, str] | None = None) -> Launch:
+    """The srun line as typed on the test cluster's login node, from /shared, with its environment. The
+    nodes share this machine's cores, so the ranks always outnumber them: Open MPI must yield (YIELD_MCA),
+    in the container's line and the bare baselines alike. bench passes other containers (or none), the
+    nodes' own python for its baselines, and more environment."""
     program = job.program(job.script.relative_to(ROOT).as_posix(), python)
-    line = launch.ranks_in_sif(job.np, program, mpi=job.mpi, container=container,
-                               nodes=job.nodes or min(job.np, len(cluster.COMPUTE)), extra=extra)
-    return cluster.on_login(line, env=env)
+    extra = ("--overcommit",) if cluster_overcommits(job) else ()
+    line = launch.ranks_in_sif(job.np, program, mpi=job.mpi, container=container, nodes=cluster_nodes(job),
+                               extra=extra)
+    return Launch(line, {**YIELD_MCA, **(env or {})})
+
+
+def cluster_line(job: Job, container: launch.Apptainer | None, python: str = "python",
+                 env: dict[str, str] | None = None) -> list[str]:
+    """cluster_srun's line, run on the login node as the user (docker exec -e passes its environment)."""
+    srun = cluster_srun(job, container, python, env)
+    return cluster.on_login(srun.argv, env=tuple(f"{k}={v}" for k, v in srun.added.items()))
 
 
 def cluster_launch(job: Job) -> Launch:
     """srun on the test cluster's login node; /shared there is this repository."""
     assert job.sif is not None
     line = cluster_line(job, cluster_container(job.sif, job.bind, job.apptainer_mode))
-    return Launch(line, dict(os.environ), cleanup=[cluster.cancel_all(), *cluster.stop_instances()],
+    return Launch(line, cleanup=[cluster.cancel_all(), *cluster.stop_instances()],
                   live_ranks=lambda _: cluster.live_ranks(job.np))
 
 
@@ -161,7 +225,10 @@ LAUNCHERS: dict[str, Callable[[Job], Launch]] = {
     "srun": srun_launch, "cluster": cluster_launch}
 
 
-def launch_for(job: Job) -> Launch:
+def launch_for(job: Job, paste: bool = False) -> Launch:
+    """The launch of `job`; `paste`: as a user would type it (make line), not as the kit tracks it."""
+    if paste and job.runtime == "docker":
+        return docker_launch(job, paste=True)
     return LAUNCHERS[job.runtime](job)
 
 
@@ -203,3 +270,38 @@ def execute(run: Launch, timeout: int | None, capture: bool = False,
         stop()
         raise
     return subprocess.CompletedProcess(run.argv, proc.returncode, out, err)
+
+
+# ---- the run lines the docs teach (each example's docstring, the README, docs/) ----
+
+def user_lines(example_file: str, np: int, image: str, make_target: str, extra_args: Sequence[str] = (),
+               futures: bool = False) -> dict[str, str]:
+    """The lines a user types to run examples/<example_file> with np ranks, by launcher: the kit's own
+    launches, rendered for the kit's folder ("$PWD") and a user whose environment sets none of the kit's
+    settings. Three are shorter than the kit's, and the docs say so (SHORTER): mpiexec without the kit's
+    one-node settings, docker run as root (a user's line adds --user), and srun with one plain
+    apptainer exec per rank (the kit's APPTAINER_MODE enters the image faster); make line prints each."""
+    program = Program(f"examples/{example_file}", tuple(extra_args),
+                      runner=launch.FUTURES_RUNNER if futures else launch.RANK_RUNNER)
+    ranks = launch.mpiexec(np, program.argv())
+    _, env = docker_env(0, 0, 0, {})
+    docker_line = launch.docker_run(image, ranks, workdir="/work", mount="$PWD", init=True, env=env)
+    one_node = tuple(one_node_fixes({}, "linux").items())
+    return {
+        "make": f"make {make_target} NP={np}",
+        "mpiexec": show(ranks),
+        "docker": show(docker_line).replace("'$PWD:/work'", '"$PWD":/work'),
+        "apptainer": show(launch.Apptainer("mpi.sif", env=one_node).run(ranks)),
+        "srun": srun_line(program, np, "exec"),
+    }
+
+
+# What the docs say after the lines of user_lines (the examples' docstrings hold it, a unit test checks).
+SHORTER = ("The mpiexec line leaves out the kit's one-node settings, the docker line is root's (a user's adds "
+           "--user UID:GID), and the srun line starts Apptainer once per rank; make line RUNTIME=native, docker "
+           "or srun prints the kit's own.")
+
+
+def srun_line(program: Program, np: int, mode: str) -> str:
+    """The srun line for `program` with `mode` (APPTAINER_MODE), as typed from the kit's folder."""
+    return show(launch.ranks_in_sif(np, program, mpi="pmix", container=launch.Apptainer("mpi.sif", mode=mode)))

@@ -1,5 +1,5 @@
 """The run lines the docs teach (each example's docstring, rendered by
-launch.user_lines and held equal to it by the unit tests) run as written:
+runtimes.user_lines and held equal to it by the unit tests) run as written:
 natively with the kit's venv on PATH, with Docker, and on the test cluster's
 login node with Apptainer and srun (the SIF named mpi.sif there is the tests')."""
 
@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from conftest import ROOT, assert_example
 from mpikit import cluster as cluster_module
-from mpikit import config, launch, runtimes, venv
+from mpikit import config, runtimes, venv
 from mpikit.config import EXAMPLES
 
 NAMES = ["rank", "p2p"]
@@ -19,7 +19,7 @@ IMAGE = f"{config.image_name()}:{config.default_base()}"
 
 
 def lines(name: str) -> dict[str, str]:
-    return launch.user_lines(EXAMPLES[name].file, 4, IMAGE, f"run-{name}")
+    return runtimes.user_lines(EXAMPLES[name].file, 4, IMAGE, f"run-{name}")
 
 
 def shell(line: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

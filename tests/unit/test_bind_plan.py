@@ -71,7 +71,8 @@ def test_the_plan_binds_what_the_image_lacks_and_the_sites_stack() -> None:
 def test_open_mpi_uses_the_images_mpi4py() -> None:
     p = bind.plan("/opt/site/openmpi", "/opt/site/openmpi/lib/libmpi.so.40", "openmpi",
                   bind.parse_ldd("\tlibz.so.1 => /lib/libz.so.1 (0x1)\n"), IMAGE, lambda path: False, ["pmix"])
-    assert p.env == {"LD_LIBRARY_PATH": f"{bind.HOST_LIB}:/opt/site/openmpi/lib", "OPAL_PREFIX": "/opt/site/openmpi"}
+    assert p.env == {"LD_LIBRARY_PATH": f"{bind.HOST_LIB}:/opt/site/openmpi/lib", "OPAL_PREFIX": "/opt/site/openmpi",
+                     bind.GUARD_MARK: "/opt/site/openmpi"}
     assert (p.srun_mpi, [b.source for b in p.binds]) == ("pmix", ["/opt/site/openmpi"])
 
 

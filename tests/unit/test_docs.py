@@ -1,5 +1,5 @@
 """The docs and recipes say what is true, read in-process: run lines are the
-kit's own (launch.user_lines), each fact has one source (examples, knobs, build
+kit's own (runtimes.user_lines), each fact has one source (examples, knobs, build
 inputs, pins), and the README is a landing page whose links lead somewhere."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 import shlex
 
 import pytest
-from mpikit import config, knobs, launch
+from mpikit import config, knobs, launch, runtimes
 from mpikit.config import EXAMPLES, ROOT
 
 IMAGE = f"{config.image_name()}:{config.default_base()}"
@@ -28,8 +28,10 @@ def test_docstring_run_lines_are_the_kits_own(name: str) -> None:
     doc = ast.get_docstring(ast.parse(example.path.read_text()))
     assert doc, f"{example.file} has no module docstring"
     lines = [line for line in joined(doc) if re.match(r"(make|mpiexec|docker|apptainer|srun) ", line)]
-    want = launch.user_lines(example.file, 4, IMAGE, f"run-{name}", futures=example.futures)
-    assert lines == list(want.values()), f"{example.file}: run lines drifted from launch.user_lines"
+    want = runtimes.user_lines(example.file, 4, IMAGE, f"run-{name}", futures=example.futures)
+    assert lines == list(want.values()), f"{example.file}: run lines drifted from runtimes.user_lines"
+    assert " ".join(runtimes.SHORTER.split()) in " ".join(doc.split()), \
+        f"{example.file}: the docstring must say what its lines leave out (runtimes.SHORTER)"
     assert "check" in doc.lower(), f"{example.file}: the docstring must say what it checks"
 
 
@@ -48,10 +50,10 @@ def test_every_launch_line_in_the_docs_is_the_kits_own(doc: str) -> None:
         np = int(re.search(r"(?:-n |--ntasks=)(\d+)", line).group(1))
         _, _, after = line.partition(f"examples/{script}")
         futures = "-m mpi4py.futures" in line
-        rendered = list(launch.user_lines(script, np, IMAGE, "run-x", shlex.split(after), futures).values())
+        rendered = list(runtimes.user_lines(script, np, IMAGE, "run-x", shlex.split(after), futures).values())
         program = launch.Program(f"examples/{script}", tuple(shlex.split(after)),
                                  runner=launch.FUTURES_RUNNER if futures else launch.RANK_RUNNER)
-        rendered += [launch.srun_line(program, np, mode) for mode in launch.MODES]
+        rendered += [runtimes.srun_line(program, np, mode) for mode in launch.MODES]
         assert line in rendered, f"{doc}: '{line}' is not what the kit runs; it would be one of {list(rendered)}"
 
 

@@ -32,7 +32,7 @@ STARTUP = (MPI_PROGRAMS / "startup.py").relative_to(ROOT).as_posix()
 SCATTER = "examples/scatter_gather.py"
 
 
-def scenario(sif: Path, mpi: str, mode: str, env: tuple[str, ...] = ()) -> Scenario:
+def scenario(sif: Path, mpi: str, mode: str, env: dict[str, str] | None = None) -> Scenario:
     return Scenario(mode, None if mode == "srun" else "srun", mode, mode_build(sif, mpi, mode, env), nodes=2)
 
 
@@ -73,7 +73,7 @@ def breakdown(sif: Path, mpi: str, runs: int, run) -> dict:
     without single-copy (OMPI_MCA_smsc=^cma) and from a cold page cache."""
     args = ["--size", "10000000"]
     variants = {mode: scenario(sif, mpi, mode) for mode in MODES}
-    variants.update({f"{m}, no CMA": scenario(sif, mpi, m, ("OMPI_MCA_smsc=^cma",)) for m in ("srun", "sharens")})
+    variants.update({f"{m}, no CMA": scenario(sif, mpi, m, {"OMPI_MCA_smsc": "^cma"}) for m in ("srun", "sharens")})
     samples: dict[str, list[dict]] = {name: [] for name in variants}
     for repeat in range(runs):
         for name, s in variants.items():

@@ -4,7 +4,6 @@ baselines (no container, no --sharens, the nodes' own Python)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,27 +41,22 @@ def native_open_mpi_defaults() -> Scenario:
     defaults, fabric components and all; measured for start-up beside the kit's native line."""
     def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
         launch_ = runtimes.native_launch(_job(np, script, args, "native"))
-        env = {k: v for k, v in launch_.env.items() if k not in runtimes.ONE_NODE_MCA or k in os.environ}
-        return runtimes.Launch(launch_.argv, env)
+        return runtimes.Launch(launch_.argv, {k: v for k, v in launch_.added.items() if k not in runtimes.ONE_NODE_MCA})
     return Scenario("native-openmpi-defaults", "native", "the native line without the kit's one-node settings "
                     "(Open MPI's defaults: fabric components, TCP on every interface)", build)
 
 
-# The test cluster's nodes declare 4 CPUs each; more ranks per node need srun --overcommit.
-CPUS_PER_NODE = 4
-
-
 def on_cluster(sif: Path, mpi: str, container: launch.Apptainer | None, python: str = "python",
-               env: tuple[str, ...] = ()) -> Build:
-    """srun on the test cluster: the kit's line, or a variant (no container, another apptainer prefix)."""
+               env: dict[str, str] | None = None) -> Build:
+    """srun on the test cluster: the kit's line, or a variant (no container, another apptainer prefix);
+    srun --overcommit and Open MPI's yield where the ranks outnumber the CPUs, as the kit's line has them."""
     def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
         job = _job(np, script, args, "cluster", sif=sif, mpi=mpi, nodes=nodes)
-        extra = ("--overcommit",) if np > nodes * CPUS_PER_NODE else ()
-        return runtimes.Launch(runtimes.cluster_line(job, container, python, extra, env), dict(os.environ))
+        return runtimes.Launch(runtimes.cluster_line(job, container, python, env))
     return build
 
 
-def mode_build(sif: Path, mpi: str, mode: str, env: tuple[str, ...] = ()) -> Build:
+def mode_build(sif: Path, mpi: str, mode: str, env: dict[str, str] | None = None) -> Build:
     """An APPTAINER_MODE on the cluster; mode `srun` is bare srun with the nodes' own Open MPI and Python."""
     if mode == "srun":
         return on_cluster(sif, mpi, None, "python3", env)
@@ -74,7 +68,7 @@ def node_mpiexec(sif: Path) -> Build:
     def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
         program = launch.Program(script, tuple(args))
         line = launch.Apptainer(cluster.shared_path(sif)).run(launch.mpiexec(np, program.argv()))
-        return runtimes.Launch(cluster.on_node(cluster.COMPUTE[0], line), dict(os.environ))
+        return runtimes.Launch(cluster.on_node(cluster.COMPUTE[0], line))
     return build
 
 

@@ -1,0 +1,105 @@
+"""Getting a run ready, the same for make run, smoke, line and sbatch: choose the runtime,
+check the bind model fits it, build what it needs (the image, the SIF, the native venv),
+resolve HOST_MPI into a plan and the srun plugin into a name, and make the Job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import apptainer, bind, choose, cluster, docker, runtimes, venv
+from .config import ROOT
+from .knobs import Settings
+from .ui import UsageError, say
+
+
+def ensure_image(settings: Settings) -> None:
+    if docker.image_exists(settings.image):
+        return
+    if not settings.image_is_default:
+        raise UsageError(f"image {settings.image!r} not found; build it with: "
+                         f"make image IMAGE={settings.image} BASE={settings.base} PLATFORM={settings.platform}")
+    say(f"image {settings.image} not found: building it first")
+    docker.build_image(settings.base, settings.image, settings.ca_cert, platform=settings.platform)
+
+
+def ensure_sif(settings: Settings) -> None:
+    if settings.sif.is_file():
+        return
+    say(f"{settings.sif} not found: building it first (make sif)")
+    venv.reexec_inside()  # spython, in the kit's venv; this command continues there
+    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform)
+
+
+def require_shared(settings: Settings, paths: dict[str, Path]) -> None:
+    """The test cluster sees only this repository (at /shared)."""
+    for knob, path in paths.items():
+        if not path.is_relative_to(ROOT):
+            raise UsageError(f"{knob}={path} is outside {ROOT}, the cluster's /shared")
+
+
+def ready(settings: Settings, runtime: str) -> None:
+    """Build or start what `runtime` needs: the test cluster, the image, the SIF, the native venv."""
+    if runtime == "cluster":
+        cluster.require_up()
+    if runtime == "native":
+        venv.ensure(venv.NATIVE)
+    if runtime == "docker":
+        docker.ensure_emulation(settings.platform)  # another platform's ranks run under qemu
+        ensure_image(settings)
+    if runtime in ("apptainer", "srun", "cluster"):
+        ensure_sif(settings)
+
+
+def srun_mpi_for(settings: Settings, runtime: str, plan: bind.Plan | None) -> str:
+    """The --mpi plugin for srun's ranks; auto asks this Slurm what it offers (refused in one line if it lacks it)."""
+    if runtime not in ("srun", "cluster"):
+        return bind.plugin(settings.srun_mpi, plan)
+    return bind.fit_plugin(settings.srun_mpi, plan, bind.offered_plugins(runtime))
+
+
+def say_bind(plan: bind.Plan | None) -> None:
+    if plan:
+        say(f"bind model: the site's MPI {plan.loaded} ({plan.version}); srun --mpi={plan.srun_mpi} "
+            f"({plan.srun_mpi_why}); make bind-plan shows what is bound and why")
+
+
+def choose_runtime(settings: Settings) -> choose.Choice:
+    choice = choose.choose(settings.runtime, choose.look())
+    say(f"runtime: {choice.runtime} ({choice.why})")
+    return choice
+
+
+@dataclass
+class Prepared:
+    """A runtime chosen and made ready, with its bind plan and srun plugin: jobs for it are one call away."""
+
+    settings: Settings
+    runtime: str
+    plan: bind.Plan | None
+    mpi: str
+
+    def job(self, script: Path, args: list[str], workdir: Path, timeout: int | None, futures: bool) -> runtimes.Job:
+        s = self.settings
+        return runtimes.Job(script, args, s.np, self.runtime, s.image, workdir, timeout, s.sif, self.mpi,
+                            nodes=s.nodes, futures=futures, bind=self.plan, apptainer_mode=s.apptainer_mode)
+
+
+def prepare(settings: Settings, *, build: bool = True) -> Prepared:
+    """Choose the runtime and get it ready (`build`: make what is missing; make line and sbatch only
+    describe, so they build nothing)."""
+    choice = choose_runtime(settings)
+    bind.check_runtime(settings.host_mpi, choice.runtime)
+    if choice.runtime == "cluster":
+        require_shared(settings, {"SIF": settings.sif, **({"SCRIPT": settings.script} if settings.script else {})})
+    if build:
+        ready(settings, choice.runtime)
+    elif choice.runtime == "cluster":
+        cluster.require_up()
+    if settings.host_mpi and not settings.sif.is_file():
+        raise UsageError(f"no {settings.sif}: the bind model compares the site's libraries with the image's; "
+                         "make sif first")
+    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
+    mpi = srun_mpi_for(settings, choice.runtime, plan)
+    say_bind(plan)
+    return Prepared(settings, choice.runtime, plan, mpi)
