@@ -1,5 +1,6 @@
-# mpi4py-kit: the user interface. Every target is a thin call to scripts/kit,
-# which checks the knobs, picks the runtime, prints the exact command and runs it.
+# mpi4py-kit: the user interface. Every target but lint, lock and clean (the
+# developer's tools, which run in .venv) is a thin call to scripts/kit, which
+# checks the knobs, picks the runtime, prints the exact command and runs it.
 # Knobs (NP=4 RUNTIME=docker ...) are declared once, in scripts/mpikit/knobs.py;
 # make passes the ones given on its command line to the kit as environment
 # variables. `make` or `make help` lists targets and knobs.
@@ -9,7 +10,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image matrix sif pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
+.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image sif pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -61,9 +62,6 @@ doctor: ## check host and image for RUNTIME: launch 2 ranks, explain each proble
 
 bind-plan: ## HOST_MPI=PREFIX: what the bind model binds for the site's MPI, and why (RUNTIME=srun|cluster)
 	@$(KIT) bind-plan
-
-matrix: ## which image runs under which test cluster with which launcher, from real runs -> docs/matrix.md
-	@$(KIT) matrix
 
 image: ## build the Docker image for BASE (makes the base image if none can be pulled)
 	@$(KIT) image

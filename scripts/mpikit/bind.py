@@ -294,13 +294,10 @@ def site_for(runtime: str, sif) -> Site:
 
 
 def container(p: Plan, site: Site) -> list[str]:
-    """The apptainer exec prefix with the plan's binds and environment."""
-    argv = [site.apptainer, "exec"]
-    for option in p.binds_options():
-        argv += ["--bind", option]
-    for name, value in p.env.items():
-        argv += ["--env", f"{name}={value}"]
-    return [*argv, site.sif]
+    """The apptainer exec prefix with the plan's binds and environment (launch.py writes it)."""
+    from .launch import Apptainer
+
+    return Apptainer(site.sif, command=site.apptainer, binds=p.binds_options(), env=tuple(p.env.items())).prefix()
 
 
 def preflight(p: Plan, site: Site) -> tuple[str, str]:

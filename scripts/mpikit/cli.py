@@ -32,7 +32,6 @@ COMMANDS: dict[str, Command] = {
     "sbatch": Command(commands.sbatch_script, "print a batch script around the kit's srun line"),
     "doctor": Command(commands.doctor, "check the host and the image; explain problems and fixes"),
     "bind-plan": Command(commands.bind_plan_command, "HOST_MPI: what the bind model binds and sets, and why"),
-    "matrix": Command(commands.matrix, "image x cluster x launcher from real runs: docs/matrix.md"),
     "bench-curve": Command(commands.bench_curve, "start-up and scatter against ranks per node, per APPTAINER_MODE"),
     "bench-docs": Command(commands.bench_docs, "copy results/ to docs/bench/ and regenerate docs/performance.md"),
     "bench": Command(commands.bench, "container vs native, measured in one run: results/bench.{json,png}"),

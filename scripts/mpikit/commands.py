@@ -92,20 +92,29 @@ def line(settings: Settings) -> int:
     return 0
 
 
-def sbatch_script(settings: Settings) -> int:
-    """make sbatch: a whole batch script around make line's srun line, on stdout."""
+def batch_text(settings: Settings, relative: bool = False) -> str:
+    """make sbatch's script. `relative`: the line's paths relative to the kit's folder, and the job started
+    from the folder it was submitted from (slurm/example.sbatch, which any checkout can submit)."""
     ready, job, started = pasteable(settings)
     if ready.runtime not in ("srun", "cluster"):
         raise UsageError(f"make sbatch writes a Slurm batch script: RUNTIME=srun (on a cluster) or cluster (the "
                          f"test cluster), not {ready.runtime}")
-    given = " ".join(f"{k}={shlex.quote(settings.raw[k])}" for k in ("SCRIPT", "NP", "NODES", "ARGS", "FUTURES",
-                                                                     "APPTAINER_MODE", "HOST_MPI", "SIF")
+    given = " ".join(f"{k}={shlex.quote(settings.raw[k])}" for k in ("RUNTIME", "SCRIPT", "NP", "NODES", "ARGS",
+                                                                     "FUTURES", "APPTAINER_MODE", "HOST_MPI", "SIF")
                      if settings.raw.get(k) and settings.raw[k] != knobs.BY_NAME[k].default)
-    folder = cluster.SHARED if ready.runtime == "cluster" else str(job.workdir)
+    argv, folder = started.argv, cluster.SHARED if ready.runtime == "cluster" else str(job.workdir)
+    if relative:
+        argv = [a.removeprefix(f"{ROOT}/") for a in argv]
+        folder = None
     # On a real cluster whether the ranks outnumber the CPUs is known when the job runs, not now.
     later = runtimes.yield_fixes(started.added) if ready.runtime == "srun" else None
-    print(launch.batch_script(started.argv, started.added, np=job.np, nodes=settings.nodes, folder=folder,
-                              made_by=f"make sbatch {given}".strip(), yield_if_overcommitted=later), end="")
+    return launch.batch_script(argv, started.added, np=job.np, nodes=settings.nodes, folder=folder,
+                               made_by=f"make sbatch {given}".strip(), yield_if_overcommitted=later)
+
+
+def sbatch_script(settings: Settings) -> int:
+    """make sbatch: a whole batch script around make line's srun line, on stdout."""
+    print(batch_text(settings), end="")
     return 0
 
 
@@ -139,14 +148,6 @@ def bind_plan_command(settings: Settings) -> int:
         print(line)
     print(f"loads  {plan.loaded}: {plan.version}  (checked inside the image with these binds)")
     return 0
-
-
-def matrix(settings: Settings) -> int:
-    from . import matrix as compatibility
-
-    docker.require_engine("make matrix")
-    venv.reexec_inside()  # spython, for the SIFs
-    return compatibility.run()
 
 
 def bench(settings: Settings) -> int:
@@ -231,17 +232,24 @@ def pins_check(settings: Settings) -> int:
 
 
 def batch(settings: Settings) -> int:
-    """Submit slurm/example.sbatch to the test cluster, wait, show the output file."""
-    script = settings.script or knobs.parse_script("examples/scatter_gather.py", ROOT)
-    prepare.require_shared(settings, {"SCRIPT": script, "SIF": settings.sif})
+    """make cluster-batch: make sbatch's script for the test cluster, submitted there with sbatch --wait;
+    then its output file."""
+    settings.runtime = "cluster"
+    settings.script = settings.script or knobs.parse_script("examples/scatter_gather.py", ROOT)
+    prepare.require_shared(settings, {"SCRIPT": settings.script, "SIF": settings.sif})
     cluster.require_up()
     prepare.ensure_sif(settings)
-    line = launch.sbatch(f"{cluster.SHARED}/slurm/example.sbatch", [script.relative_to(ROOT).as_posix(),
-                         *settings.args], np=settings.np, nodes=min(settings.np, len(cluster.COMPUTE)),
+    job_file = ROOT / "build" / "batch" / f"mpi4py-kit-{os.getpid()}.sbatch"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(batch_text(settings))
+    line = launch.sbatch(cluster.shared_path(job_file), [], np=settings.np, nodes=None,
                          output=f"/home/{cluster.USER}/mpi4py-kit-%j.out")
-    argv = cluster.on_login(line, env=(f"SIF={cluster.shared_path(settings.sif)}",))
+    argv = cluster.on_login(line)
     say("+ " + show(argv))
-    result = runtimes.execute(runtimes.Launch(argv), settings.timeout, capture=True)
+    try:
+        result = runtimes.execute(runtimes.Launch(argv), settings.timeout, capture=True)
+    finally:
+        job_file.unlink(missing_ok=True)
     job_id = result.stdout.strip().split(";")[0]
     say(f"job {job_id} finished with exit status {result.returncode}; its output file "
         f"(/home/{cluster.USER}/mpi4py-kit-{job_id}.out):")

@@ -189,12 +189,14 @@ def show_env(added: Mapping[str, str], argv: Sequence[str]) -> str:
     return " ".join([*(assignment(k, v) for k, v in added.items()), show(argv)])
 
 
-def batch_script(srun_argv: Sequence[str], added: Mapping[str, str], *, np: int, nodes: int | None, folder: str,
-                 made_by: str, yield_if_overcommitted: Mapping[str, str] | None = None) -> str:
-    """A Slurm batch script around the kit's srun line (make sbatch; slurm/example.sbatch is its output)."""
+def batch_script(srun_argv: Sequence[str], added: Mapping[str, str], *, np: int, nodes: int | None,
+                 folder: str | None, made_by: str, yield_if_overcommitted: Mapping[str, str] | None = None) -> str:
+    """A Slurm batch script around the kit's srun line (make sbatch; slurm/example.sbatch is its output).
+    `folder`: where the line's relative paths start (None: the folder sbatch was run from)."""
     lines = ["#!/bin/bash",
-             f"# Written by `{made_by}` (mpi4py-kit): the kit's own srun line, the one make line prints,",
-             "# in a batch script. Submit it with sbatch FILE; sbatch's options override the #SBATCH lines.",
+             f"# Written by `{made_by}` (mpi4py-kit):",
+             "# the kit's own srun line, the one make line prints, in a batch script. Submit it with",
+             "# sbatch FILE; sbatch's options override the #SBATCH lines.",
              "#SBATCH --job-name=mpi4py-kit",
              f"#SBATCH --ntasks={np}",
              *([f"#SBATCH --nodes={nodes}"] if nodes else []),
@@ -203,7 +205,8 @@ def batch_script(srun_argv: Sequence[str], added: Mapping[str, str], *, np: int,
              "# Outputs: write them to $TMPDIR (node-local, gone after the job) or $SCRATCH (shared, kept), not",
              "# to the working directory, which may be read-only on compute nodes (docs/clusters.md).",
              "set -euo pipefail",
-             f"cd {shlex.quote(folder)}  # the folder the line's paths are relative to",
+             f"cd {shlex.quote(folder)}  # the folder the line's paths are relative to" if folder else
+             'cd "$SLURM_SUBMIT_DIR"  # submit it from the kit\'s folder: the line\'s paths start there',
              'echo "job $SLURM_JOB_ID: $SLURM_NTASKS ranks on $SLURM_JOB_NODELIST"']
     if yield_if_overcommitted:
         assigned = " ".join(assignment(k, v) for k, v in yield_if_overcommitted.items())
