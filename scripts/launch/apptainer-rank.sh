@@ -43,9 +43,14 @@ CONTAINER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # ---- join's watcher: apptainer-rank.sh --watch STATE TOKEN FOLDER [options] (started by the first rank) ----
 # Runs in its own session, outside srun's process group: it starts the holder, waits until every rank
 # that joined it is gone, then (holding the node's lock, so no rank can join meanwhile) stops it and
-# removes the step's state.
+# removes the step's state. A watcher whose state another holder took over (a stale step's folder
+# reused) stops its own holder and leaves the state to the other.
 watch() {
-  local state=$1 token=$2 folder=$3
+  # Nothing but the ranks' going may end the watcher early (a failed command, a signal to a sleep):
+  # a watcher gone leaves its holder.
+  set +e
+  trap '' HUP INT
+  local state=$1 token=$2 folder=$3 mine=""
   shift 3
   # shellcheck disable=SC2016  # expanded by the shell inside the image: its PID is the holder's
   apptainer exec --env "MPI4PY_KIT_HOLDER=$token" "$@" "$folder" /bin/sh -c \
@@ -53,26 +58,32 @@ watch() {
   local holder=$! started=$SECONDS
   ranks_gone() {
     local pid
-    [ -s "$state/ranks" ] || { [ $((SECONDS - started)) -ge 120 ]; return; }  # none joined in 2 min: give up
+    [ -s "$state/ranks" ] || { [ $((SECONDS - started)) -ge 60 ]; return; }  # none joined in 1 min: give up
     while read -r pid; do
       if kill -0 "$pid" 2>/dev/null; then return 1; fi
     done <"$state/ranks"
     return 0
   }
   exec 9>"$base/.join.lock"
+  local owner=yes
   while :; do
     sleep 0.2
     kill -0 "$holder" 2>/dev/null || { flock 9; break; }
+    [ -n "$mine" ] || mine=$(cat "$state/holder.pid" 2>/dev/null)
+    if [ -n "$mine" ] && [ "$(cat "$state/holder.pid" 2>/dev/null)" != "$mine" ]; then
+      owner=""  # another holder took this state over
+      break
+    fi
     if ranks_gone; then
       flock 9
       if ranks_gone; then break; fi  # still gone with the lock held: no rank can join any more
       flock -u 9
     fi
   done
-  rm -f "$state/holder.pid"
+  [ -z "$owner" ] || rm -f "$state/holder.pid"
   kill "$holder" 2>/dev/null || true
   wait "$holder" 2>/dev/null || true
-  rm -rf "$state"
+  [ -z "$owner" ] || rm -rf "$state"
 }
 if [ "${1:-}" = --watch ]; then
   shift

@@ -108,7 +108,8 @@ def batch_text(settings: Settings, relative: bool = False) -> str:
         folder = None
     # On a real cluster whether the ranks outnumber the CPUs is known when the job runs, not now.
     later = runtimes.yield_fixes(started.added) if ready.runtime == "srun" else None
-    return launch.batch_script(argv, started.added, np=job.np, nodes=settings.nodes, folder=folder,
+    nodes = runtimes.cluster_nodes(job) if ready.runtime == "cluster" else settings.nodes
+    return launch.batch_script(argv, started.added, np=job.np, nodes=nodes, folder=folder,
                                made_by=f"make sbatch {given}".strip(), yield_if_overcommitted=later)
 
 

@@ -38,6 +38,7 @@ class Job:
     futures: bool = False  # python -m mpi4py.futures instead of python -m mpi4py
     bind: bind.Plan | None = None  # the bind model (HOST_MPI): the site's MPI instead of the image's
     apptainer_mode: str = "sandbox"  # how srun's ranks enter the image (launch.MODES; knobs.py's default)
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the ranks (doctor's probe)
 
     def program(self, script: str | None = None, python: str = "python") -> Program:
         return Program(script or self.script.relative_to(self.workdir).as_posix(), tuple(self.args), python=python,
@@ -116,7 +117,7 @@ def yield_fixes(environ: dict[str, str]) -> dict[str, str]:
 def native_launch(job: Job) -> Launch:
     bin_dir = venv.VENV / "bin"  # made ready by prepare.ready
     added = {**root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ)),
-             "PATH": launch.with_users_path(str(bin_dir))}
+             "PATH": launch.with_users_path(str(bin_dir)), **job.env}
     return Launch(launch.mpiexec(job.np, job.program().argv()), added, live_ranks=procs.local_ranks)
 
 
@@ -137,6 +138,7 @@ def docker_launch(job: Job, paste: bool = False) -> Launch:
     client = "docker" if paste else docker.command()
     name = None if paste else f"mpikit-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     user, env = docker_env(os.geteuid(), os.getuid(), os.getgid(), dict(os.environ))
+    env += tuple(f"{k}={v}" for k, v in job.env.items())
     argv = launch.docker_run(job.image, launch.mpiexec(job.np, job.program().argv()), workdir="/work",
                              mount=str(job.workdir), client=client, name=name, init=True, user=user, env=env)
     scan = launch.docker_exec(name, ["python", "-c", procs.RANK_SCAN], client=client)
@@ -148,7 +150,7 @@ def docker_launch(job: Job, paste: bool = False) -> Launch:
 def apptainer_launch(job: Job) -> Launch:
     """One node, the launcher inside the image: apptainer exec --env ... SIF mpiexec ..."""
     assert job.sif is not None
-    fixes = {**root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ), "linux")}
+    fixes = {**root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ), "linux"), **job.env}
     container = launch.Apptainer(str(job.sif), command=host_apptainer() or "apptainer", env=tuple(fixes.items()))
     argv = container.run(launch.mpiexec(job.np, job.program().argv()))
     return Launch(argv, live_ranks=procs.local_ranks)
@@ -167,7 +169,7 @@ def srun_launch(job: Job) -> Launch:
     argv = launch.ranks_in_sif(job.np, job.program(), mpi=job.mpi, container=container, nodes=job.nodes)
     # srun passes the environment to every task, and Apptainer into the image.
     added = yield_fixes(dict(os.environ)) if oversubscribed(job.np, dict(os.environ)) else {}
-    return Launch(argv, added)
+    return Launch(argv, {**added, **job.env})
 
 
 def with_bind(container: launch.Apptainer, plan: bind.Plan | None) -> launch.Apptainer:
@@ -202,7 +204,7 @@ def cluster_srun(job: Job, container: launch.Apptainer | None, python: str = "py
     extra = ("--overcommit",) if cluster_overcommits(job) else ()
     line = launch.ranks_in_sif(job.np, program, mpi=job.mpi, container=container, nodes=cluster_nodes(job),
                                extra=extra)
-    return Launch(line, {**YIELD_MCA, **(env or {})})
+    return Launch(line, {**YIELD_MCA, **job.env, **(env or {})})
 
 
 def cluster_line(job: Job, container: launch.Apptainer | None, python: str = "python",

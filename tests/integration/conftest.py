@@ -132,6 +132,32 @@ def leftovers(script: str, settle: float = 30) -> list[str]:
         time.sleep(1)
 
 
+def in_cluster(*command: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """A command on the test cluster's login node, as its user, in /shared (this repository)."""
+    from mpikit import cluster
+
+    return subprocess.run(cluster.on_login(command), capture_output=True, text=True, timeout=timeout)
+
+
+def user_processes(settle: float = 10) -> list[str]:
+    """The cluster user's processes and APPTAINER_MODE=join state left on the compute nodes, once
+    `settle` seconds have passed for them to go (a join watcher looks every 0.2 s)."""
+    from mpikit import cluster
+
+    deadline = time.monotonic() + settle
+    while True:
+        found = []
+        for node in cluster.COMPUTE:
+            ps = docker.run("exec", node, "ps", "-u", cluster.USER, "-o", "pid=,args=", check=False).stdout
+            found += [f"{node}: {line.strip()}" for line in ps.splitlines() if line.strip()]
+            state = docker.run("exec", node, "sh", "-c", "ls -d /tmp/mpi4py-kit-*/join-* 2>/dev/null",
+                               check=False).stdout
+            found += [f"{node}: {path}" for path in state.split()]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def need_engine(what: str) -> None:
     problem = docker.engine_problem()
     if problem:

@@ -10,7 +10,19 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, assert_example, clean_env, explain, kit, leftovers, make, make_then, make_then_ctrl_c
+from conftest import (
+    ROOT,
+    assert_example,
+    clean_env,
+    explain,
+    in_cluster,
+    kit,
+    leftovers,
+    make,
+    make_then,
+    make_then_ctrl_c,
+    user_processes,
+)
 from mpikit import cluster as cluster_module
 from mpikit import docker
 from mpikit.config import EXAMPLES
@@ -42,11 +54,6 @@ def test_batch_job_completes_with_the_expected_output(cluster: str) -> None:
     assert proc.returncode == 0, explain(proc, command)
     assert re.search(r"^job \d+: 4 ranks on node\[1-2\]", proc.stdout, re.M), explain(proc, command)
     assert_example("rank", proc, 4, command)
-
-
-def in_cluster(*command: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """A command on the cluster's login node, as its user, in /shared (this repository)."""
-    return subprocess.run(cluster_module.on_login(command), capture_output=True, text=True, timeout=timeout)
 
 
 def test_auto_picks_srun_inside_an_allocation(cluster: str) -> None:
@@ -147,10 +154,12 @@ def instances_left() -> list[str]:
 
 
 def nothing_left(script: str) -> None:
-    """No Slurm job, no rank and no Apptainer instance remains of a run of `script`."""
+    """No Slurm job, no rank, no Apptainer instance, no process of the user (a join holder or its
+    watcher) and no join state remains of a run of `script`."""
     assert (left := squeue()) == "", "a Slurm job remained: " + left
     assert (left := leftovers(script)) == [], f"ranks remained: {left}"
     assert (left := instances_left()) == [], f"Apptainer instances remained: {left}"
+    assert (left := user_processes()) == [], f"processes of {cluster_module.USER} remained: {left}"
 
 
 # Failures end cleanly in every APPTAINER_MODE: what a mode starts besides the ranks (an instance

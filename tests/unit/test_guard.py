@@ -77,3 +77,9 @@ def test_the_bind_models_mark_is_the_one_the_guard_reads(guard) -> None:
     from mpikit import bind
 
     assert guard.BIND == bind.GUARD_MARK
+
+
+def test_doctor_turns_off_the_guard_it_diagnoses_for_itself(guard) -> None:
+    from mpikit import doctor
+
+    assert doctor.GUARD == guard.SWITCH

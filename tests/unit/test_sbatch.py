@@ -53,7 +53,7 @@ def test_the_script_asks_for_the_ranks_and_runs_the_kits_line(on_a_login_node: N
 def test_only_slurm_runtimes_get_a_batch_script(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prepare, "choose_runtime", lambda settings: choose.Choice("docker", "RUNTIME=docker"))
     monkeypatch.setattr(prepare, "ready", lambda settings, runtime: None)
-    with pytest.raises(Exception, match="RUNTIME=srun .* or cluster"):
+    with pytest.raises(Exception, match=r"RUNTIME=srun .* or cluster"):
         commands.batch_text(settings(SCRIPT="examples/rank.py"))
 
 

@@ -29,6 +29,7 @@ PROBE = MPI_PROGRAMS / "probe.py"
 PROBE_TIMEOUT = 180
 SPAWN_TIMEOUT = 30  # a launcher that cannot spawn may fail slowly (or hang: MPICH under pmi2); longer is a hang
 NP = 2
+GUARD = "MPI4PY_KIT_GUARD"  # scripts/image/site/mpi4py_kit_guard.py's switch (a unit test holds them equal)
 
 
 class Report:
@@ -89,21 +90,47 @@ def check_host(report: Report, runtime: str, on_host: Callable[[list[str]], list
     return {"plugins": plugins, "pmix_versions": versions}
 
 
+def launch_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT) -> tuple[str, list[dict], str]:
+    """Run the probe as `job` says: (its output, its reports, the line it ran)."""
+    launch = runtimes.launch_for(job)
+    report.command(launch.line())
+    try:
+        result = runtimes.execute(launch, timeout, capture=True, cwd=ROOT)
+        return result.stdout + result.stderr, judge.parse_probes(result.stdout), launch.line()
+    except RunError as exc:
+        return str(exc), [], launch.line()
+
+
 def run_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT, *, silence_is_a_problem: bool = True
               ) -> list[dict]:
     """The probe's reports; a probe that reports nothing is a problem unless the caller judges silence itself."""
-    launch = runtimes.launch_for(job)
-    report.command(show(launch.argv))
-    try:
-        result = runtimes.execute(launch, timeout, capture=True, cwd=ROOT)
-        output, probes = result.stdout + result.stderr, judge.parse_probes(result.stdout)
-    except RunError as exc:
-        output, probes = str(exc), []
+    output, probes, line = launch_probe(report, job, timeout)
     if not probes and silence_is_a_problem:
-        report.add(judge.problem(f"the {job.np}-rank probe reported nothing: {show(launch.argv)}",
+        report.add(judge.problem(f"the {job.np}-rank probe reported nothing: {line}",
                                  "read its output below; make run-rank NP=2 shows the same"))
         report.tail(output)
     return probes
+
+
+def check_join(report: Report, job: runtimes.Job) -> None:
+    """Which APPTAINER_MODE each node can use: a probe with one rank per node in join mode, whose nodes say
+    why they cannot join (and then run as sandbox)."""
+    output, probes, line = launch_probe(report, replace(job, apptainer_mode="join", nodes=job.np))
+    if not probes:
+        report.add(judge.problem(f"the probe did not run with APPTAINER_MODE=join: {line}",
+                                 "read its output below; keep the default APPTAINER_MODE=sandbox meanwhile"))
+        report.tail(output)
+        return
+    report.add(*judge.join_modes(output, [p.get("host", "?") for p in probes]))
+
+
+def oversubscription(runtime: str) -> Finding:
+    """Do this allocation's ranks outnumber its CPUs (srun cannot tell Open MPI to yield)?"""
+    import os
+
+    tasks = int(os.environ.get("SLURM_NTASKS", "0") or 0)
+    cpus = runtimes.slurm_cpus(os.environ.get("SLURM_JOB_CPUS_PER_NODE", ""))
+    return judge.busy_polling(runtime, tasks, cpus, os.environ.get("SLURM_OVERCOMMIT") == "1")
 
 
 def sif_finding(sif) -> Finding:
@@ -191,8 +218,11 @@ def diagnose(settings: Settings, choice: Choice) -> int:
                          else [judge.problem(str(exc))]))
             ready = False
     if ready:
+        # The image's launch guard would stop a probe whose ranks each see a world of 1; doctor diagnoses
+        # that itself, with more to say, so the probe runs without it.
         job = runtimes.Job(PROBE, [], NP, runtime, settings.image, ROOT, PROBE_TIMEOUT, settings.sif,
-                           bind.plugin(settings.srun_mpi, plan), bind=plan, apptainer_mode=settings.apptainer_mode)
+                           bind.plugin(settings.srun_mpi, plan), bind=plan, apptainer_mode=settings.apptainer_mode,
+                           env={GUARD: "0"})
         probes = run_probe(report, job)
         if probes:
             report.add(*judge.ranks(probes, NP, runtime, native_pin(),
@@ -207,6 +237,9 @@ def diagnose(settings: Settings, choice: Choice) -> int:
             one_node = run_probe(report, replace(job, nodes=1))
             if one_node:
                 report.add(*judge.cma(runtime, one_node))
+            section("how ranks enter the image: APPTAINER_MODE=join on each node (one holder, nsenter)")
+            check_join(report, job)
+            report.add(oversubscription(runtime))
         if probes:
             section("dynamic processes: 1 rank starts one more (MPI_Comm_spawn, as a mpi4py.futures pool does)")
             spawned = run_probe(report, replace(job, np=1, args=["--spawn"], timeout=SPAWN_TIMEOUT), SPAWN_TIMEOUT,

@@ -318,3 +318,37 @@ def launch_runtime(argv: list[str]) -> str:
     if "srun" in argv:
         return "srun"
     return "docker" if "docker" in argv[0] else "native"
+
+
+# ---- how ranks enter the image (APPTAINER_MODE=join) and busy-polling ----
+
+JOIN_REFUSED = re.compile(r"APPTAINER_MODE=join is not possible on (\S+): (.*); this node runs APPTAINER_MODE=sandbox")
+
+
+def join_modes(output: str, hosts: list[str]) -> list[Finding]:
+    """Which mode each node can use, from a join probe's output (scripts/launch/apptainer-rank.sh says
+    why a node cannot join, in one line, and runs it as sandbox)."""
+    refused = dict(JOIN_REFUSED.findall(output))
+    findings = []
+    for host in sorted(set(hosts) | set(refused)):
+        if host in refused:
+            findings.append(info(f"{host}: APPTAINER_MODE=join is not possible ({refused[host]}); that node runs "
+                                 "sandbox, which is the default"))
+        else:
+            findings.append(ok(f"{host}: APPTAINER_MODE=join works (the ranks entered one holder's namespaces "
+                               "with nsenter)"))
+    return findings
+
+
+def busy_polling(runtime: str, tasks: int, cpus: int, overcommit: bool) -> Finding:
+    """Ranks that outnumber the allocation's CPUs: Open MPI busy-polls under srun unless told to yield."""
+    if runtime == "cluster":
+        return info("the test cluster's nodes share this machine's cores, so its ranks always outnumber them: "
+                    "the kit sets OMPI_MCA_mpi_yield_when_idle=1 (Open MPI yields instead of busy-polling)")
+    if overcommit or (cpus and tasks > cpus):
+        return warning(f"this allocation has {tasks} tasks on {cpus or 'fewer'} CPUs (overcommitted): under srun "
+                       "Open MPI busy-polls while it waits and its ranks take each other's cores",
+                       "export OMPI_MCA_mpi_yield_when_idle=1 in your batch script (make run and make sbatch's "
+                       "script set it for you)")
+    return ok(f"{tasks} tasks on {cpus} CPUs: no rank waits for a core" if cpus else
+              "no allocation: whether ranks outnumber the CPUs is known once srun runs")
