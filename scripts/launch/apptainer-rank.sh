@@ -35,7 +35,9 @@ usage() {
   echo "usage: apptainer-rank.sh exec|sharens|sandbox|join|instance SIF [options] -- COMMAND" >&2
   exit 2
 }
-uid=$(id -u)
+# Every rank runs this script: what it does per rank is measured (make bench-curve, enter_cpu), so
+# it uses bash's own tests and expansions where a command would cost a fork and an exec.
+uid=$EUID
 base=${MPI4PY_KIT_SANDBOXES:-/tmp/mpi4py-kit-$uid}
 # Apptainer's PATH inside a container, before the image's %environment adds to it.
 CONTAINER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -50,7 +52,7 @@ watch() {
   # a watcher gone leaves its holder.
   set +e
   trap '' HUP INT
-  local state=$1 token=$2 folder=$3 mine=""
+  local state=$1 token=$2 folder=$3 mine="" now=""
   shift 3
   # shellcheck disable=SC2016  # expanded by the shell inside the image: its PID is the holder's
   apptainer exec --env "MPI4PY_KIT_HOLDER=$token" "$@" "$folder" /bin/sh -c \
@@ -69,8 +71,10 @@ watch() {
   while :; do
     sleep 0.2
     kill -0 "$holder" 2>/dev/null || { flock 9; break; }
-    [ -n "$mine" ] || mine=$(cat "$state/holder.pid" 2>/dev/null)
-    if [ -n "$mine" ] && [ "$(cat "$state/holder.pid" 2>/dev/null)" != "$mine" ]; then
+    now=""
+    { read -r now <"$state/holder.pid"; } 2>/dev/null
+    [ -n "$mine" ] || mine=$now
+    if [ -n "$mine" ] && [ "$now" != "$mine" ]; then
       owner=""  # another holder took this state over
       break
     fi
@@ -104,7 +108,7 @@ shift
 
 # Only a folder of this user's own may hold the image it runs and the state of its steps (/tmp is everyone's).
 own_base() {
-  mkdir -m 0700 "$base" 2>/dev/null || true
+  [ -d "$base" ] || mkdir -m 0700 "$base" 2>/dev/null || true
   if [ ! -O "$base" ] || [ -L "$base" ]; then
     echo "error: $base on $(hostname) is not a folder of $(id -un)'s own; set MPI4PY_KIT_SANDBOXES" >&2
     exit 1
@@ -114,7 +118,9 @@ own_base() {
 # The SIF unpacked once per node (sandbox and join): sets $dir to the folder, or to the SIF if unpacking failed.
 unpack() {
   # One folder per SIF build: its size, modification time and inode name it.
-  dir=$base/$(basename "$sif" .sif)-$(stat -L -c '%s-%Y-%i' "$sif")
+  local name=${sif##*/}
+  dir=$base/${name%.sif}-$(stat -L -c '%s-%Y-%i' "$sif")
+  [ ! -e "$dir/.mpi4py-kit-ready" ] || return 0  # unpacked: marked ready only once complete
   (
     flock 9
     if [ ! -e "$dir/.mpi4py-kit-ready" ]; then
@@ -132,13 +138,18 @@ unpack() {
   [ -e "$dir/.mpi4py-kit-ready" ] || dir=$sif
 }
 
-# The holder's PID in $state/holder.pid, if that process is this user's and holds this step's image.
+# Sets $holder to the PID in $state/holder.pid if that process is this user's and holds this step's image.
 verified_holder() {
-  local pid
-  pid=$(cat "$state/holder.pid" 2>/dev/null) || return 1
-  [[ $pid =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/environ" ] && [ "$(stat -c %u "/proc/$pid")" = "$uid" ] || return 1
-  tr '\0' '\n' <"/proc/$pid/environ" | grep -qxF "MPI4PY_KIT_HOLDER=$token" || return 1
-  echo "$pid"
+  local pid="" var
+  [ -r "$state/holder.pid" ] && read -r pid <"$state/holder.pid"
+  [[ $pid =~ ^[0-9]+$ ]] && [ -O "/proc/$pid" ] && [ -r "/proc/$pid/environ" ] || return 1
+  while IFS= read -r -d '' var; do
+    if [ "$var" = "MPI4PY_KIT_HOLDER=$token" ]; then
+      holder=$pid
+      return 0
+    fi
+  done <"/proc/$pid/environ"
+  return 1
 }
 
 # Start the holder and its watcher; wait (at most 60 s) until the holder's namespaces exist.
@@ -148,7 +159,7 @@ start_holder() {
     </dev/null >"$state/holder.log" 2>&1 9>&- &
   local i
   for ((i = 0; i < 1200; i++)); do
-    if holder=$(verified_holder); then return 0; fi
+    if verified_holder; then return 0; fi
     sleep 0.05
   done
   return 1
@@ -191,7 +202,7 @@ join() {
   flock 9
   if [ -e "$state/refused" ]; then
     refused=$(cat "$state/refused")
-  elif ! holder=$(verified_holder); then
+  elif ! verified_holder; then
     mkdir -m 0700 "$state" 2>/dev/null || true  # in $base, this user's own 0700 folder
     if ! start_holder; then
       refused="the holder did not start within 60 s (see $state/holder.log)"
@@ -206,8 +217,7 @@ namespaces, or a seccomp policy"
   fi
   # This PID stays the rank (exec from here on); the watcher stops the holder once every one is gone.
   echo $$ >>"$state/ranks"
-  flock -u 9
-  exec 9>&-
+  exec 9>&-  # closing the only descriptor of the lock releases it
   if [ -n "$refused" ]; then
     exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
   fi
@@ -216,7 +226,7 @@ namespaces, or a seccomp policy"
     if [ "${opts[i]}" = --env ]; then env+=("${opts[i + 1]}"); fi
   done
   exec nsenter -t "$holder" -U -m --preserve-credentials -r -- /bin/sh -c "$ENTER" "$CONTAINER_PATH" "$PWD" \
-    APPTAINER_CONTAINER="$dir" APPTAINER_NAME="$(basename "$dir")" "${env[@]}" -- "$@"
+    APPTAINER_CONTAINER="$dir" APPTAINER_NAME="${dir##*/}" "${env[@]}" -- "$@"
 }
 
 instance() {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mpikit.bench import report
+from mpikit.bench import report, stats
 
 RESULTS = report.load(Path(__file__).parent / "data" / "bench-quick.json")
 
@@ -29,16 +29,31 @@ def test_the_markdown_tables_read_the_same_results() -> None:
 
 
 def test_the_targets_table_judges_each_figure_against_its_target() -> None:
+    """Plain ratios (results without their runs) are judged by the ratio; with runs, by the interval."""
     bench = {"apptainer_mode": "sandbox", "took_s": {"total": 600.0, "measuring": 540.0},
-             "job_ratios": {"startup_2nodes_apptainer_vs_srun": 1.39, "scatter10M_2nodes_apptainer_vs_srun": 1.05,
+             "job_ratios": {"startup_2nodes_apptainer_vs_srun": 1.39, "scatter10M_2nodes_apptainer_vs_srun": 1.04,
                             "scatter100M_2nodes_apptainer_vs_srun": None}}
-    curve = {"slope_s_per_rank_per_node": {"srun": 0.05, "sandbox": 0.08, "exec": 0.30}}
+    curve = {"slope_s_per_rank_per_node": {"srun": 0.05, "sandbox": 0.055, "exec": 0.30}, "modes": ["srun"],
+             "enter_cpu": {"sandbox": {"first_ms": 100.0, "per_rank_ms": 56.6, "tasks": 8}}}
     text = report.targets_markdown(bench, curve)
     assert "| start-up, 2 x 2 ranks | 1.390x | at most 1.15x | **missed** |" in text
-    assert "| scatter of 10,000,000 values, 2 x 2 ranks | 1.050x | at most 1.1x | met |" in text
+    assert "| scatter of 10,000,000 values, 2 x 2 ranks | 1.040x | at most 1.05x | met |" in text
     assert "100,000,000" not in text  # not measured: no row rather than a made-up one
-    assert "| +30 ms | at most 50 ms | met |" in text  # the kit's mode (sandbox), not exec's +250 ms
+    assert "| +5 ms | at most 10 ms | met |" in text  # the kit's mode (sandbox), not exec's +250 ms
+    assert "| CPU to enter the image, per rank after a node's first | 56.6 ms | at most 10 ms | **missed** |" in text
     assert "| `make bench`, start to end | 10.0 min | at most 12 min | met |" in text
+
+
+def test_a_ratio_inside_its_noise_is_not_resolved() -> None:
+    fast, slow, noisy = [1.0, 1.01, 0.99, 1.0, 1.02], [1.5, 1.52, 1.49, 1.5, 1.51], [0.8, 1.3, 1.0, 1.25, 0.85]
+    base = [1.0, 1.0, 1.01, 0.99, 1.0]
+    assert stats.verdict(stats.ratio_interval(fast, base), 1.15) == "met"
+    assert stats.verdict(stats.ratio_interval(slow, base), 1.15) == "missed"
+    assert stats.verdict(stats.ratio_interval(noisy, base), 1.05) == "not resolved"
+    assert stats.ratio_interval(noisy, base) == stats.ratio_interval(noisy, base)  # seeded: renders the same
+    runs = {"startup": {"cluster-apptainer-2nodes": {"runs": slow}, "cluster-native-2nodes": {"runs": base}}}
+    low, high = stats.job_intervals(runs)["startup_2nodes_apptainer_vs_srun"]
+    assert 1.45 < low <= 1.5 <= high < 1.55
 
 
 def test_the_build_facts_table_reads_make_bench_builds_results() -> None:

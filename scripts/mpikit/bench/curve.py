@@ -3,7 +3,8 @@ srun's ranks can enter the image (APPTAINER_MODE) against bare srun, on the
 test cluster's 2 nodes; and where a short job's time goes (scripts/mpi/phases.py).
 
 Modes: srun (bare srun, the nodes' own Open MPI and Python: the baseline),
-exec, sharens, sandbox, instance (launch.MODES). Every figure is a median over
+exec, sharens, sandbox, join, instance (launch.MODES). Also the CPU that entering
+the image costs each rank (scripts/mpi/enter_cpu.py), a recorded figure. Every figure is a median over
 runs with the modes interleaved. One-time costs: a sandbox is unpacked once per
 node and reused across jobs, so its unpack is reported on its own; an instance
 is started in every job, so its start is in the job's figure.
@@ -105,6 +106,27 @@ def sandbox_unpack(sif: Path, mpi: str, run) -> dict:
     return {"first_job_s": first, "reused_s": again, "unpack_s": first - again}
 
 
+ENTER_CPU = (MPI_PROGRAMS / "enter_cpu.py").relative_to(ROOT).as_posix()
+
+
+def enter_cpu(sif: Path, tasks: int, runs: int) -> dict:
+    """CPU to enter the image per rank, each container mode, on node1 (scripts/mpi/enter_cpu.py): the
+    median over `runs`. The sandbox is unpacked before, so no mode pays that once-per-node cost here."""
+    node = cluster.COMPUTE[0]
+    wrapper = f"{cluster.SHARED}/{launch.WRAPPER}"
+    argv = cluster.on_node(node, ["python3", f"{cluster.SHARED}/{ENTER_CPU}", wrapper, cluster.shared_path(sif),
+                                  str(tasks), *launch.MODES])
+    samples: dict[str, list[dict]] = {}
+    for repeat in range(runs):
+        say(f"bench-curve: CPU to enter the image, {tasks} tasks on {node}, every mode ({repeat + 1}/{runs})")
+        out = docker.run(*argv[1:], check=True, timeout=900).stdout
+        line = next(x for x in out.splitlines() if x.startswith("ENTER-CPU "))
+        for mode, figures in json.loads(line[len("ENTER-CPU "):]).items():
+            samples.setdefault(mode, []).append(figures)
+    return {mode: {key: statistics.median(s[key] for s in rows) for key in ("first_ms", "per_rank_ms")}
+            | {"tasks": tasks, "runs": [s["per_rank_ms"] for s in rows]} for mode, rows in samples.items()}
+
+
 def slopes(found: dict, workload: str = "startup") -> dict[str, float]:
     """Seconds each extra rank per node adds (least squares over the curve), per mode."""
     return {mode: slope({rpn: v["median_s"] for rpn, v in found[mode][workload].items()}) for mode in MODES}
@@ -120,6 +142,7 @@ def run_all(sif: Path, mpi: str, quick: bool, run) -> dict:
                "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
                "cluster": cluster.versions(), "modes": list(MODES), "ranks_per_node": list(rpns)}
     results["sandbox"] = sandbox_unpack(sif, mpi, run)
+    results["enter_cpu"] = enter_cpu(sif, 4 if quick else 8, 1 if quick else 3)
     results["curve"] = curve(sif, mpi, rpns, workloads, run)
     results["slope_s_per_rank_per_node"] = slopes(results["curve"])
     results["breakdown"] = breakdown(sif, mpi, 2 if quick else 5, run)
