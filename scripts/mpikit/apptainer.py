@@ -50,12 +50,19 @@ def helper_image(base: str = HELPER_BASE) -> str:
 
 @functools.cache
 def supports_sharens(apptainer: str) -> bool:
-    """--sharens exists from Apptainer 1.3 on (older installs reject the flag)."""
+    """--sharens exists from Apptainer 1.3 on (older installs reject the flag). When the answer cannot be
+    read, the kit says so: the srun modes then run each rank with a plain apptainer exec."""
     try:
-        text = subprocess.run([apptainer, "exec", "--help"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        proc = subprocess.run([apptainer, "exec", "--help"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        say(f"warning: `{apptainer} exec --help` gave no answer ({exc}), so whether this Apptainer has --sharens "
+            "(1.3 and later) is unknown: the ranks run each in a plain apptainer exec (APPTAINER_MODE=exec)")
         return False
-    return "--sharens" in text
+    if "--sharens" not in proc.stdout:
+        say(f"warning: this Apptainer has no --sharens (`{apptainer} exec --help`; it came with Apptainer 1.3): "
+            "the ranks run each in a plain apptainer exec (APPTAINER_MODE=exec), slower to start")
+        return False
+    return True
 
 
 def ensure_helper(base: str = HELPER_BASE) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .config import upstream_version
-from .slurm import parse_mpi_list
+from .slurm import offered_plugins
 from .ui import UsageError
 
 HOST_LIB = "/opt/mpi4py-kit/host-lib"  # an empty folder in the image: single host libraries are bound into it
@@ -324,44 +324,6 @@ def load_failure(p: Plan, said: str) -> str:
                 f"system (an image built with a newer BASE, e.g. make sif BASE=trixie)")
     return f"the site's {p.libmpi} does not load inside the image with the planned binds ({said}); " \
            "make bind-plan shows them"
-
-
-def plugin(srun_mpi: str, plan: Plan | None) -> str:
-    """SRUN_MPI, or (auto) pmix for the image's Open MPI and the site MPI's own choice with HOST_MPI."""
-    if srun_mpi != "auto":
-        return srun_mpi
-    return plan.srun_mpi if plan else "pmix"
-
-
-BIND_INSTEAD = ("the bind model: HOST_MPI=<prefix of the site's MPICH-ABI MPI> (make bind-plan shows what it "
-                "binds), which srun wires with pmi2; or one node with RUNTIME=apptainer (mpiexec inside the image)")
-
-
-def fit_plugin(srun_mpi: str, plan: Plan | None, offered: Sequence[str]) -> str:
-    """The --mpi plugin for srun's ranks (SRUN_MPI, or auto), refused in one line when this Slurm
-    (srun --mpi=list: `offered`) lacks the plugin auto needs: a Slurm built without PMIx (Debian forky's)
-    cannot start the image's Open MPI, only a site MPI that speaks PMI-2."""
-    want = plugin(srun_mpi, plan)
-    if srun_mpi != "auto" or want in offered or not offered:
-        return want
-    listed = ", ".join(offered)
-    if plan is None:
-        raise UsageError(f"this Slurm has no pmix plugin (srun --mpi=list: {listed}), and the image's Open MPI "
-                         f"starts only through PMIx: use {BIND_INSTEAD}")
-    raise UsageError(f"HOST_MPI={plan.prefix}: srun --mpi={want} is needed ({plan.srun_mpi_why}), but this Slurm "
-                     f"offers only {listed} (srun --mpi=list): use a site MPI that speaks one of them")
-
-
-def offered_plugins(runtime: str) -> list[str]:
-    """srun --mpi=list where srun's ranks start: this node, or the test cluster's login node."""
-    from . import cluster
-
-    argv = cluster.on_login(["srun", "--mpi=list"]) if runtime == "cluster" else ["srun", "--mpi=list"]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return parse_mpi_list(proc.stdout)[0] if proc.returncode == 0 else []
 
 
 def check_runtime(host_mpi: str | None, runtime: str) -> None:

@@ -153,8 +153,17 @@ def down(quiet: bool = False) -> None:
         docker.run("rm", "-f", *names)
     docker.run("network", "rm", NETWORK, check=False)
     docker.run("volume", "rm", *VOLUMES, check=False)
-    if not quiet:
-        say("cluster: down (containers, network, munge key, home and scratch volumes removed)")
+    if quiet:
+        return
+    left = [f"container {name}" for name in docker.run("ps", "-a", "--filter", f"name=^{PREFIX}-", "--format",
+                                                      "{{.Names}}", check=False).stdout.split() if name in NODES]
+    left += [f"network {NETWORK}"] if docker.run("network", "inspect", NETWORK, check=False).returncode == 0 else []
+    volumes = set(docker.run("volume", "ls", "--format", "{{.Name}}", check=False).stdout.split())
+    left += [f"volume {v}" for v in VOLUMES if v in volumes]
+    if left:
+        raise RunError(f"cluster-down could not remove {', '.join(left)}; see: docker ps -a, docker volume ls "
+                       "(a container still using a volume keeps it)")
+    say("cluster: down (containers, network, munge key, home and scratch volumes removed)")
 
 
 def versions() -> str:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import apptainer, bind, checks, choose, cluster, docker, knobs, launch, prepare, runtimes, venv
+from . import apptainer, bind, checks, choose, cluster, config, docker, knobs, launch, prepare, runtimes, slurm, venv
 from .config import EXAMPLES, ROOT
 from .knobs import Settings
 from .launch import show
@@ -161,7 +161,7 @@ def bench(settings: Settings) -> int:
     prepare.ensure_image(settings)
     cluster.up()
     prepare.ensure_sif(settings)
-    code = benchmark.run(settings.image, settings.base, settings.sif, bind.plugin(settings.srun_mpi, None),
+    code = benchmark.run(settings.image, settings.base, settings.sif, slurm.plugin(settings.srun_mpi, None),
                          settings.quick, settings.ca_cert, settings.apptainer_mode, started)
     say("bench: the test cluster is still up; make cluster-down removes it")
     return code
@@ -186,7 +186,7 @@ def bench_docs(settings: Settings) -> int:
 
     from .bench import report
 
-    results, folder = ROOT / "results", ROOT / "docs" / "bench"
+    results, folder = config.results_dir(), ROOT / "docs" / "bench"
     for name in ("bench.json", "bench-curve.json", "bench-build.json"):
         if not (results / name).is_file():
             raise UsageError(f"no results/{name}: run make bench, bench-curve and bench-build (without QUICK) first")
@@ -210,7 +210,7 @@ def bench_curve(settings: Settings) -> int:
     started = time.monotonic()
     cluster.up()
     prepare.ensure_sif(settings)
-    code = benchmark.run_curve(settings.sif, bind.plugin(settings.srun_mpi, None), settings.quick, started)
+    code = benchmark.run_curve(settings.sif, slurm.plugin(settings.srun_mpi, None), settings.quick, started)
     say("bench-curve: the test cluster is still up; make cluster-down removes it")
     return code
 

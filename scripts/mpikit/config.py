@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -139,3 +140,8 @@ def inputs_digest(recipe: str, items: Iterable[str]) -> str:
     for item in items:
         h.update(item.encode() + b"\0")
     return h.hexdigest()[:16]
+
+
+def results_dir() -> Path:
+    """Where make bench, bench-curve and bench-build write (MPIKIT_RESULTS moves it: the tests use their own)."""
+    return Path(os.environ.get("MPIKIT_RESULTS") or ROOT / "results")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import apptainer, bind, choose, cluster, docker, runtimes, venv
+from . import apptainer, bind, choose, cluster, docker, runtimes, slurm, venv
 from .config import ROOT
 from .knobs import Settings
 from .ui import UsageError, say
@@ -54,8 +54,8 @@ def ready(settings: Settings, runtime: str) -> None:
 def srun_mpi_for(settings: Settings, runtime: str, plan: bind.Plan | None) -> str:
     """The --mpi plugin for srun's ranks; auto asks this Slurm what it offers (refused in one line if it lacks it)."""
     if runtime not in ("srun", "cluster"):
-        return bind.plugin(settings.srun_mpi, plan)
-    return bind.fit_plugin(settings.srun_mpi, plan, bind.offered_plugins(runtime))
+        return slurm.plugin(settings.srun_mpi, plan)
+    return slurm.fit_plugin(settings.srun_mpi, plan, slurm.offered_plugins(runtime))
 
 
 def say_bind(plan: bind.Plan | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from mpikit import bind
+from mpikit import bind, slurm
 from mpikit.ui import UsageError
 
 LDD_MPICH = """\
@@ -111,19 +111,19 @@ FORKY = ["cray_shasta", "pmi2"]  # Debian forky's Slurm 26.05: built without PMI
 ])
 def test_the_plugin_srun_gets(srun_mpi: str, site: str | None, offered: list[str], want: str) -> None:
     p = mpich_plan() if site else None
-    assert bind.fit_plugin(srun_mpi, p, offered) == want
+    assert slurm.fit_plugin(srun_mpi, p, offered) == want
 
 
 def test_a_slurm_without_pmix_refuses_the_hybrid_model_in_one_line() -> None:
     with pytest.raises(UsageError, match=r"no pmix plugin \(srun --mpi=list: cray_shasta, pmi2\).*HOST_MPI="):
-        bind.fit_plugin("auto", None, FORKY)
+        slurm.fit_plugin("auto", None, FORKY)
 
 
 def test_a_slurm_without_pmix_refuses_a_site_open_mpi() -> None:
     p = bind.plan("/opt/site/openmpi", "/opt/site/openmpi/lib/libmpi.so.40", "openmpi", [], IMAGE,
                   lambda path: False, FORKY)
     with pytest.raises(UsageError, match=r"HOST_MPI=/opt/site/openmpi: srun --mpi=pmix is needed .* offers only"):
-        bind.fit_plugin("auto", p, FORKY)
+        slurm.fit_plugin("auto", p, FORKY)
 
 
 def test_a_site_library_newer_than_the_images_glibc_is_named() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mpikit import apptainer, bind, choose, commands, knobs, prepare, runtimes
+from mpikit import apptainer, choose, commands, knobs, prepare, runtimes, slurm
 from mpikit.config import ROOT
 
 EXAMPLE = ROOT / "slurm" / "example.sbatch"
@@ -15,7 +15,7 @@ EXAMPLE = ROOT / "slurm" / "example.sbatch"
 def on_a_login_node(monkeypatch: pytest.MonkeyPatch) -> None:
     """A cluster's login node: srun (with pmix) and apptainer on PATH."""
     monkeypatch.setattr(prepare, "choose_runtime", lambda settings: choose.Choice("srun", "RUNTIME=srun"))
-    monkeypatch.setattr(bind, "offered_plugins", lambda runtime: ["pmi2", "pmix"])
+    monkeypatch.setattr(slurm, "offered_plugins", lambda runtime: ["pmi2", "pmix"])
     monkeypatch.setattr(apptainer, "supports_sharens", lambda command: True)
     monkeypatch.setattr(runtimes, "host_apptainer", lambda: "apptainer")
 

@@ -28,7 +28,7 @@ from ..ui import RunError, say
 from . import report, stats
 from .scenarios import Scenario, all_scenarios, native_open_mpi_defaults
 
-RESULTS = ROOT / "results"
+RESULTS = config.results_dir()
 PINGPONG = (MPI_PROGRAMS / "pingpong.py").relative_to(ROOT).as_posix()
 STARTUP = (MPI_PROGRAMS / "startup.py").relative_to(ROOT).as_posix()
 SCATTER = "examples/scatter_gather.py"

@@ -20,13 +20,13 @@ import statistics
 import time
 from pathlib import Path
 
-from .. import cluster, docker, launch
+from .. import cluster, config, docker, launch
 from ..config import MPI_PROGRAMS, ROOT
 from ..ui import say
 from .scenarios import Scenario, mode_build
 from .stats import slope
 
-RESULTS = ROOT / "results"
+RESULTS = config.results_dir()
 MODES = ("srun", *launch.MODES)
 PHASES = (MPI_PROGRAMS / "phases.py").relative_to(ROOT).as_posix()
 STARTUP = (MPI_PROGRAMS / "startup.py").relative_to(ROOT).as_posix()

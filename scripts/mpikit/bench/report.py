@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .stats import JOB_RATIOS, LEVEL, SIZES, TARGETS, human, job_intervals, meets, target_of, wall_ratio
+from .stats import JOB_RATIOS, LEVEL, SIZES, TARGETS, human, job_intervals, meets, target_of
 from .stats import verdict as judged
 
 
@@ -32,37 +32,11 @@ def whole_jobs(results: dict) -> list[tuple[str, int | None, dict]]:
 
 
 def table(results: dict) -> str:
-    scenarios = results["scenarios"]
-    lines = ["scenario                      what"]
-    lines += [f"  {name:28} {s['what']}" for name, s in scenarios.items()]
-    lines += ["", "ping-pong (buffer API; pickle in results/bench.json): latency µs / bandwidth MB/s",
-              "  " + f"{'scenario':28}" + "".join(f"{human(s):>20}" for s in SIZES)]
-    for name, apis in results["pingpong"].items():
-        cells = "".join(f"{apis['buffer'][s]['latency_us']:>9.1f} /{apis['buffer'][s]['bandwidth_MBps']:>8.0f}"
-                        for s in SIZES)
-        lines.append(f"  {name:28}{cells}")
-    lines += ["", f"container / baseline ratios (targets: latency <= {TARGETS['latency']}, "
-                  f"bandwidth >= {TARGETS['bandwidth']})"]
-    for row in results["ratios"]:
-        lines.append(f"  {row['scenario']:28} / {row['baseline']:22} {row['api']:6} {human(row['bytes']):>7}: "
-                     f"latency x{row['latency_ratio']:.2f}, bandwidth x{row['bandwidth_ratio']:.2f}"
-                     f"  {'meets' if meets(row) else 'MISSES'}")
-    lines.append("")
-    for what, size, walls in whole_jobs(results):
-        lines.append(f"{what}: " + ("4-rank init/barrier/finalize wall time" if size is None else
-                                    f"scatter_gather.py --size {size:,} with 4 ranks, wall time"))
-        for name, d in walls.items():
-            base = scenarios[name]["baseline"]
-            r = wall_ratio(walls, name, base) if base else None
-            # The targets are the kit's mode against bare srun (stats.job_ratios); other rows are context.
-            target = TARGETS.get(what) if name == "cluster-apptainer-2nodes" else None
-            verdict = f" ({'meets' if r <= target else 'MISSES'} <= {target}: {r:.3f})" if r and target else ""
-            lines.append(f"  {name:28} {d['median_s']:8.2f} s" + (f"  x{r:.2f} vs {base}{verdict}" if r else ""))
-        lines.append("")
-    if results.get("took_s"):
-        lines.append(f"make bench took {results['took_s']['total'] / 60:.1f} min (target <= "
-                     f"{TARGETS['bench_minutes']}), {results['took_s']['measuring'] / 60:.1f} of them measuring")
-    return "\n".join(lines)
+    """What make bench prints: the same tables docs/performance.md shows, one renderer for each."""
+    took = results.get("took_s")
+    tail = ([f"make bench took {took['total'] / 60:.1f} min (target <= {TARGETS['bench_minutes']}), "
+             f"{took['measuring'] / 60:.1f} of them measuring"] if took else [])
+    return "\n\n".join([pingpong_markdown(results), jobs_markdown(results), *tail])
 
 
 def build_line(results: dict) -> str:
@@ -160,43 +134,8 @@ def plot_curve(results: dict, path: Path) -> None:
 
 
 def curve_table(results: dict) -> str:
-    lines = []
-    for workload in next(iter(results["curve"].values())):
-        lines.append(f"{workload}: median seconds by ranks per node (2 nodes); x = / bare srun")
-        rpns = results["ranks_per_node"]
-        lines.append(f"  {'mode':10}" + "".join(f"{rpn:>16}" for rpn in rpns))
-        base = results["curve"]["srun"][workload]
-        for mode in results["modes"]:
-            row = results["curve"][mode][workload]
-            cells = "".join(f"{row[r]['median_s']:>8.2f} x{row[r]['median_s'] / base[r]['median_s']:<5.2f} "
-                            for r in rpns)
-            lines.append(f"  {mode:10}  {cells}")
-        lines.append("")
-    lines.append("start-up: seconds each extra rank per node adds (slope), and the difference from bare srun:")
-    slope = results["slope_s_per_rank_per_node"]
-    lines += [f"  {mode:10} {slope[mode] * 1000:7.0f} ms  ({extra_rank_ms(results, mode):+.0f} ms)"
-              for mode in results["modes"]]
-    for mode, cpu in results.get("enter_cpu", {}).items():
-        lines.append(f"  CPU to enter the image, {mode:8}: first rank {cpu['first_ms']:5.0f} ms, each after it "
-                     f"{cpu['per_rank_ms']:5.1f} ms")
-    sandbox = results["sandbox"]
-    lines += ["", f"sandbox: the first job after unpacking took {sandbox['first_job_s']:.2f} s, the next "
-              f"{sandbox['reused_s']:.2f} s: unpacking costs {sandbox['unpack_s']:.2f} s once per node and SIF", "",
-              "where a 2 nodes x 2 ranks scatter of 10M values spends its time (medians, seconds):",
-              f"  {'':16}" + "".join(f"{k:>10}" for k in ("wall", "launch", "import", "init", "scatter",
-                                                               "finalize"))]
-    for name, phases in results["breakdown"].items():
-        if name == "cold page cache" or "wall" not in phases:
-            continue
-        lines.append(f"  {name:16}" + "".join(f"{phases[k]:>10.2f}" for k in ("wall", "launch", "import", "init",
-                                                                               "scatter", "finalize")))
-    cold = results["breakdown"].get("cold page cache", {})
-    if "note" in cold:
-        lines.append(f"  cold page cache: {cold['note']}")
-    else:
-        lines.append("  from a cold page cache: " + ", ".join(f"{m} {v['wall']:.2f} s (import {v['import']:.2f})"
-                                                               for m, v in cold.items()))
-    return "\n".join(lines)
+    """What make bench-curve prints: the tables docs/performance.md shows."""
+    return "\n\n".join([curve_markdown(results), enter_cpu_markdown(results)])
 
 
 # ---- the tables in docs/performance.md, generated from the committed results ----

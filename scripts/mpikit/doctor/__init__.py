@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from .. import bind, cluster, config, docker, platforms, runtimes
+from .. import bind, cluster, config, docker, platforms, runtimes, slurm
 from ..choose import Choice
 from ..config import MPI_PROGRAMS, ROOT
 from ..knobs import Settings
@@ -212,7 +212,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
         section(f"ranks: the bind model, a {NP}-rank probe")
     if ready and runtime in ("srun", "cluster") and facts:
         try:
-            bind.fit_plugin(settings.srun_mpi, plan, facts.get("plugins", []))
+            slurm.fit_plugin(settings.srun_mpi, plan, facts.get("plugins", []))
         except KitError as exc:  # this Slurm lacks the plugin: no probe could start, say why instead
             report.add(*(judge.fit(facts["plugins"], facts["pmix_versions"], {}, "pmix") if plan is None
                          else [judge.problem(str(exc))]))
@@ -221,7 +221,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
         # The image's launch guard would stop a probe whose ranks each see a world of 1; doctor diagnoses
         # that itself, with more to say, so the probe runs without it.
         job = runtimes.Job(PROBE, [], NP, runtime, settings.image, ROOT, PROBE_TIMEOUT, settings.sif,
-                           bind.plugin(settings.srun_mpi, plan), bind=plan, apptainer_mode=settings.apptainer_mode,
+                           slurm.plugin(settings.srun_mpi, plan), bind=plan, apptainer_mode=settings.apptainer_mode,
                            env={GUARD: "0"})
         probes = run_probe(report, job)
         if probes:
@@ -231,7 +231,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
             report.add(judge.machine(probes, settings.platform, host))
             if runtime in ("srun", "cluster") and facts and not plan:
                 report.add(*judge.fit(facts["plugins"], facts["pmix_versions"], judge.stack_of(probes[0]),
-                                      bind.plugin(settings.srun_mpi, None)))
+                                      slurm.plugin(settings.srun_mpi, None)))
         if probes and runtime in ("srun", "cluster"):
             section(f"ranks: {NP} ranks on ONE node, each its own apptainer exec (CMA between them)")
             one_node = run_probe(report, replace(job, nodes=1))

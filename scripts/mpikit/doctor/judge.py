@@ -8,8 +8,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from .. import bind, platforms
-from ..slurm import parse_mpi_list
+from .. import platforms
+from ..slurm import BIND_INSTEAD, parse_mpi_list
 
 MARK = "MPIKIT-PROBE "  # the probe's line prefix (scripts/mpi/probe.py; a test holds them equal)
 MIN_SHM = 256 * 2**20
@@ -100,7 +100,6 @@ def slurm(version: str, mpi_list: str, config: str) -> list[Finding]:
     return found
 
 
-BIND_INSTEAD = bind.BIND_INSTEAD
 
 
 def fit(plugins: list[str], pmix_versions: list[str], stack: dict[str, str], mpi: str) -> list[Finding]:
