@@ -212,3 +212,28 @@ def test_every_pip_install_checks_hashes() -> None:
                 assert "--require-hashes" in line or "--no-index" in line, f"{name}: pip without hashes: {line}"
     assert len(installs) >= 4, f"expected the image's and the venv's pip installs, found {installs}"
 
+
+
+def sh_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """(the line before the fence, the block's command lines) for every ```sh block."""
+    blocks = []
+    for m in re.finditer(r"(?m)^([^\n]*)\n```sh\n(.*?)^```", text, re.S):
+        lines = [line.split("  #")[0].strip() for line in joined(m.group(2))]
+        blocks.append((m.group(1), [line for line in lines if line and not line.startswith("#")]))
+    return blocks
+
+
+@pytest.mark.parametrize("doc", ["README.md", *DOCS])
+def test_every_shell_block_is_the_kits_or_marked_an_illustration(doc: str) -> None:
+    """A ```sh block is pasted by users: each line is a make command (its target and knobs checked above,
+    each target run by an integration test) or a launch line the kit renders; a block with anything else
+    (a site's module, salloc, apptainer inspect) says so: <!-- illustration: why --> before its fence."""
+    text = README if doc == "README.md" else DOCS[doc]
+    for before, lines in sh_blocks(text):
+        if before.startswith("<!-- illustration:"):
+            continue
+        for line in lines:
+            kit_launch = bool(launch_lines(line))
+            assert line.startswith("make ") or kit_launch, (
+                f"{doc}: `{line}` is neither a make command nor the kit's launch line; if the block only "
+                "illustrates, put <!-- illustration: why --> on the line before its fence")
