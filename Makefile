@@ -10,7 +10,7 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image sif pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
+.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image keypair sign verify sif pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -62,6 +62,15 @@ doctor: ## check host and image for RUNTIME: launch 2 ranks, explain each proble
 
 bind-plan: ## HOST_MPI=PREFIX: what the bind model binds for the site's MPI, and why (RUNTIME=srun|cluster)
 	@$(KIT) bind-plan
+
+keypair: ## KEY=path: a new PEM key pair for signing SIFs (the private key at path, mode 0600; path.pub)
+	@$(KIT) keypair
+
+sign: ## KEY=private.pem: sign SIF (make verify checks it; VERIFY_KEY makes every run check it)
+	@$(KIT) sign
+
+verify: ## VERIFY_KEY=public.pem: check SIF's signature (unsigned, changed after signing or another key: exit 1)
+	@$(KIT) verify
 
 image: ## build the Docker image for BASE (makes the base image if none can be pulled)
 	@$(KIT) image

@@ -117,9 +117,10 @@ own_base() {
 
 # The SIF unpacked once per node (sandbox and join): sets $dir to the folder, or to the SIF if unpacking failed.
 unpack() {
-  # One folder per SIF build: its size, modification time and inode name it.
+  # One folder per SIF build: its content's SHA-256 names it when the kit verified the SIF (VERIFY_KEY:
+  # MPI4PY_KIT_SIF_DIGEST), else its size, modification time and inode.
   local name=${sif##*/}
-  dir=$base/${name%.sif}-$(stat -L -c '%s-%Y-%i' "$sif")
+  dir=$base/${name%.sif}-${MPI4PY_KIT_SIF_DIGEST:-$(stat -L -c '%s-%Y-%i' "$sif")}
   [ ! -e "$dir/.mpi4py-kit-ready" ] || return 0  # unpacked: marked ready only once complete
   (
     flock 9

@@ -38,6 +38,9 @@ COMMANDS: dict[str, Command] = {
     "bench-build": Command(commands.bench_build, "image and SIF sizes, a rebuild, a cold build: "
                            "results/bench-build.json"),
     "image": Command(commands.image, "build the Docker image"),
+    "keypair": Command(commands.keypair, "a new PEM key pair for signing SIFs: KEY (private), KEY.pub"),
+    "sign": Command(commands.sign, "sign SIF with the private key KEY"),
+    "verify": Command(commands.verify, "check SIF's signature with VERIFY_KEY (public key or certificate)"),
     "sif": Command(commands.sif, "build the Apptainer image (SIF) from Apptainer.def"),
     "pins-check": Command(commands.pins_check, "check that versions.env's Debian pins exist for every platform "
                           "(apt metadata only)"),

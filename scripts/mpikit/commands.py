@@ -100,7 +100,8 @@ def batch_text(settings: Settings, relative: bool = False) -> str:
         raise UsageError(f"make sbatch writes a Slurm batch script: RUNTIME=srun (on a cluster) or cluster (the "
                          f"test cluster), not {ready.runtime}")
     given = " ".join(f"{k}={shlex.quote(settings.raw[k])}" for k in ("RUNTIME", "SCRIPT", "NP", "NODES", "ARGS",
-                                                                     "FUTURES", "APPTAINER_MODE", "HOST_MPI", "SIF")
+                                                                     "FUTURES", "APPTAINER_MODE", "HOST_MPI", "SIF",
+                                                                     "VERIFY_KEY")
                      if settings.raw.get(k) and settings.raw[k] != knobs.BY_NAME[k].default)
     argv, folder = started.argv, cluster.SHARED if ready.runtime == "cluster" else str(job.workdir)
     if relative:
@@ -109,8 +110,17 @@ def batch_text(settings: Settings, relative: bool = False) -> str:
     # On a real cluster whether the ranks outnumber the CPUs is known when the job runs, not now.
     later = runtimes.yield_fixes(started.added) if ready.runtime == "srun" else None
     nodes = runtimes.cluster_nodes(job) if ready.runtime == "cluster" else settings.nodes
+    check: list[str] = []
+    if settings.verify_key is not None:
+        from .signing import verify_argv
+
+        sif = cluster.shared_path(settings.sif) if ready.runtime == "cluster" else str(settings.sif)
+        check = ["apptainer", *verify_argv(Path(sif), settings.verify_key)]
+        check[-1] = sif  # as the nodes see it
+        if ready.runtime == "cluster":
+            check[-2] = cluster.shared_path(settings.verify_key)
     return launch.batch_script(argv, started.added, np=job.np, nodes=nodes, folder=folder,
-                               made_by=f"make sbatch {given}".strip(), yield_if_overcommitted=later)
+                               made_by=f"make sbatch {given}".strip(), yield_if_overcommitted=later, check=check)
 
 
 def sbatch_script(settings: Settings) -> int:
@@ -237,9 +247,11 @@ def batch(settings: Settings) -> int:
     then its output file."""
     settings.runtime = "cluster"
     settings.script = settings.script or knobs.parse_script("examples/scatter_gather.py", ROOT)
-    prepare.require_shared(settings, {"SCRIPT": settings.script, "SIF": settings.sif})
+    prepare.require_shared(settings, {"SCRIPT": settings.script, "SIF": settings.sif,
+                                      **({"VERIFY_KEY": settings.verify_key} if settings.verify_key else {})})
     cluster.require_up()
     prepare.ensure_sif(settings)
+    prepare.verified(settings, "cluster")
     job_file = ROOT / "build" / "batch" / f"mpi4py-kit-{os.getpid()}.sbatch"
     job_file.parent.mkdir(parents=True, exist_ok=True)
     job_file.write_text(batch_text(settings))
@@ -258,6 +270,45 @@ def batch(settings: Settings) -> int:
     if result.returncode != 0:
         say(f"error: the batch job failed: {result.stderr.strip()} ({show(argv)})")
     return result.returncode
+
+
+def keypair(settings: Settings) -> int:
+    """make keypair KEY=path: a new PEM key pair for signing SIFs."""
+    from . import signing
+
+    assert settings.key is not None
+    private, public = signing.keypair(settings.key)
+    say(f"keypair: the private key {private} (mode 0600: keep it, never share it) and its public half {public} "
+        f"(give it to whoever checks: make verify VERIFY_KEY={public})")
+    return 0
+
+
+def sign(settings: Settings) -> int:
+    """make sign KEY=private.pem: sign SIF."""
+    from . import signing
+
+    assert settings.key is not None
+    if not settings.sif.is_file():
+        raise UsageError(f"no {settings.sif} to sign: make sif first (or SIF=path)")
+    signing.sign(settings.sif, settings.key)
+    say(f"signed {settings.sif} with {settings.key}; check it with: make verify SIF={settings.sif} "
+        f"VERIFY_KEY={settings.key}.pub")
+    return 0
+
+
+def verify(settings: Settings) -> int:
+    """make verify VERIFY_KEY=public.pem: does SIF verify with the key?"""
+    from . import signing
+
+    assert settings.verify_key is not None
+    if not settings.sif.is_file():
+        raise UsageError(f"no {settings.sif} to verify (SIF=path)")
+    problem = signing.verify(settings.sif, settings.verify_key)
+    if problem:
+        say(f"error: {settings.sif} does not verify with {settings.verify_key}: {problem}")
+        return 1
+    say(f"verified: {settings.sif} is signed by the key of {settings.verify_key}, and unchanged since")
+    return 0
 
 
 def cluster_up(settings: Settings) -> int:

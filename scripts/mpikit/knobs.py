@@ -179,6 +179,34 @@ def parse_nodes(value: str) -> int | None:
     return int(value)
 
 
+def parse_key(value: str, command: str) -> Path | None:
+    """KEY: where make keypair writes the private key, or the private key make sign uses."""
+    if not value:
+        if command in ("keypair", "sign"):
+            raise UsageError(f"make {command} needs KEY=<path of the private key>, outside the repository "
+                             "(e.g. KEY=$HOME/.mpi4py-kit/sif-key.pem)")
+        return None
+    path = Path(value).expanduser().absolute()
+    if command == "sign" and (not path.is_file() or not os.access(path, os.R_OK)):
+        raise UsageError(f"KEY={value!r} is not a readable private key file (make keypair KEY=... makes one)")
+    return path
+
+
+def parse_verify_key(value: str, command: str) -> Path | None:
+    """VERIFY_KEY: the public key (or certificate) a SIF must verify with."""
+    if not value:
+        if command == "verify":
+            raise UsageError("make verify needs VERIFY_KEY=<public key (PEM) or certificate>, e.g. the KEY.pub "
+                             "that make keypair wrote")
+        return None
+    path = Path(value).expanduser().absolute()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise UsageError(f"VERIFY_KEY={value!r} is not a readable public key or certificate file")
+    if "-----BEGIN" not in path.read_text(errors="replace"):
+        raise UsageError(f"VERIFY_KEY={value!r} is not PEM (no -----BEGIN line): give the public key or certificate")
+    return path
+
+
 def parse_flag(value: str, knob: str) -> bool:
     if value not in ("", "0", "1"):
         raise UsageError(f"{knob} must be 0 or 1; got {knob}={value!r}")
@@ -281,6 +309,8 @@ class Settings:
     cluster: str = "trixie"  # make cluster-up: which test cluster
     apptainer_mode: str = "sandbox"  # how srun's ranks enter the image
     nodes: int | None = None  # srun --nodes (None: Slurm's choice; the test cluster: up to 2)
+    key: Path | None = None  # make keypair, make sign: the private key
+    verify_key: Path | None = None  # the public key or certificate the SIF must verify with
     launch: list[str] | None = None
     quick: bool = False
     futures: bool = False  # ranks run python -m mpi4py.futures
@@ -328,7 +358,7 @@ KNOBS: tuple[Knob, ...] = (
          "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image"),
          apply=_apply_image),
     Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
-         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif"),
+         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif", "sign", "verify"),
          apply=lambda s, v: setattr(s, 'sif', parse_sif(v, s.cwd, s.platform))),
     Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
          "are MPIPoolExecutor workers)", LIKE_RUN,
@@ -367,6 +397,13 @@ KNOBS: tuple[Knob, ...] = (
          "for quoting)",
          BENCH_COMMANDS,
          apply=lambda s, v: setattr(s, 'quick', parse_quick(v))),
+    Knob("KEY", "", "make keypair: where to write a new private key (KEY.pub: its public half); make sign: the "
+         "private key that signs SIF; outside the repository", ("keypair", "sign"),
+         apply=lambda s, v: setattr(s, 'key', parse_key(v, s.command))),
+    Knob("VERIFY_KEY", "", "a public key or certificate (PEM): make verify checks SIF with it, and with it set "
+         "RUNTIME=apptainer, srun and cluster refuse a SIF that does not verify before any rank starts",
+         (*LIKE_RUN, "smoke", "batch", "verify"),
+         apply=lambda s, v: setattr(s, 'verify_key', parse_verify_key(v, s.command))),
     Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
          (*RUN_COMMANDS, "bench", "bench-build", "image", "sif"),
          apply=lambda s, v: setattr(s, 'ca_cert', parse_ca_cert(v))),

@@ -190,9 +190,11 @@ def show_env(added: Mapping[str, str], argv: Sequence[str]) -> str:
 
 
 def batch_script(srun_argv: Sequence[str], added: Mapping[str, str], *, np: int, nodes: int | None,
-                 folder: str | None, made_by: str, yield_if_overcommitted: Mapping[str, str] | None = None) -> str:
+                 folder: str | None, made_by: str, yield_if_overcommitted: Mapping[str, str] | None = None,
+                 check: Sequence[str] = ()) -> str:
     """A Slurm batch script around the kit's srun line (make sbatch; slurm/example.sbatch is its output).
-    `folder`: where the line's relative paths start (None: the folder sbatch was run from)."""
+    `folder`: where the line's relative paths start (None: the folder sbatch was run from); `check`: a command
+    that must pass first (apptainer verify of the SIF, with VERIFY_KEY)."""
     lines = ["#!/bin/bash",
              f"# Written by `{made_by}` (mpi4py-kit):",
              "# the kit's own srun line, the one make line prints, in a batch script. Submit it with",
@@ -212,6 +214,9 @@ def batch_script(srun_argv: Sequence[str], added: Mapping[str, str], *, np: int,
         assigned = " ".join(assignment(k, v) for k, v in yield_if_overcommitted.items())
         lines += ["# More ranks than CPUs (sbatch --overcommit): Open MPI must yield instead of busy-polling.",
                   f'if [ "${{SLURM_OVERCOMMIT:-0}}" = 1 ]; then export {assigned}; fi']
+    if check:
+        lines += ["# The site's rule: the image must verify with its key before any rank starts (set -e ends the job).",
+                  show(check)]
     lines += [f"export {assignment(k, v)}" for k, v in added.items()]
     lines.append(show(srun_argv))
     return "\n".join(lines) + "\n"

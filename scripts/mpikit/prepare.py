@@ -51,6 +51,16 @@ def ready(settings: Settings, runtime: str) -> None:
         ensure_sif(settings)
 
 
+def verified(settings: Settings, runtime: str) -> str | None:
+    """With VERIFY_KEY, a SIF that does not verify is refused before any rank starts; its digest (checked
+    once per content) then names the nodes' unpacked sandbox, so that is never a stale or changed copy."""
+    if settings.verify_key is None or runtime not in ("apptainer", "srun", "cluster"):
+        return None
+    from . import signing
+
+    return signing.require_verified(settings.sif, settings.verify_key)
+
+
 def srun_mpi_for(settings: Settings, runtime: str, plan: bind.Plan | None) -> str:
     """The --mpi plugin for srun's ranks; auto asks this Slurm what it offers (refused in one line if it lacks it)."""
     if runtime not in ("srun", "cluster"):
@@ -79,10 +89,15 @@ class Prepared:
     plan: bind.Plan | None
     mpi: str
 
+    digest: str | None = None  # the verified SIF's SHA-256 (VERIFY_KEY)
+
     def job(self, script: Path, args: list[str], workdir: Path, timeout: int | None, futures: bool) -> runtimes.Job:
         s = self.settings
+        from .signing import DIGEST_ENV
+
+        env = {DIGEST_ENV: self.digest} if self.digest and self.runtime in ("srun", "cluster") else {}
         return runtimes.Job(script, args, s.np, self.runtime, s.image, workdir, timeout, s.sif, self.mpi,
-                            nodes=s.nodes, futures=futures, bind=self.plan, apptainer_mode=s.apptainer_mode)
+                            nodes=s.nodes, futures=futures, bind=self.plan, apptainer_mode=s.apptainer_mode, env=env)
 
 
 def prepare(settings: Settings, *, build: bool = True) -> Prepared:
@@ -91,15 +106,17 @@ def prepare(settings: Settings, *, build: bool = True) -> Prepared:
     choice = choose_runtime(settings)
     bind.check_runtime(settings.host_mpi, choice.runtime)
     if choice.runtime == "cluster":
-        require_shared(settings, {"SIF": settings.sif, **({"SCRIPT": settings.script} if settings.script else {})})
+        require_shared(settings, {"SIF": settings.sif, **({"SCRIPT": settings.script} if settings.script else {}),
+                                  **({"VERIFY_KEY": settings.verify_key} if settings.verify_key else {})})
     if build:
         ready(settings, choice.runtime)
     elif choice.runtime == "cluster":
         cluster.require_up()
+    digest = verified(settings, choice.runtime) if build else None
     if settings.host_mpi and not settings.sif.is_file():
         raise UsageError(f"no {settings.sif}: the bind model compares the site's libraries with the image's; "
                          "make sif first")
     plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
     mpi = srun_mpi_for(settings, choice.runtime, plan)
     say_bind(plan)
-    return Prepared(settings, choice.runtime, plan, mpi)
+    return Prepared(settings, choice.runtime, plan, mpi, digest)
