@@ -10,6 +10,7 @@ Exit status: 0 when nothing is wrong, 1 when a problem was found.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -126,7 +127,6 @@ def check_join(report: Report, job: runtimes.Job) -> None:
 
 def oversubscription(runtime: str) -> Finding:
     """Do this allocation's ranks outnumber its CPUs (srun cannot tell Open MPI to yield)?"""
-    import os
 
     tasks = int(os.environ.get("SLURM_NTASKS", "0") or 0)
     cpus = runtimes.slurm_cpus(os.environ.get("SLURM_JOB_CPUS_PER_NODE", ""))
@@ -148,8 +148,9 @@ def diagnose_launch(launch: list[str]) -> int:
     section("ranks: your launch line running the probe (python -c ...), expecting 2 ranks")
     report.command(f"{show(launch)} python -c <scripts/mpi/probe.py>")
     try:
+        # Without the image's launch guard (srun and Apptainer pass the environment on): doctor says more.
         proc = subprocess.run([*launch, "python", "-c", PROBE.read_text()], capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT)
+                              timeout=PROBE_TIMEOUT, env={**os.environ, GUARD: "0"})
         output, probes = proc.stdout + proc.stderr, judge.parse_probes(proc.stdout)
     except subprocess.TimeoutExpired:
         output, probes = f"no answer within {PROBE_TIMEOUT} s", []
