@@ -127,7 +127,6 @@ def check_join(report: Report, job: runtimes.Job) -> None:
 
 def oversubscription(runtime: str) -> Finding:
     """Do this allocation's ranks outnumber its CPUs (srun cannot tell Open MPI to yield)?"""
-
     tasks = int(os.environ.get("SLURM_NTASKS", "0") or 0)
     cpus = runtimes.slurm_cpus(os.environ.get("SLURM_JOB_CPUS_PER_NODE", ""))
     return judge.busy_polling(runtime, tasks, cpus, os.environ.get("SLURM_OVERCOMMIT") == "1")
