@@ -54,7 +54,8 @@ watch() {
   trap '' HUP INT
   local state=$1 token=$2 folder=$3 mine="" now=""
   shift 3
-  # shellcheck disable=SC2016  # expanded by the shell inside the image: its PID is the holder's
+  # $$ and $1 are the image's shell's (its PID is the holder's), not this one's:
+  # shellcheck disable=SC2016
   apptainer exec --env "MPI4PY_KIT_HOLDER=$token" "$@" "$folder" /bin/sh -c \
     'echo $$ > "$1.partial" && mv "$1.partial" "$1" && exec sleep 2147483647' sh "$state/holder.pid" &
   local holder=$! started=$SECONDS
@@ -168,7 +169,8 @@ start_holder() {
 
 # Inside the holder's namespaces: the rank's folder, the image's environment as apptainer exec applies it
 # (/.singularity.d/env, after Apptainer's PATH), then the --env options, then the command.
-# shellcheck disable=SC2016  # expanded by the shell inside the image, not here
+# Expanded by the shell inside the image, not here:
+# shellcheck disable=SC2016
 ENTER='cd "$1" || exit 126
 shift
 PATH=$0
