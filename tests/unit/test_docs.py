@@ -237,3 +237,22 @@ def test_every_shell_block_is_the_kits_or_marked_an_illustration(doc: str) -> No
             assert line.startswith("make ") or kit_launch, (
                 f"{doc}: `{line}` is neither a make command nor the kit's launch line; if the block only "
                 "illustrates, put <!-- illustration: why --> on the line before its fence")
+
+
+def test_every_version_the_docs_state_is_a_pin() -> None:
+    """Open MPI, PMIx, MPICH, mpi4py and numpy versions named in the docs are the ones pinned: the images'
+    Debian packages (versions.env), the native venv's and the test cluster's site MPIs (requirements/)."""
+    pinned: dict[str, set[str]] = {"Open MPI": set(), "PMIx": set(), "MPICH": set(), "mpi4py": set(), "numpy": set()}
+    for base in config.supported_bases():
+        pins = config.stack_pins(base)
+        pinned["Open MPI"].add(config.upstream_version(pins["OPENMPI_DEB"]))
+        pinned["PMIx"].add(config.upstream_version(pins["PMIX_DEB"]))
+    for name in ("image.txt", "native.txt", "site.txt"):
+        found = config.python_pins(name)
+        pinned["Open MPI"] |= {found["openmpi"]} if "openmpi" in found else set()
+        pinned["MPICH"] |= {found["mpich"]} if "mpich" in found else set()
+        pinned["mpi4py"] |= {found["mpi4py"]} if "mpi4py" in found else set()
+        pinned["numpy"] |= {found["numpy"]} if "numpy" in found else set()
+    for doc, text in [("README.md", README), *DOCS.items()]:
+        for name, version in re.findall(r"\b(Open MPI|PMIx|MPICH|mpi4py|numpy) v?(\d+\.\d+\.\d+)\b", text):
+            assert version in pinned[name], f"{doc} states {name} {version}; pinned: {sorted(pinned[name])}"
