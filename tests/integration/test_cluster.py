@@ -99,6 +99,10 @@ def test_doctor_reports_the_fit(image: str, request, cluster: str) -> None:
     assert re.search(rf"ok +Slurm PMIx \(pmix_v5\) and the image's PMIx {pmix}", out), explain(proc, command)
     # apptainer exec --sharens: ranks of a node share a user namespace, so CMA works between them.
     assert "CMA single-copy shared memory works between ranks on one host" in out, explain(proc, command)
+    # Which mode each node can use, and the busy-polling the kit prevents on the test cluster.
+    for node in ("node1", "node2"):
+        assert f"ok       {node}: APPTAINER_MODE=join works" in out, explain(proc, command)
+    assert "OMPI_MCA_mpi_yield_when_idle=1" in out, explain(proc, command)
     if image == "bookworm":
         assert "for an exact PMIx match with this Slurm build the image with BASE=trixie" in out, explain(
             proc, command)
