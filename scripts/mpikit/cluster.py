@@ -77,6 +77,20 @@ def is_up() -> bool:
     return len(running()) == len(NODES) and bool(sinfo())
 
 
+def shared_source() -> str | None:
+    """The checkout the running cluster's nodes see at /shared (None: no controller)."""
+    proc = docker.run("inspect", "--format", '{{range .Mounts}}{{if eq .Destination "' + SHARED + '"}}{{.Source}}'
+                      "{{end}}{{end}}", CONTROLLER, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def shares_another_checkout() -> str | None:
+    """The other checkout a running cluster shares at /shared (a cluster started from another clone),
+    or None when it shares this one: its nodes would run that checkout's files, not these."""
+    source = shared_source()
+    return source if source and Path(source).resolve() != ROOT.resolve() else None
+
+
 def node_image(name: str) -> str:
     return f"mpi4py-kit-slurm:{name}"
 
@@ -108,7 +122,11 @@ def stage_context() -> Path:
 def up(name: str = DEFAULT_CLUSTER) -> None:
     """Start the cluster `name` (idempotent): images, network, key, volumes, three nodes."""
     docker.require_engine("make cluster-up")
-    if is_up():
+    other = shares_another_checkout() if is_up() else None
+    if other:
+        say(f"cluster: the running cluster shares another checkout ({other}) at {SHARED}: starting it again "
+            f"for this one ({ROOT})")
+    elif is_up():
         if current() not in (None, name):
             raise UsageError(f"the {current()} cluster is up, and one runs at a time: make cluster-down, then "
                              f"make cluster-up CLUSTER={name}")
@@ -180,6 +198,10 @@ def require_up() -> None:
     docker.require_engine("RUNTIME=cluster")
     if not is_up():
         raise RunError("the test cluster is not running; start it with: make cluster-up")
+    other = shares_another_checkout()
+    if other:
+        raise RunError(f"the test cluster shares another checkout ({other}) at {SHARED}, not this one ({ROOT}): "
+                       "make cluster-up here starts it for this one")
 
 
 def on_login(command: Sequence[str], env: Sequence[str] = (), interactive: bool = False) -> list[str]:
