@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # How one rank enters the image when srun starts it (APPTAINER_MODE; the kit
 # writes the srun line, scripts/mpikit/launch.py, and runs this on every task):
 #
@@ -36,7 +36,8 @@ usage() {
   exit 2
 }
 # Every rank runs this script: what it does per rank is measured (make bench-curve, enter_cpu), so
-# it uses bash's own tests and expansions where a command would cost a fork and an exec.
+# it uses bash's own tests and expansions where a command would cost a fork and an exec, and names
+# /bin/bash itself (an `env bash` is one exec more per rank; every Linux node has /bin/bash).
 uid=$EUID
 base=${MPI4PY_KIT_SANDBOXES:-/tmp/mpi4py-kit-$uid}
 # Apptainer's PATH inside a container, before the image's %environment adds to it.
