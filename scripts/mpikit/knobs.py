@@ -333,8 +333,11 @@ def _apply_script(s: Settings, value: str) -> None:
     elif s.example:
         s.script = parse_example(s.example, s.np)
         s.futures = futures_for_example(EXAMPLES[s.example], s.futures)
+    elif s.command == "run":
+        raise UsageError("name an example (make run-rank) or a script (make run SCRIPT=path/to/script.py)")
     elif s.command in LIKE_RUN:
-        raise UsageError(f"name an example (make run-rank) or a script (make {s.command} SCRIPT=path/to/script.py)")
+        raise UsageError(f"make {s.command} needs SCRIPT=path/to/script.py (an example: make {s.command} "
+                         "SCRIPT=examples/scatter_gather.py)")
 
 
 # Every knob, in the order read() parses them: a knob's parser may use those above it (PLATFORM
