@@ -50,6 +50,14 @@ CASES = [
     (["run-rank", "APPTAINER_MODE=fast"], "unknown APPTAINER_MODE='fast'"),
     (["cluster-up", "CLUSTER=buster"], "unknown CLUSTER='buster'"),
     (["bind-plan"], "make bind-plan needs HOST_MPI"),
+    (["line"], "make line needs SCRIPT="),
+    (["sbatch", "SCRIPT=examples/rank.py", "NODES=0"], "NODES must be a whole number"),
+    (["keypair"], "make keypair needs KEY="),
+    (["keypair", "KEY=build/key.pem"], "is inside the repository"),
+    (["sign", "KEY=/no/such/key.pem"], "is not a readable private key file"),
+    (["verify"], "make verify needs VERIFY_KEY="),
+    (["verify", "VERIFY_KEY=README.md"], "is not PEM"),
+    (["run-rank", "VERIFY_KEY=/no/such/key.pub"], "is not a readable public key"),
 ]
 
 
