@@ -94,7 +94,10 @@ def line(settings: Settings) -> int:
 
 def batch_text(settings: Settings, relative: bool = False) -> str:
     """make sbatch's script. `relative`: the line's paths relative to the kit's folder, and the job started
-    from the folder it was submitted from (slurm/example.sbatch, which any checkout can submit)."""
+    from the folder it was submitted from (slurm/example.sbatch, which any checkout can submit). A batch
+    script is Slurm's: RUNTIME=auto means srun here, even outside an allocation (a login node)."""
+    if settings.runtime == "auto":
+        settings.runtime = "srun"
     ready, job, started = pasteable(settings)
     if ready.runtime not in ("srun", "cluster"):
         raise UsageError(f"make sbatch writes a Slurm batch script: RUNTIME=srun (on a cluster) or cluster (the "

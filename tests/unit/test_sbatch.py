@@ -60,3 +60,15 @@ def test_only_slurm_runtimes_get_a_batch_script(monkeypatch: pytest.MonkeyPatch)
 def write_example() -> Path:  # pragma: no cover - run by hand after changing the kit's line
     EXAMPLE.write_text(render_example())
     return EXAMPLE
+
+
+def test_auto_means_srun_for_a_batch_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a login node RUNTIME=auto would pick apptainer (no allocation): a batch script is srun's."""
+    seen = []
+    monkeypatch.setattr(prepare, "choose_runtime", lambda s: seen.append(s.runtime) or choose.Choice("srun", "x"))
+    monkeypatch.setattr(slurm, "offered_plugins", lambda runtime: ["pmix"])
+    monkeypatch.setattr(apptainer, "supports_sharens", lambda command: True)
+    monkeypatch.setattr(runtimes, "host_apptainer", lambda: "apptainer")
+    raw = knobs.raw_values({}, {"SCRIPT": "examples/rank.py"})
+    commands.batch_text(knobs.read("sbatch", raw, ROOT))
+    assert seen == ["srun"]
