@@ -68,20 +68,29 @@ watch() {
     done <"$state/ranks"
     return 0
   }
+  # This holder's PID: the rank that started the watcher holds the node's lock until it has verified
+  # it, so no other watcher can take the state before it is read here.
+  local i
+  for ((i = 0; i < 1200; i++)); do
+    { read -r mine <"$state/holder.pid"; } 2>/dev/null
+    [ -z "$mine" ] || break
+    kill -0 "$holder" 2>/dev/null || break
+    sleep 0.05
+  done
+  owned() {  # the state still names this watcher's holder (another may have taken a stale step's folder)
+    now=""
+    { read -r now <"$state/holder.pid"; } 2>/dev/null
+    [ -n "$mine" ] && [ "$now" = "$mine" ]
+  }
   exec 9>"$base/.join.lock"
   local owner=yes
   while :; do
     sleep 0.2
-    kill -0 "$holder" 2>/dev/null || { flock 9; break; }
-    now=""
-    { read -r now <"$state/holder.pid"; } 2>/dev/null
-    [ -n "$mine" ] || mine=$now
-    if [ -n "$mine" ] && [ "$now" != "$mine" ]; then
-      owner=""  # another holder took this state over
-      break
-    fi
+    kill -0 "$holder" 2>/dev/null || { flock 9; owned || owner=""; break; }
+    owned || { owner=""; break; }
     if ranks_gone; then
       flock 9
+      owned || { owner=""; break; }  # taken over while this watcher waited for the lock
       if ranks_gone; then break; fi  # still gone with the lock held: no rank can join any more
       flock -u 9
     fi
