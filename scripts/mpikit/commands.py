@@ -205,8 +205,16 @@ def bench_docs(settings: Settings) -> int:
             raise UsageError(f"no results/{name}: run make bench, bench-curve and bench-build (without QUICK) first")
         if json.loads((results / name).read_text()).get("quick"):
             raise UsageError(f"results/{name} is from a QUICK run, whose figures are not for quoting")
+    default = knobs.BY_NAME["APPTAINER_MODE"].default
+    mode = json.loads((results / "bench.json").read_text()).get("apptainer_mode")
+    if mode != default:
+        raise UsageError(f"results/bench.json is a run of APPTAINER_MODE={mode}; the docs quote the default: "
+                         f"make bench APPTAINER_MODE={default}, then make bench-docs")
+    # Other modes' full runs, kept beside the default's (make bench writes each as bench-MODE.json).
+    others = [p.name for p in sorted(results.glob("bench-*.json")) if p.stem.removeprefix("bench-") in launch.MODES
+              and p.stem != f"bench-{default}" and not json.loads(p.read_text()).get("quick")]
     for name in ("bench.json", "bench.png", "bench-ratios.png", "bench-curve.json", "bench-curve.png",
-                 "bench-build.json"):
+                 "bench-build.json", *others):
         shutil.copy2(results / name, folder / name)
     doc = ROOT / "docs" / "performance.md"
     doc.write_text(report.replace_blocks(doc.read_text(), folder))

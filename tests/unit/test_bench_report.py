@@ -74,3 +74,33 @@ def test_the_performance_page_is_its_committed_results() -> None:
         assert f"<!-- bench:{name} -->" in page, name
         for source in sources:
             assert not report.load(ROOT / "docs" / "bench" / source)["quick"], f"docs/bench/{source} is a QUICK run"
+
+
+def _results_folder(tmp_path: Path, mode: str) -> Path:
+    """A results/ as full runs leave it: bench.json of `mode` (and its bench-MODE.json), the curve, the build."""
+    import json
+    docs = Path(__file__).resolve().parents[2] / "docs" / "bench"
+    for name in ("bench-curve.json", "bench-build.json", "bench.png", "bench-ratios.png", "bench-curve.png"):
+        (tmp_path / name).write_bytes((docs / name).read_bytes())
+    bench = json.loads((docs / "bench.json").read_text())
+    bench["apptainer_mode"] = mode
+    for name in ("bench.json", f"bench-{mode}.json"):
+        (tmp_path / name).write_text(json.dumps(bench))
+    return tmp_path
+
+
+def test_bench_docs_quotes_only_the_default_modes_run(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+    from mpikit import commands, config, knobs
+    from mpikit.ui import UsageError
+    monkeypatch.setattr(config, "results_dir", lambda: _results_folder(tmp_path, "join"))
+    with pytest.raises(UsageError, match=r"run of APPTAINER_MODE=join.*make bench APPTAINER_MODE=sandbox"):
+        commands.bench_docs(knobs.read("bench-docs", {}, tmp_path))
+
+
+def test_the_join_targets_block_renders_joins_own_run() -> None:
+    import json
+    docs = Path(__file__).resolve().parents[2] / "docs" / "bench"
+    block = report.docs_block("targets-join", docs)
+    assert json.loads((docs / "bench-join.json").read_text())["apptainer_mode"] == "join"
+    assert "`APPTAINER_MODE=join` against bare srun" in block and "`make bench-curve` took" not in block

@@ -231,7 +231,7 @@ def extra_rank_ms(curve: dict, mode: str) -> float:
     return (slope[mode] - slope["srun"]) * 1000
 
 
-def targets_markdown(bench: dict, curve: dict) -> str:
+def targets_markdown(bench: dict, curve: dict, curve_note: bool = True) -> str:
     """Each figure the kit promises, measured, against its target (stats.TARGETS). A whole job's ratio is
     judged by its bootstrap interval: met or missed only when the whole interval says so, otherwise
     not resolved at this noise, with the interval shown."""
@@ -271,7 +271,7 @@ def targets_markdown(bench: dict, curve: dict) -> str:
                      verdict(minutes <= TARGETS["bench_minutes"])])
     curve_took = curve.get("took_s")
     note = (f"\n\n`make bench-curve` took {curve_took['total'] / 60:.0f} min (its own target, so that `make bench` "
-            "keeps its budget)." if curve_took else "")
+            "keeps its budget)." if curve_took and curve_note else "")
     return _md(rows) + note
 
 
@@ -290,6 +290,9 @@ def enter_cpu_markdown(curve: dict) -> str:
 GENERATED = {"pingpong": (("bench.json",), pingpong_markdown), "jobs": (("bench.json",), jobs_markdown),
              "curve": (("bench-curve.json",), curve_markdown), "enter-cpu": (("bench-curve.json",), enter_cpu_markdown),
              "targets": (("bench.json", "bench-curve.json"), targets_markdown),
+             # The same targets for APPTAINER_MODE=join's own full run (make bench APPTAINER_MODE=join).
+             "targets-join": (("bench-join.json", "bench-curve.json"),
+                              lambda bench, curve: targets_markdown(bench, curve, curve_note=False)),
              "build": (("bench-build.json",), build_markdown)}
 
 
