@@ -8,9 +8,10 @@ plan() and the parsers are pure and unit-tested; gather() asks a node.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .config import upstream_version
@@ -58,6 +59,17 @@ class Bind:
         return f"{self.source}:{self.target}:ro"
 
 
+@dataclass(frozen=True)
+class Dlopened:
+    """What a site MPI opens with dlopen at run time, which ldd cannot show: Intel MPI opens Slurm's
+    PMI-2 (the node's, named in I_MPI_PMI_LIBRARY) and its own libfabric's providers."""
+
+    vendor: str  # "Intel MPI"
+    pmi: str  # the node's libpmi2.so.0 (or the library the site's module names)
+    pmi_needed: list[Needed]  # ldd of it
+    providers: str | None = None  # the folder of the MPI's own libfabric providers (*-fi.so), if it has one
+
+
 @dataclass
 class Plan:
     prefix: str
@@ -71,12 +83,14 @@ class Plan:
     srun_mpi_why: str = ""
     loaded: str = ""  # the file the preflight loaded inside the image
     version: str = ""  # its MPI_Get_library_version, first line
+    dlopened: Dlopened | None = None
 
     def binds_options(self) -> tuple[str, ...]:
         return tuple(b.option() for b in self.binds)
 
     def describe(self) -> list[str]:
-        lines = [f"site MPI: {self.libmpi} ({FAMILY_NAMES[self.family]})"]
+        vendor = f", {self.dlopened.vendor}" if self.dlopened else ""
+        lines = [f"site MPI: {self.libmpi} ({FAMILY_NAMES[self.family]}{vendor})"]
         lines += [f"bind   {b.source}" + (f" -> {b.target}" if b.target != b.source else "") + f"  ({b.why})"
                   for b in self.binds]
         lines += [f"image  {soname}  ({why})" for soname, why in self.from_image]
@@ -101,6 +115,28 @@ def parse_ldd(text: str) -> list[Needed]:
 def parse_ldconfig(text: str) -> set[str]:
     """`ldconfig -p` -> the sonames a system (here: the image) provides."""
     return {m.group(1) for m in re.finditer(r"^\s*(\S+\.so[.\d]*) \(", text, re.M)}
+
+
+def node_library(ldconfig: str, soname: str) -> str | None:
+    """Where `ldconfig -p` (the node's loader cache) finds `soname`, or None."""
+    m = re.search(rf"^\s*{re.escape(soname)} \([^)]*\) => (\S+)$", ldconfig, re.M)
+    return m.group(1) if m else None
+
+
+INTEL_MPI_MARK = "I_MPI_Check_image_status"  # a symbol only Intel MPI's libmpi exports (mpi4py looks for it too)
+
+
+def intel_pmi_library(libmpi: str, found: str | None, where: str, environ: Mapping[str, str]) -> str:
+    """The PMI-2 library Intel MPI must open under srun: the one the site's module names (I_MPI_PMI_LIBRARY),
+    else Slurm's libpmi2.so.0 from the node's loader cache; refused in one line when there is none."""
+    named = environ.get("I_MPI_PMI_LIBRARY")
+    if named:
+        return named
+    if found:
+        return found
+    raise UsageError(f"{libmpi} is Intel MPI, which under srun opens Slurm's PMI-2 library (libpmi2.so.0), and "
+                     f"{where} has none in its loader cache (ldconfig -p): install Slurm's libpmi2 there, or name "
+                     "it: export I_MPI_PMI_LIBRARY=/path/to/libpmi2.so")
 
 
 def find_libmpi(prefix: str, listing: dict[str, list[str]]) -> tuple[str, str]:
@@ -163,19 +199,9 @@ def srun_plugin(family: str, needed: Sequence[Needed], offered: Sequence[str]) -
                     "opens (PMI_FD)")
 
 
-def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_sonames: set[str],
-         exists: Callable[[str], bool], offered: Sequence[str]) -> Plan:
-    """What to bind and set so the image's Python loads the site's MPI, and why each one."""
-    p = Plan(prefix, libmpi, family)
-    prefix_slash = prefix.rstrip("/") + "/"
-    p.binds.append(Bind(prefix, prefix, "the site MPI: its libmpi, the libraries and plugins it loads from its own "
-                                        "prefix, and its configuration and help files (etc/, share/)"))
-    missing = [n.soname for n in needed if n.path is None]
-    if missing:
-        raise UsageError(f"the site's {libmpi} needs {', '.join(missing)}, which the node's loader finds nowhere "
-                         "(ldd: not found): load the site's modules first (module load ...) so the kit sees what "
-                         "the site MPI needs")
-    seen: set[str] = set()
+def _bind_needed(p: Plan, needed: Sequence[Needed], prefix_slash: str, image_sonames: set[str],
+                 exists: Callable[[str], bool], seen: set[str]) -> None:
+    """Bind what the site MPI needs from outside its prefix, each for its reason (or say the image's copy serves)."""
     for n in needed:
         path = n.path or ""
         if n.soname in seen or path.startswith(prefix_slash):
@@ -198,8 +224,50 @@ def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_
         for candidate in (c.format(dir=path.rpartition("/")[0]) for c in CONFIG.get(stem, ())):
             if exists(candidate) and not candidate.startswith(prefix_slash):
                 p.binds.append(Bind(candidate, candidate, f"configuration or plugins {n.soname} reads"))
+
+
+def _bind_dlopened(p: Plan, d: Dlopened, prefix_slash: str, image_sonames: set[str],
+                   exists: Callable[[str], bool], seen: set[str]) -> None:
+    """Intel MPI: the node's PMI-2, bound and named to it; what that library needs; its providers' folder."""
+    soname = d.pmi.rpartition("/")[2]
+    target = d.pmi if d.pmi.startswith(prefix_slash) else f"{HOST_LIB}/{soname}"
+    if target != d.pmi:
+        p.binds.append(Bind(d.pmi, target, f"Slurm's PMI-2 on the node, which {d.vendor} opens with dlopen "
+                                          "(ldd cannot show it)"))
+        seen.add(soname)
+    _bind_needed(p, d.pmi_needed, prefix_slash, image_sonames, exists, seen)
+    p.env["I_MPI_PMI_LIBRARY"] = target
+    p.env_why["I_MPI_PMI_LIBRARY"] = (f"{d.vendor} opens this PMI library at MPI_Init; without it, under srun, "
+                                      "every rank fails with 'unable to allocate shared memory'")
+    # Measured on the test cluster (2026-12-01, Intel MPI 2021.18.1, 2 nodes): after mpi4py's matched-probe
+    # receives (MPI_Mprobe/Mrecv, its default for pickled messages) over libfabric, MPI_Comm_disconnect
+    # segfaults, so every mpi4py.futures pool across nodes crashed at shutdown; with probe and receive, none.
+    p.env["MPI4PY_RC_RECV_MPROBE"] = "false"
+    p.env_why["MPI4PY_RC_RECV_MPROBE"] = (f"{d.vendor} 2021.18 crashes in MPI_Comm_disconnect after matched-probe "
+                                          "receives across nodes (mpi4py.futures pools); mpi4py probes, then receives")
+    if d.providers:
+        p.env["FI_PROVIDER_PATH"] = d.providers
+        p.env_why["FI_PROVIDER_PATH"] = f"{d.vendor}'s own libfabric loads its providers from its prefix"
+
+
+def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_sonames: set[str],
+         exists: Callable[[str], bool], offered: Sequence[str], dlopened: Dlopened | None = None) -> Plan:
+    """What to bind and set so the image's Python loads the site's MPI, and why each one."""
+    p = Plan(prefix, libmpi, family, dlopened=dlopened)
+    prefix_slash = prefix.rstrip("/") + "/"
+    p.binds.append(Bind(prefix, prefix, "the site MPI: its libmpi, the libraries and plugins it loads from its own "
+                                        "prefix, and its configuration and help files (etc/, share/)"))
+    missing = [n.soname for n in needed if n.path is None]
+    if missing:
+        raise UsageError(f"the site's {libmpi} needs {', '.join(missing)}, which the node's loader finds nowhere "
+                         "(ldd: not found): load the site's modules first (module load ...) so the kit sees what "
+                         "the site MPI needs")
+    seen: set[str] = set()
+    _bind_needed(p, needed, prefix_slash, image_sonames, exists, seen)
+    if dlopened:
+        _bind_dlopened(p, dlopened, prefix_slash, image_sonames, exists, seen)
     providers = [b.source for b in p.binds if b.source.endswith("/libfabric") and b.why.startswith("configuration")]
-    if providers:
+    if providers and "FI_PROVIDER_PATH" not in p.env:
         p.env["FI_PROVIDER_PATH"] = providers[0]
         p.env_why["FI_PROVIDER_PATH"] = "libfabric loads the site's providers from the bound folder"
     lib_dirs = [libmpi.rpartition("/")[0]]
@@ -216,6 +284,9 @@ def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_
     p.env[GUARD_MARK] = prefix
     p.env_why[GUARD_MARK] = "tells the image's launch guard that the site's MPI is loaded on purpose"
     p.srun_mpi, p.srun_mpi_why = srun_plugin(family, needed, offered)
+    if dlopened and (not offered or "pmi2" in offered):
+        p.srun_mpi, p.srun_mpi_why = "pmi2", (f"{dlopened.vendor} speaks PMI-2 through the library named in "
+                                              "I_MPI_PMI_LIBRARY, which Slurm's pmi2 plugin serves")
     return p
 
 
@@ -230,6 +301,7 @@ class Site:
     sif: str  # the SIF's path as that node sees it
     apptainer: str = "apptainer"
     offered: tuple[str, ...] = ()  # srun --mpi=list there
+    environ: Mapping[str, str] = field(default_factory=dict)  # the user's environment the ranks inherit there
 
 
 # Run inside the image with the plan's binds: load the site's libmpi as mpi4py will, and say which
@@ -261,6 +333,16 @@ def gather(prefix: str, site: Site) -> tuple[Plan, dict[str, str]]:
     if ldd.returncode != 0:
         raise UsageError(f"ldd {libmpi} failed on {site.where}: {(ldd.stderr or ldd.stdout).strip()[:200]}")
     needed = parse_ldd(ldd.stdout)
+    dlopened = None
+    if site.run(["grep", "-q", "-a", "-F", INTEL_MPI_MARK, libmpi]).returncode == 0:
+        pmi = intel_pmi_library(libmpi, node_library(site.run(["ldconfig", "-p"]).stdout, "libpmi2.so.0"),
+                                site.where, site.environ)
+        pmi_ldd = site.run(["ldd", pmi])
+        if pmi_ldd.returncode != 0:
+            raise UsageError(f"ldd {pmi} failed on {site.where}: {(pmi_ldd.stderr or pmi_ldd.stdout).strip()[:200]}")
+        lib_dir = libmpi.rpartition("/")[0]
+        providers = lib_dir if any(name.endswith("-fi.so") for name in listing.get(lib_dir, [])) else None
+        dlopened = Dlopened("Intel MPI", pmi, parse_ldd(pmi_ldd.stdout), providers)
     image = site.run([site.apptainer, "exec", site.sif, "sh", "-c",
                       "ldconfig -p; echo MPIKIT-STACK; cat /opt/mpi4py-kit/stack.env"]).stdout
     sonames, _, stack_text = image.partition("MPIKIT-STACK")
@@ -270,7 +352,7 @@ def gather(prefix: str, site: Site) -> tuple[Plan, dict[str, str]]:
     if candidates:
         found = site.run(["sh", "-c", 'for p; do [ -e "$p" ] && echo "$p"; done', "sh", *candidates])
         present = set(_lines(found.stdout))
-    p = plan(prefix, libmpi, family, needed, parse_ldconfig(sonames), present.__contains__, site.offered)
+    p = plan(prefix, libmpi, family, needed, parse_ldconfig(sonames), present.__contains__, site.offered, dlopened)
     stack = dict(line.split("=", 1) for line in _lines(stack_text) if "=" in line)
     return p, stack
 
@@ -290,7 +372,8 @@ def site_for(runtime: str, sif) -> Site:
 
         return Site("node1 of the test cluster", on_node, cluster.shared_path(sif), "apptainer",
                     tuple(offered_plugins(runtime)))
-    return Site("this node", local, str(sif), host_apptainer() or "apptainer", tuple(offered_plugins(runtime)))
+    return Site("this node", local, str(sif), host_apptainer() or "apptainer", tuple(offered_plugins(runtime)),
+                dict(os.environ))
 
 
 def container(p: Plan, site: Site) -> list[str]:

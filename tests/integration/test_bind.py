@@ -1,8 +1,9 @@
 """The bind model on the test cluster: the same SIF, with a site's own MPI
-loaded instead of the image's. The nodes carry two site MPIs (scripts/cluster/
+loaded instead of the image's. The nodes carry three site MPIs (scripts/cluster/
 Dockerfile): /opt/site/mpich (MPICH ABI, PMI-2 only, its libfabric installed
-for the whole node, linked against Slurm's libpmi2) and /opt/site/openmpi
-(Open MPI 5.0.11, not the image's 5.0.7)."""
+for the whole node, linked against Slurm's libpmi2), /opt/site/impi (Intel MPI,
+MPICH ABI, which opens Slurm's libpmi2 and its own libfabric with dlopen) and
+/opt/site/openmpi (Open MPI 5.0.11, not the image's 5.0.7)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import pytest
 from conftest import ROOT, assert_example, explain, kit, make
 from mpikit import bind
 from mpikit.checks import mpi_library
-from mpikit.config import EXAMPLES
+from mpikit.config import EXAMPLES, REQUIREMENTS
 
-SITES = {"/opt/site/mpich": ("MPICH Version:", "pmi2"), "/opt/site/openmpi": ("Open MPI v5.0.11", "pmix")}
+# Intel MPI's version as requirements/site.txt pins it (impi-rt==2021.18.1): its ranks must report it.
+IMPI = re.search(r"^impi-rt==(\S+)", (REQUIREMENTS / "site.txt").read_text(), re.M).group(1)
+SITES = {"/opt/site/mpich": ("MPICH Version:", "pmi2"), "/opt/site/openmpi": ("Open MPI v5.0.11", "pmix"),
+         "/opt/site/impi": (f"Intel(R) MPI Library {IMPI} ", "pmi2")}
 SCATTER_SIZE = 999_983
 
 
@@ -114,6 +118,24 @@ def test_mpich_with_pmi2_given_runs_every_example(cluster: str) -> None:
         command = f"make run-{name} NP=4 RUNTIME=cluster HOST_MPI=/opt/site/mpich SRUN_MPI=pmi2 SIF={cluster}"
         assert_example(name, proc, 4, command, SCATTER_SIZE if name == "scatter" else None, hosts={"node1", "node2"})
         assert "--mpi=pmi2" in proc.stderr, explain(proc, command)
+
+
+def test_bind_plan_names_what_intel_mpi_opens_with_dlopen(cluster: str) -> None:
+    """ldd shows Intel MPI needing only the C library: the plan must find Slurm's libpmi2 on the node,
+    bind it and name it in I_MPI_PMI_LIBRARY, or every rank fails in MPI_Init."""
+    proc = make("bind-plan", "RUNTIME=cluster", "HOST_MPI=/opt/site/impi", f"SIF={cluster}", timeout=180)
+    command = f"make bind-plan RUNTIME=cluster HOST_MPI=/opt/site/impi SIF={cluster}"
+    out = proc.stdout
+    assert proc.returncode == 0, explain(proc, command)
+    assert "site MPI: /opt/site/impi/lib/libmpi.so.12 (MPICH ABI" in out and ", Intel MPI)" in out, \
+        explain(proc, command)
+    assert re.search(rf"^bind   \S+/libpmi2\.so\.0 -> {bind.HOST_LIB}/libpmi2\.so\.0  \(Slurm's PMI-2 .*dlopen",
+                     out, re.M), explain(proc, command)
+    assert re.search(rf"^env    I_MPI_PMI_LIBRARY={bind.HOST_LIB}/libpmi2\.so\.0  \(", out, re.M), \
+        explain(proc, command)
+    assert re.search(r"^srun   --mpi=pmi2  \(Intel MPI", out, re.M), explain(proc, command)
+    assert re.search(rf"^loads  /opt/site/impi/lib/libmpi\.so\.12: Intel\(R\) MPI Library {re.escape(IMPI)} ",
+                     out, re.M), explain(proc, command)
 
 
 def test_doctor_with_pmi2_names_the_bind_model(cluster: str) -> None:

@@ -136,3 +136,53 @@ def test_a_site_library_newer_than_the_images_glibc_is_named() -> None:
     assert "BASE=trixie" in line and "\n" not in line
     other = bind.load_failure(p, "OSError: libfoo.so.1: cannot open shared object file")
     assert other.startswith(f"the site's {p.libmpi} does not load inside the image") and "make bind-plan" in other
+
+
+# Intel MPI's libmpi.so.12 needs only the C library (ldd), and opens Slurm's PMI-2 and its own
+# libfabric with dlopen at run time: the plan must name both, since ldd cannot show them.
+LDD_IMPI = """\
+\tlinux-vdso.so.1 (0x00007ffd)
+\tlibrt.so.1 => /lib/x86_64-linux-gnu/librt.so.1 (0x00007f01)
+\tlibdl.so.2 => /lib/x86_64-linux-gnu/libdl.so.2 (0x00007f02)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f07)
+"""
+PMI2 = "/usr/lib/x86_64-linux-gnu/libpmi2.so.0"
+LDCONFIG_NODE = f"""12 libs found in cache `/etc/ld.so.cache'
+\tlibpmix.so.2 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libpmix.so.2
+\tlibpmi2.so.0 (libc6,x86-64) => {PMI2}
+"""
+
+
+def impi_plan(**kw) -> bind.Plan:
+    dlopened = bind.Dlopened("Intel MPI", PMI2, bind.parse_ldd("\tlibc.so.6 => /lib/libc.so.6 (0x1)\n"),
+                             providers="/opt/site/impi/lib")
+    return mpich_plan(prefix="/opt/site/impi", libmpi="/opt/site/impi/lib/libmpi.so.12",
+                      needed=bind.parse_ldd(LDD_IMPI), **{"dlopened": dlopened, **kw})
+
+
+def test_intel_mpi_is_told_which_pmi2_to_open_and_gets_it_bound() -> None:
+    p = impi_plan()
+    binds = {b.source: b for b in p.binds}
+    assert binds[PMI2].target == f"{bind.HOST_LIB}/libpmi2.so.0" and "dlopen" in binds[PMI2].why
+    assert p.env["I_MPI_PMI_LIBRARY"] == f"{bind.HOST_LIB}/libpmi2.so.0"
+    assert p.env["FI_PROVIDER_PATH"] == "/opt/site/impi/lib"
+    assert p.env["MPI4PY_RC_RECV_MPROBE"] == "false"  # its matched probe breaks Comm.Disconnect across nodes
+    assert p.srun_mpi == "pmi2" and "I_MPI_PMI_LIBRARY" in p.srun_mpi_why
+    assert all(k in p.env_why for k in p.env)
+    assert any("Intel MPI" in line for line in p.describe())
+
+
+def test_the_nodes_own_pmi2_is_found_or_intel_mpi_is_refused_in_one_line() -> None:
+    assert bind.node_library(LDCONFIG_NODE, "libpmi2.so.0") == PMI2
+    assert bind.node_library(LDCONFIG_NODE, "libpmi.so.0") is None
+    with pytest.raises(UsageError, match=r"is Intel MPI.*libpmi2\.so\.0.*I_MPI_PMI_LIBRARY"):
+        bind.intel_pmi_library("/opt/site/impi/lib/libmpi.so.12", None, "node1", {})
+    assert bind.intel_pmi_library("/x/libmpi.so.12", PMI2, "node1", {}) == PMI2
+    # A site module that names the library itself is followed.
+    named = {"I_MPI_PMI_LIBRARY": "/opt/slurm/lib/libpmi2.so"}
+    assert bind.intel_pmi_library("/x/libmpi.so.12", PMI2, "node1", named) == "/opt/slurm/lib/libpmi2.so"
+
+
+def test_a_plain_mpich_plan_names_no_dlopened_library() -> None:
+    p = mpich_plan()
+    assert "I_MPI_PMI_LIBRARY" not in p.env and p.dlopened is None
