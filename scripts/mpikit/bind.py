@@ -185,8 +185,12 @@ def compatible(family: str, site_version: str, image_openmpi: str) -> str | None
 
 # ---- the plan ----
 
-def srun_plugin(family: str, needed: Sequence[Needed], offered: Sequence[str]) -> tuple[str, str]:
+def srun_plugin(family: str, needed: Sequence[Needed], offered: Sequence[str],
+                dlopened: Dlopened | None = None) -> tuple[str, str]:
     """The --mpi plugin the site MPI can use, among those this Slurm offers (srun --mpi=list)."""
+    if dlopened and (not offered or "pmi2" in offered):
+        return "pmi2", (f"{dlopened.vendor} speaks PMI-2 through the library named in I_MPI_PMI_LIBRARY, which "
+                        "Slurm's pmi2 plugin serves")
     links_pmix = any(n.soname.startswith("libpmix.so") for n in needed)
     links_cray_pmi = any(n.soname.startswith(("libpmi.so", "libpals.so")) for n in needed)
     if family == "openmpi":
@@ -283,10 +287,7 @@ def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_
                          MPI4PY_LIBMPI="the library that variant loads: the site's")
     p.env[GUARD_MARK] = prefix
     p.env_why[GUARD_MARK] = "tells the image's launch guard that the site's MPI is loaded on purpose"
-    p.srun_mpi, p.srun_mpi_why = srun_plugin(family, needed, offered)
-    if dlopened and (not offered or "pmi2" in offered):
-        p.srun_mpi, p.srun_mpi_why = "pmi2", (f"{dlopened.vendor} speaks PMI-2 through the library named in "
-                                              "I_MPI_PMI_LIBRARY, which Slurm's pmi2 plugin serves")
+    p.srun_mpi, p.srun_mpi_why = srun_plugin(family, needed, offered, dlopened)
     return p
 
 

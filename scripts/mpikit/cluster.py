@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import apptainer, docker, launch, venv
-from .config import CLUSTERS, REQUIREMENTS, ROOT, stack_pins
+from .config import CLUSTERS, REQUIREMENTS, ROOT, python_pins, stack_pins
 from .ui import RunError, UsageError, say
 
 PREFIX = "mpikit"
@@ -109,9 +109,9 @@ def stage_context() -> Path:
     for path in NODE_DIR.iterdir():
         shutil.copy2(path, CONTEXT / path.name)
     shutil.copy2(ROOT / "scripts" / "image" / "without-rocm.sh", CONTEXT / "without-rocm.sh")
-    pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (REQUIREMENTS / "site.txt").read_text(), re.M)
     # A wheel's file name spells its project with underscores (impi-rt: impi_rt-2021.18.1-...whl).
-    if not all(list(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl")) for name, version in pins):
+    if not all(list(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+               for name, version in python_pins("site.txt").items()):
         say("cluster: downloading the site MPIs' wheels (requirements/site.txt, hash-checked)")
         pip = [str(venv.ensure(venv.NATIVE) / "bin" / "python"), "-m", "pip"]
         cmd = [*pip, "download", "--require-hashes", "-q", "--no-deps", "--only-binary", ":all:",

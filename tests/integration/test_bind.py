@@ -15,10 +15,10 @@ import pytest
 from conftest import ROOT, assert_example, explain, kit, make
 from mpikit import bind
 from mpikit.checks import mpi_library
-from mpikit.config import EXAMPLES, REQUIREMENTS
+from mpikit.config import EXAMPLES, python_pins
 
 # Intel MPI's version as requirements/site.txt pins it (impi-rt==2021.18.1): its ranks must report it.
-IMPI = re.search(r"^impi-rt==(\S+)", (REQUIREMENTS / "site.txt").read_text(), re.M).group(1)
+IMPI = python_pins("site.txt")["impi-rt"]
 SITES = {"/opt/site/mpich": ("MPICH Version:", "pmi2"), "/opt/site/openmpi": ("Open MPI v5.0.11", "pmix"),
          "/opt/site/impi": (f"Intel(R) MPI Library {IMPI} ", "pmi2")}
 SCATTER_SIZE = 999_983
