@@ -15,19 +15,35 @@ ARG BASE=trixie
 # The base image; the kit passes arm64v8/debian:BASE-slim when it builds for another
 # platform (--platform linux/arm64), so the host's debian:BASE-slim is never replaced.
 ARG BASE_IMAGE=debian:${BASE}-slim
+# The compile stage's base, on the build host's own platform: for another platform it
+# cross-compiles (minutes) instead of compiling under emulation (most of an hour per build).
+ARG BUILDER_IMAGE=debian:${BASE}-slim
 
-# ---- builder: compilers and headers; only /opt/venv leaves this stage ----
-FROM ${BASE_IMAGE} AS builder
+# ---- builder: compilers and headers; only /opt/build leaves this stage ----
+FROM --platform=$BUILDPLATFORM ${BUILDER_IMAGE} AS builder
 ARG BASE
+# Set by BuildKit: the image's architecture (amd64, arm64).
+ARG TARGETARCH
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The pins and the shared build steps; the Python pins change least often after these.
 COPY versions.env /kit/versions.env
-COPY requirements/build.txt requirements/image.txt /kit/requirements/
+COPY requirements/build.txt requirements/build-abi.txt requirements/image.txt /kit/requirements/
 COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
 # The CA bundle for a proxy arrives as a secret mount: readable during this
 # step only, absent from every layer.
 RUN --mount=type=secret,id=ca_cert,required=false \
-    CA_CERT_FILE=/run/secrets/ca_cert /kit/install.sh builder
+    CA_CERT_FILE=/run/secrets/ca_cert TARGET_ARCH=$TARGETARCH /kit/install.sh builder
+
+# ---- assembler: /opt/venv on the image's platform; only /opt/venv leaves this stage ----
+FROM ${BASE_IMAGE} AS assembler
+ARG BASE
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY versions.env /kit/versions.env
+COPY requirements/image.txt /kit/requirements/
+COPY scripts/image/install.sh /kit/
+COPY --from=builder /opt/build /opt/build
+RUN --mount=type=secret,id=ca_cert,required=false \
+    CA_CERT_FILE=/run/secrets/ca_cert /kit/install.sh assemble
 # The kit's site hooks after the compile: editing one does not rebuild mpi4py.
 COPY scripts/image/site/ /kit/site/
 RUN /kit/install.sh hooks
@@ -41,7 +57,7 @@ COPY requirements/image.txt /kit/requirements/
 COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
 # Open MPI and Python from the distribution, exactly the pinned versions.
 RUN /kit/install.sh runtime && rm -rf /kit
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=assembler /opt/venv /opt/venv
 # The venv's python comes first; packages in a user's ~/.local (bind-mounted
 # home on clusters) must not shadow the image's mpi4py and numpy. No
 # PYTHONUNBUFFERED: unbuffered print() writes text and newline separately and

@@ -106,7 +106,7 @@ lint: venv ## ruff, shellcheck and hadolint
 	@.venv/bin/python -m pytest tests/integration/test_lint.py $(PYTEST_ARGS)
 
 lock: venv ## refresh the hashes in requirements/*.txt after editing requirements/*.in
-	@cd requirements && for f in image native build dev site; do \
+	@cd requirements && for f in image native build build-abi dev site; do \
 	  echo "locking requirements/$$f.txt"; \
 	  ../.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
 	    --no-emit-index-url --no-emit-find-links -o $$f.txt $$f.in || exit 1; done

@@ -2,13 +2,18 @@
 # The image's build steps, shared by the Dockerfile and Apptainer.def so the
 # twin recipes cannot drift. Runs inside the image being built, as root.
 #
-#   install.sh builder   compilers + Open MPI headers; builds mpi4py from its
-#                        sdist against this Open MPI; fills /opt/venv
+#   install.sh builder   on the build host's own platform: compilers and Open MPI
+#                        headers (the target's, when cross-building); builds mpi4py
+#                        from its sdist against this Open MPI, and its standard-ABI
+#                        variant for the bind model, into /opt/build
+#   install.sh assemble  on the target's platform: /opt/venv from /opt/build and the
+#                        hash-checked wheels of the other pins
 #   install.sh hooks     the kit's site hooks (/kit/site) into /opt/venv
 #   install.sh runtime   Open MPI + Python only; the non-root user; the stack
 #                        manifest /opt/mpi4py-kit/stack.env
 #
-# Inputs: BASE (the Debian suite), /kit/versions.env, /kit/requirements/,
+# Inputs: BASE (the Debian suite), TARGET_ARCH (the image's Debian architecture, for the
+# builder; "native" or unset: the build host's), /kit/versions.env, /kit/requirements/,
 # and optionally a CA bundle for a TLS-intercepting proxy at $CA_CERT_FILE
 # (a build secret: it is read, never copied into the image).
 set -euo pipefail
@@ -46,33 +51,151 @@ check_pins() {
   done
 }
 
-builder() {
-  bash "$kit/without-rocm.sh"
-  apt_install ca-certificates gcc libc6-dev python3-dev python3-venv \
-    "openmpi-bin=$OPENMPI_DEB" "libopenmpi-dev=$OPENMPI_DEB" "libpmix-dev=$PMIX_DEB"
-  check_pins openmpi-bin libopenmpi-dev libpmix-dev
+# The GNU triplet of a Debian architecture: the cross compiler's prefix and the multiarch folder.
+triplet() {
+  case $1 in
+    amd64) echo x86_64-linux-gnu ;;
+    arm64) echo aarch64-linux-gnu ;;
+    *) echo "error: no cross-build rule for the Debian architecture $1 (amd64 or arm64)" >&2; exit 1 ;;
+  esac
+}
+
+pip_setup() {
   if [ -n "${CA_CERT_FILE:-}" ] && [ -s "$CA_CERT_FILE" ]; then
     echo "pip trusts the CA bundle passed to this build (CA_CERT)"
     export PIP_CERT=$CA_CERT_FILE
   fi
   export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_CONFIG_FILE=/dev/null
-  # Build tools live in a throwaway venv; only /opt/venv is shipped.
+}
+
+# mpi4py's pin alone (with its hashes), from image.txt; "rest" prints every other pin instead.
+mpi4py_pin() {
+  if [ "${1:-}" = rest ]; then
+    awk '/^mpi4py==/ { skip = 1; next } skip && /^ / { next } { skip = 0; print }' "$kit/requirements/image.txt"
+  else
+    awk '/^mpi4py==/ { keep = 1; print; next } keep && /^ / { print; next } { keep = 0 }' "$kit/requirements/image.txt"
+  fi
+}
+
+# Compiles, on the build host's own architecture: a native build when the target is the same,
+# a cross-build when it is not (PLATFORM=linux/arm64 on amd64). Under qemu the two compiles took
+# most of an hour each; cross-compiled they take minutes, and nothing in this stage is emulated.
+# Leaves /opt/build: the wheels to install (mpi4py built here) and the standard-ABI extension.
+builder() {
+  local build target
+  build=$(dpkg --print-architecture)
+  target=${TARGET_ARCH:-native}
+  [ "$target" = native ] && target=$build
+  bash "$kit/without-rocm.sh"
+  local mpicc=mpicc strip=strip cross=()
+  if [ "$target" = "$build" ]; then
+    apt_install ca-certificates gcc libc6-dev python3-dev python3-venv patchelf \
+      "openmpi-bin=$OPENMPI_DEB" "libopenmpi-dev=$OPENMPI_DEB" "libpmix-dev=$PMIX_DEB"
+    check_pins openmpi-bin libopenmpi-dev libpmix-dev
+  else
+    local gnu
+    gnu=$(triplet "$target")
+    echo "cross-building for $target ($gnu) on $build"
+    dpkg --add-architecture "$target"
+    # The target's headers and libraries beside the host's tools (Debian multiarch).
+    apt_install ca-certificates "gcc-${gnu//_/-}" python3-dev python3-venv patchelf pkgconf \
+      "libc6-dev:$target" "libpython3-dev:$target" \
+      "libopenmpi-dev:$target=$OPENMPI_DEB" "libpmix-dev:$target=$PMIX_DEB"
+    check_pins "libopenmpi-dev:$target" "libpmix-dev:$target"
+    # Open MPI's mpicc is a binary of the target's architecture: in its place, the cross compiler
+    # with the flags Open MPI's pkg-config file gives.
+    local flags
+    flags=$(PKG_CONFIG_LIBDIR=/usr/lib/$gnu/pkgconfig pkgconf --cflags --libs ompi-c)
+    printf '#!/bin/sh\nexec %s-gcc "$@" %s\n' "$gnu" "$flags" > /tmp/mpicc-cross
+    chmod +x /tmp/mpicc-cross
+    mpicc=/tmp/mpicc-cross strip=$gnu-strip
+    # What the target's Python compiles with (its sysconfig data) and the tag its wheels carry.
+    local machine=${gnu%%-*}
+    cross=(env "_PYTHON_HOST_PLATFORM=linux-$machine" "_PYTHON_SYSCONFIGDATA_NAME=_sysconfigdata__linux_$gnu"
+      "MPICH_CC=$gnu-gcc")
+  fi
+  pip_setup
+  # Build tools live in throwaway folders; only /opt/build leaves this stage.
   python3 -m venv /tmp/buildenv
-  /tmp/buildenv/bin/pip install -q --require-hashes -r "$kit/requirements/build.txt"
-  # mpi4py from its sdist, compiled with this image's mpicc: it links the
-  # image's libmpi, never a wheel's bundled MPI.
-  /tmp/buildenv/bin/pip wheel -q --no-deps --no-build-isolation --require-hashes \
-    --no-binary mpi4py -r "$kit/requirements/image.txt" -w /tmp/wheels
+  local pip=/tmp/buildenv/bin/pip
+  $pip install -q --require-hashes -r "$kit/requirements/build.txt"
+  # MPICH's wheel for the target, build-only: mpicc_abi (a shell script, so it runs here) and
+  # mpi_abi.h for the standard-ABI variant below.
+  local mpich_platform
+  mpich_platform=manylinux_2_28_$(triplet "$target" | cut -d- -f1)
+  $pip download -q --no-deps --require-hashes --only-binary :all: --platform "$mpich_platform" \
+    -r "$kit/requirements/build-abi.txt" -d /tmp/mpich-wheel
+  /tmp/buildenv/bin/python -m zipfile -e /tmp/mpich-wheel/mpich-*.whl /tmp/mpich-wheel/unpacked
+  local mpich
+  mpich=$(echo /tmp/mpich-wheel/unpacked/mpich-*.data/data)
+  chmod +x "$mpich"/bin/*  # zipfile keeps no modes
+  # The sdist both builds compile.
+  mpi4py_pin > /tmp/mpi4py-pin.txt
+  $pip download -q --no-deps --require-hashes --no-binary mpi4py -r /tmp/mpi4py-pin.txt -d /tmp/sdist
+  # Each build in a folder of its own with a fixed name (pip's would be random), so the paths
+  # compiled into the extension are the same in every build of these inputs.
+  local variant
+  for variant in openmpi mpiabi; do
+    mkdir -p "/tmp/src/$variant"
+    tar -xzf /tmp/sdist/mpi4py-*.tar.gz -C "/tmp/src/$variant" --strip-components=1
+  done
+  # Two compiles side by side, each logged to its own file:
+  #   openmpi  with this image's Open MPI: links the image's libmpi, never a wheel's bundled MPI;
+  #   mpiabi   with MPICH's mpicc_abi: the MPI 5.0 standard ABI (libmpi_abi.so.1), which the bind
+  #            model loads from a site's MPI of any vendor (MPICH, Intel MPI, Open MPI 6).
+  (cd /tmp/src/openmpi && MPICC=$mpicc "${cross[@]}" \
+    $pip wheel -q --no-index --no-deps --no-build-isolation . -w /opt/build/wheels >/tmp/openmpi.log 2>&1) &
+  local openmpi=$!
+  (cd /tmp/src/mpiabi && MPI4PY_BUILD_MPIABI=1 MPICC=$mpich/bin/mpicc_abi "${cross[@]}" \
+    $pip wheel -q --no-index --no-deps --no-build-isolation . -w /tmp/wheels-abi >/tmp/mpiabi.log 2>&1) &
+  local mpiabi=$!
+  wait "$openmpi" || { cat /tmp/openmpi.log; echo "error: building mpi4py against Open MPI failed" >&2; exit 1; }
+  wait "$mpiabi" || { cat /tmp/mpiabi.log; echo "error: building mpi4py for the standard MPI ABI failed" >&2; exit 1; }
+  # The standard-ABI variant's extension alone, renamed for the variant (MPI.mpiabi.<EXT_SUFFIX>).
+  # mpicc_abi linked it with a RUNPATH to this build's MPICH: removed, the kit names the site's
+  # libmpi_abi.so.1 (MPI4PY_LIBMPI) and mpi4py opens it before this extension loads. Stripped
+  # of the debug sections too, which name this build's folders.
+  /tmp/buildenv/bin/python -m zipfile -e /tmp/wheels-abi/mpi4py-*.whl /tmp/abi-wheel
+  local built extension
+  built=$(echo /tmp/abi-wheel/mpi4py/MPI.*.so)
+  extension=/opt/build/mpiabi/MPI.mpiabi.${built#/tmp/abi-wheel/mpi4py/MPI.}
+  install -D -m 0755 "$built" "$extension"
+  "$strip" --strip-unneeded "$extension"
+  patchelf --remove-rpath "$extension"
+}
+
+# On the target's platform (emulated for another): /opt/venv from what the builder made, with
+# pip from the distribution's ensurepip, in a throwaway venv; the hash-checked wheels of every
+# other pin are downloaded here, so pip picks them for the target's own interpreter.
+assemble() {
+  apt_install ca-certificates python3-venv
+  pip_setup
+  python3 -m venv /tmp/pipenv
+  local pip=/tmp/pipenv/bin/pip
+  mpi4py_pin > /tmp/mpi4py-pin.txt
+  # numpy (and anything else pinned) as the hash-checked wheels.
+  $pip download -q --no-deps --require-hashes --only-binary :all: -r <(mpi4py_pin rest) -d /opt/build/wheels
   python3 -m venv --without-pip /opt/venv
-  /tmp/buildenv/bin/pip --python /opt/venv/bin/python install -q --no-index --no-deps /tmp/wheels/*.whl
+  $pip --python /opt/venv/bin/python install -q --no-index --no-deps /opt/build/wheels/*.whl
   # The bind model (HOST_MPI): mpi4py's binary wheel, off sys.path unless the kit puts it there; its
-  # MPICH variant loads a site's MPICH-ABI libmpi (libmpi.so.12), which the build above cannot.
-  awk '/^mpi4py==/ { keep = 1; print; next } keep && /^ / { print; next } { keep = 0 }' \
-    "$kit/requirements/image.txt" > /tmp/mpi4py-wheel.txt
-  /tmp/buildenv/bin/pip install -q --no-deps --require-hashes --only-binary mpi4py \
-    --target /opt/venv/mpi4py-abi -r /tmp/mpi4py-wheel.txt
-  find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+  # MPICH variant loads a site's MPICH-ABI libmpi (libmpi.so.12), its Open MPI one libmpi.so.40.
+  $pip install -q --no-deps --require-hashes --only-binary mpi4py \
+    --target /opt/venv/mpi4py-abi -r /tmp/mpi4py-pin.txt
+  # ... and, beside them, the standard-ABI variant the builder compiled, registered as the wheel
+  # registers its own. Not a file pip manages (no RECORD lists it).
+  local suffix
+  suffix=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+  install -m 0755 "/opt/build/mpiabi/MPI.mpiabi$suffix" /opt/venv/mpi4py-abi/mpi4py/
+  echo "_mpiabi._register('mpi4py.MPI', 'mpiabi')" >> /opt/venv/mpi4py-abi/mpi4py/__init__.py
   /opt/venv/bin/python -c 'import mpi4py, numpy; print("built mpi4py", mpi4py.__version__, "numpy", numpy.__version__)'
+  PYTHONPATH=/opt/venv/mpi4py-abi /opt/venv/bin/python -c '
+import mpi4py, mpi4py._mpiabi as abi
+assert abi._registry["mpi4py.MPI"] == ["mpich", "openmpi", "mpiabi"], abi._registry
+print("bind model: mpi4py", mpi4py.__version__, "variants", ", ".join(abi._registry["mpi4py.MPI"]))'
+  # What pip and the checks above compiled records each source's mtime, which is this build's
+  # time: removed, and compiled again from the content in the hooks step below.
+  find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+  rm -rf /opt/build
 }
 
 # The kit's hooks, in every Python program the image runs: an exception in any thread of a rank
@@ -83,6 +206,10 @@ builder() {
 hooks() {
   cp "$kit"/site/*.py "$kit"/site/*.pth \
     "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
+  # Every module compiled once here, so no rank compiles one at start-up (the image is read-only
+  # to them). Checked by hash, not mtime: the .pyc files hold no time, so two builds of the same
+  # inputs write the same bytes, and a source changed later is still noticed.
+  /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode checked-hash /opt/venv
 }
 
 runtime() {
@@ -110,4 +237,4 @@ PYTHON_VERSION=$(python3 -c 'import platform; print(platform.python_version())')
 MANIFEST
 }
 
-"${1:?usage: install.sh builder|hooks|runtime}"
+"${1:?usage: install.sh builder|assemble|hooks|runtime}"

@@ -160,21 +160,29 @@ def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
     The SIF's architecture is the base's: Apptainer reads it from the root's /bin/sh."""
     platform = platform or platforms.host()
     stage = stage or stage_for(base, platform)
+    # The builder stage runs on the host's own platform and cross-compiles for ARCH (install.sh).
     args = {**config.stack_pins(base), "PLATFORM": platform, "CA_CERT": "/dev/null", "BOOTSTRAP": "docker",
-            "FROM": platforms.base_image(base, platform)}
+            "FROM": platforms.base_image(base, platform), "ARCH": platforms.arch(platform),
+            "BUILDER_BOOTSTRAP": "docker", "BUILDER_FROM": platforms.base_image(base, platforms.host())}
     if docker.engine_problem() is None:
-        # The same local base the Docker image uses (pulled or debootstrapped).
-        name = docker.ensure_base(base, platform)
-        archive = stage / "base.tar"
-        docker.run("save", "-o", str(archive), name)
-        archive.chmod(0o644)
-        args.update(BOOTSTRAP="docker-archive", FROM=str(archive))
+        # The same local bases the Docker image uses (pulled or debootstrapped).
+        archive = _save_base(base, platform, stage / "base.tar")
+        args.update(BOOTSTRAP="docker-archive", FROM=archive, BUILDER_BOOTSTRAP="docker-archive",
+                    BUILDER_FROM=archive)
+        if not platforms.is_host(platform):
+            args["BUILDER_FROM"] = _save_base(base, platforms.host(), stage / "builder-base.tar")
     if ca_cert:
         staged = stage / "ca.pem"
         shutil.copyfile(ca_cert, staged)
         staged.chmod(0o644)
         args["CA_CERT"] = str(staged)
     return args
+
+
+def _save_base(base: str, platform: str, archive: Path) -> str:
+    docker.run("save", "-o", str(archive), docker.ensure_base(base, platform))
+    archive.chmod(0o644)
+    return str(archive)
 
 
 def cache_entry(base: str, platform: str) -> Path:
@@ -185,6 +193,7 @@ def cache_entry(base: str, platform: str) -> Path:
     host = host_apptainer()
     items = [*(f"{k}={v}" for k, v in sorted(config.stack_pins(base).items())), f"platform={platform}",
              f"base={docker.image_id(platforms.base_image(base, platform)) or 'registry'}",
+             f"builder={docker.image_id(platforms.base_image(base, platforms.host())) or 'registry'}",
              f"apptainer={host or docker.image_id(helper_image())}"]
     digest = config.inputs_digest("Apptainer.def", items)
     return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-{digest}.sif"
@@ -211,6 +220,7 @@ def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = 
         ensure_helper()
     if docker.engine_problem() is None:
         docker.ensure_base(base, platform)
+        docker.ensure_base(base)  # the builder stage's, on the host's platform
     cached, arch = cache_entry(base, platform), platforms.arch(platform)
     with _singularity_on_path() as how:
         try:

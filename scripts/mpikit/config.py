@@ -22,7 +22,7 @@ MPI_PROGRAMS = ROOT / "scripts" / "mpi"  # the MPI programs the kit runs itself 
 # What the image is built from, besides its recipe (Dockerfile or Apptainer.def):
 # both recipes copy exactly these, .dockerignore admits exactly these, and a SIF
 # older than any of them is stale. Folders count with everything under them.
-BUILD_INPUTS = ("versions.env", "requirements/build.txt", "requirements/image.txt",
+BUILD_INPUTS = ("versions.env", "requirements/build.txt", "requirements/build-abi.txt", "requirements/image.txt",
                 "scripts/image/install.sh", "scripts/image/without-rocm.sh", "scripts/image/site", "examples")
 RECIPES = ("Dockerfile", "Apptainer.def")
 # The test clusters make cluster-up can build (CLUSTER=...), by their nodes' Debian; one runs at a time.

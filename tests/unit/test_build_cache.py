@@ -83,3 +83,28 @@ def test_a_second_make_sif_of_the_same_inputs_reuses_the_first(tmp_path: Path, m
     assert built == ["trixie"] and len(reused) == 1, (built, reused)
     assert reused[0] == apptainer.cache_entry("trixie", "linux/arm64") and reused[0].is_file()
     assert reused[0].name.startswith("trixie-arm64-")
+
+
+def test_another_platforms_sif_compiles_on_the_hosts_base(tmp_path: Path, monkeypatch) -> None:
+    """Apptainer.def's builder stage starts from the host's base and cross-compiles for ARCH; the
+    other stages start from the target's. On the host's own platform all three share one archive."""
+    from mpikit import platforms
+
+    saved = []
+    monkeypatch.setattr(docker, "engine_problem", lambda: None)
+    monkeypatch.setattr(docker, "ensure_base", lambda base, platform=None:
+                        platforms.base_image(base, platform or platforms.host()))
+    def save(*argv: str) -> None:  # docker save -o ARCHIVE IMAGE
+        Path(argv[2]).write_text("")
+        saved.append(argv[-1])
+
+    monkeypatch.setattr(docker, "run", save)
+    other = next(p for p in platforms.SUPPORTED if p != platforms.host())
+    args = apptainer.build_arguments("trixie", None, other, tmp_path)
+    assert args["ARCH"] == platforms.arch(other) and args["FROM"] == str(tmp_path / "base.tar")
+    assert args["BUILDER_FROM"] == str(tmp_path / "builder-base.tar")
+    assert saved == [platforms.base_image("trixie", other), "debian:trixie-slim"]
+    saved.clear()
+    own = apptainer.build_arguments("trixie", None, platforms.host(), tmp_path)
+    assert own["ARCH"] == platforms.arch(platforms.host())
+    assert own["FROM"] == own["BUILDER_FROM"] == str(tmp_path / "base.tar") and saved == ["debian:trixie-slim"]

@@ -84,6 +84,30 @@ def test_the_twin_recipes_set_the_same_environment() -> None:
     assert docker_env == apptainer_env and "PYTHONNOUSERSITE" in docker_env, (docker_env, apptainer_env)
 
 
+def _stages(text: str, header: str) -> list[tuple[str, list[str]]]:
+    """Each stage's name (after `header`; none: final) and the install.sh steps it runs, in order."""
+    chunks = re.split(header, text, flags=re.M)[1:]
+    return [(chunk.split("\n", 1)[0].strip() or "final", re.findall(r"/kit/install\.sh (\w+)", chunk))
+            for chunk in chunks]
+
+
+def test_the_twin_recipes_have_the_same_stages_and_steps() -> None:
+    """builder (on the build host's platform), assembler, final: the same install.sh steps in each twin;
+    only the builder's base is the build host's, and both tell install.sh the target's architecture."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    docker_stages = _stages(dockerfile, r"^FROM .*?(?: AS |$)")
+    recipe = (ROOT / "Apptainer.def").read_text()
+    apptainer_stages = _stages(recipe, r"^Stage: ")
+    assert docker_stages == apptainer_stages, (docker_stages, apptainer_stages)
+    assert docker_stages == [("builder", ["builder"]), ("assembler", ["assemble", "hooks"]),
+                             ("final", ["runtime"])]
+    assert re.search(r"^FROM --platform=\$BUILDPLATFORM \$\{BUILDER_IMAGE\} AS builder$", dockerfile, re.M)
+    assert "TARGET_ARCH=$TARGETARCH /kit/install.sh builder" in dockerfile
+    before, after = recipe.split("Stage: builder", 1)
+    assert "From: {{ BUILDER_FROM }}" in before.rsplit("Bootstrap:", 1)[1]
+    assert "TARGET_ARCH={{ ARCH }} CA_CERT_FILE=/kit/ca.pem /kit/install.sh builder" in after
+
+
 def test_build_inputs_are_one_list() -> None:
     """Dockerfile COPY, Apptainer.def %files and .dockerignore name exactly config.BUILD_INPUTS."""
     want = set(config.BUILD_INPUTS)
