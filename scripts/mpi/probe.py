@@ -43,7 +43,22 @@ def read_file(path):
 def loaded_libraries():
     maps = read_file("/proc/self/maps") or ""
     paths = {line.split()[-1] for line in maps.splitlines() if line.count(" /")}
-    return {name: sorted(p for p in paths if f"/{name}.so" in p) for name in ("libmpi", "libpmix")}
+    # libmpi: a legacy ABI's libmpi.so.N or the MPI-5 standard ABI's libmpi_abi.so.1
+    return {name: sorted(p for p in paths if f"/{name}.so" in p or (name == "libmpi" and "/libmpi_abi.so" in p))
+            for name in ("libmpi", "libpmix")}
+
+
+def abi_version(libmpi):
+    """MPI_Abi_get_version of the loaded library, "major.minor", or "" (legacy libraries may answer 0.x)."""
+    for path in libmpi:
+        try:
+            function = ctypes.CDLL(path).MPI_Abi_get_version
+        except (OSError, AttributeError):
+            continue
+        major, minor = ctypes.c_int(-1), ctypes.c_int(-1)
+        if function(ctypes.byref(major), ctypes.byref(minor)) == 0:
+            return f"{major.value}.{minor.value}"
+    return ""
 
 
 def cma_read(pid, address, length):
@@ -86,10 +101,15 @@ def main():
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     shm = os.statvfs("/dev/shm") if os.path.isdir("/dev/shm") else None
+    loaded = loaded_libraries()
+    # The extension's name says its variant: MPI.mpiabi.<suffix>.so, MPI.mpich...; MPI.<suffix>.so is a
+    # build against one MPI (the image's own).
+    extension = os.path.basename(MPI.__file__).split(".")
     report.update(rank=rank, size=size, mpi4py=mpi4py.__version__, mpi4py_file=mpi4py.__file__,
-                  library=MPI.Get_library_version().strip().splitlines()[0],
+                  mpi4py_variant=extension[1] if len(extension) > 3 else "",
+                  library=MPI.Get_library_version().strip().splitlines()[0], abi=abi_version(loaded["libmpi"]),
                   shm_bytes=shm.f_frsize * shm.f_blocks if shm else 0,
-                  ptrace_scope=read_file("/proc/sys/kernel/yama/ptrace_scope"), **loaded_libraries())
+                  ptrace_scope=read_file("/proc/sys/kernel/yama/ptrace_scope"), **loaded)
     if "--spawn" in sys.argv[1:]:
         if rank == 0:
             report["spawn"] = try_spawn(MPI)

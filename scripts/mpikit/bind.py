@@ -23,9 +23,15 @@ ABI_MPI4PY = "/opt/venv/mpi4py-abi"
 # The image's launch guard (scripts/image/site/mpi4py_kit_guard.py) warns when mpi4py loads a library
 # other than the image's; this variable, set inside the container, says the bind model did it on purpose.
 GUARD_MARK = "MPI4PY_KIT_HOST_MPI"  # mpi4py's binary wheel in the image: a variant for each ABI family
-FAMILIES = {"libmpi.so.40": "openmpi", "libmpi.so.12": "mpich"}
-FAMILY_NAMES = {"openmpi": "Open MPI ABI (libmpi.so.40)",
+# The MPI 5.0 standard ABI first: one mpi4py build (the image's mpiabi variant) loads any vendor's.
+STANDARD = "libmpi_abi.so.1"
+FAMILIES = {STANDARD: "standard", "libmpi.so.40": "openmpi", "libmpi.so.12": "mpich"}
+FAMILY_NAMES = {"standard": "MPI-5 standard ABI (libmpi_abi.so.1: MPICH 5, Intel MPI 2021.18, Open MPI 6)",
+                "openmpi": "Open MPI ABI (libmpi.so.40)",
                 "mpich": "MPICH ABI (libmpi.so.12: MPICH, Cray MPICH, Intel MPI, MVAPICH)"}
+ABI_CHOICES = ("auto", "standard", "legacy")  # HOST_MPI_ABI
+# mpi4py's variant for each family, in the image's second mpi4py (ABI_MPI4PY); openmpi: the image's own build.
+VARIANTS = {"standard": "mpiabi", "mpich": "mpich"}
 # One C library per process: these always come from the image.
 C_RUNTIME = re.compile(r"^(libc|libm|libdl|libpthread|librt|libutil|libresolv|libanl|libmvec|ld-linux[-\w]*)"
                        r"\.so(\.\d+)*$")
@@ -74,7 +80,8 @@ class Dlopened:
 class Plan:
     prefix: str
     libmpi: str  # the site library, as the node sees it
-    family: str  # openmpi | mpich
+    family: str  # standard | openmpi | mpich
+    family_why: str = ""  # why this family, when the site has more than one (HOST_MPI_ABI)
     binds: list[Bind] = field(default_factory=list)
     from_image: list[tuple[str, str]] = field(default_factory=list)  # (soname, why the image's copy is used)
     env: dict[str, str] = field(default_factory=dict)  # set inside the container, each for a reason below
@@ -83,6 +90,7 @@ class Plan:
     srun_mpi_why: str = ""
     loaded: str = ""  # the file the preflight loaded inside the image
     version: str = ""  # its MPI_Get_library_version, first line
+    abi: str = ""  # its MPI_Abi_get_version, "major.minor" ("" when it has none)
     dlopened: Dlopened | None = None
 
     def binds_options(self) -> tuple[str, ...]:
@@ -90,13 +98,24 @@ class Plan:
 
     def describe(self) -> list[str]:
         vendor = f", {self.dlopened.vendor}" if self.dlopened else ""
-        lines = [f"site MPI: {self.libmpi} ({FAMILY_NAMES[self.family]}{vendor})"]
+        version = f", version {self.abi}" if self.family == "standard" and self.abi else ""
+        lines = [f"site MPI: {self.libmpi} ({FAMILY_NAMES[self.family]}{version}{vendor})"]
+        if self.family_why:
+            lines.append(f"abi    {self.family}  ({self.family_why})")
         lines += [f"bind   {b.source}" + (f" -> {b.target}" if b.target != b.source else "") + f"  ({b.why})"
                   for b in self.binds]
         lines += [f"image  {soname}  ({why})" for soname, why in self.from_image]
         lines += [f"env    {k}={v}  ({self.env_why[k]})" for k, v in self.env.items()]
         lines.append(f"srun   --mpi={self.srun_mpi}  ({self.srun_mpi_why})")
         return lines
+
+
+def abi_name(family: str, abi: str = "") -> str:
+    """'MPI-5 standard ABI 1.0', 'legacy MPICH ABI (libmpi.so.12)', ..."""
+    if family == "standard":
+        return f"MPI-5 standard ABI {abi}".rstrip()
+    return {"openmpi": "legacy Open MPI ABI (libmpi.so.40)", "mpich": "legacy MPICH ABI (libmpi.so.12)"}.get(
+        family, family)
 
 
 # ---- reading what the node and the image say ----
@@ -139,19 +158,41 @@ def intel_pmi_library(libmpi: str, found: str | None, where: str, environ: Mappi
                      "it: export I_MPI_PMI_LIBRARY=/path/to/libpmi2.so")
 
 
-def find_libmpi(prefix: str, listing: dict[str, list[str]]) -> tuple[str, str]:
-    """(path, family) of the site's libmpi, given `ls` of PREFIX/lib and PREFIX/lib64."""
+def find_libmpi(prefix: str, listing: dict[str, list[str]], abi: str = "auto") -> tuple[str, str, str]:
+    """(path, family, why) of the site's libmpi, given `ls` of PREFIX/lib and PREFIX/lib64. HOST_MPI_ABI=auto
+    prefers the standard ABI (libmpi_abi.so.1) when the site has it beside a legacy family; resolve() falls
+    back to the legacy one when its MPI_Abi_get_version says it is not the standard ABI after all."""
     names = {f"{folder}/{name}": name for folder, names in listing.items() for name in names}
-    for path, name in sorted(names.items()):
+    found: dict[str, str] = {}
+    for path, name in sorted(names.items()):  # lib/ before lib64/
         if name in FAMILIES:
-            return path, FAMILIES[name]
+            found.setdefault(FAMILIES[name], path)
+    standard = found.get("standard")
+    legacy = next((family for family in ("openmpi", "mpich") if family in found), None)
+    if abi == "standard":
+        if not standard:
+            has = f"; it has {found[legacy].rpartition('/')[2]} (HOST_MPI_ABI=legacy loads that)" if legacy else ""
+            raise UsageError(f"HOST_MPI_ABI=standard, but HOST_MPI={prefix} has no lib/{STANDARD}{has}")
+        return standard, "standard", "HOST_MPI_ABI=standard"
+    if abi == "legacy":
+        if legacy:
+            return found[legacy], legacy, "HOST_MPI_ABI=legacy"
+        if standard:
+            raise UsageError(f"HOST_MPI_ABI=legacy, but HOST_MPI={prefix} has only the standard ABI's "
+                             f"lib/{STANDARD} (HOST_MPI_ABI=auto or standard loads it)")
+    elif standard:
+        why = (f"auto: the standard ABI is preferred over the legacy {found[legacy].rpartition('/')[2]} the site "
+               "also has; HOST_MPI_ABI=legacy forces that" if legacy else "")
+        return standard, "standard", why
+    elif legacy:
+        return found[legacy], legacy, ""
     others = sorted(name for name in names.values() if re.fullmatch(r"libmpi\.so\.\d+", name))
     if others:
         raise UsageError(f"HOST_MPI={prefix} has {others[0]}, an ABI the image's mpi4py cannot load; it loads the "
-                         f"{FAMILY_NAMES['openmpi']} or the {FAMILY_NAMES['mpich']}")
-    raise UsageError(f"HOST_MPI={prefix} has no lib/libmpi.so.40 or lib/libmpi.so.12: give the prefix of the "
-                     "site's MPI, the folder that holds lib/libmpi.so* (module show cray-mpich, $MPICH_DIR, "
-                     "or dirname $(dirname $(which mpicc)))")
+                         f"{FAMILY_NAMES['standard']}, the {FAMILY_NAMES['openmpi']} or the {FAMILY_NAMES['mpich']}")
+    raise UsageError(f"HOST_MPI={prefix} has no lib/{STANDARD}, lib/libmpi.so.40 or lib/libmpi.so.12: give the "
+                     "prefix of the site's MPI, the folder that holds lib/libmpi*.so* (module show cray-mpich, "
+                     "$MPICH_DIR, or dirname $(dirname $(which mpicc)))")
 
 
 def library_major(version_line: str) -> tuple[str, int] | None:
@@ -255,9 +296,10 @@ def _bind_dlopened(p: Plan, d: Dlopened, prefix_slash: str, image_sonames: set[s
 
 
 def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_sonames: set[str],
-         exists: Callable[[str], bool], offered: Sequence[str], dlopened: Dlopened | None = None) -> Plan:
+         exists: Callable[[str], bool], offered: Sequence[str], dlopened: Dlopened | None = None,
+         family_why: str = "") -> Plan:
     """What to bind and set so the image's Python loads the site's MPI, and why each one."""
-    p = Plan(prefix, libmpi, family, dlopened=dlopened)
+    p = Plan(prefix, libmpi, family, family_why, dlopened=dlopened)
     prefix_slash = prefix.rstrip("/") + "/"
     p.binds.append(Bind(prefix, prefix, "the site MPI: its libmpi, the libraries and plugins it loads from its own "
                                         "prefix, and its configuration and help files (etc/, share/)"))
@@ -281,10 +323,15 @@ def plan(prefix: str, libmpi: str, family: str, needed: Sequence[Needed], image_
         p.env["OPAL_PREFIX"] = prefix
         p.env_why["OPAL_PREFIX"] = "Open MPI reads its help files and MCA defaults from its own prefix"
     else:
-        p.env.update(PYTHONPATH=ABI_MPI4PY, MPI4PY_MPIABI="mpich", MPI4PY_LIBMPI=libmpi)
-        p.env_why.update(PYTHONPATH="mpi4py's binary wheel, whose MPICH variant loads an MPICH-ABI libmpi",
-                         MPI4PY_MPIABI="choose the wheel's MPICH variant",
-                         MPI4PY_LIBMPI="the library that variant loads: the site's")
+        variant = VARIANTS[family]
+        p.env.update(PYTHONPATH=ABI_MPI4PY, MPI4PY_MPIABI=variant, MPI4PY_LIBMPI=libmpi)
+        p.env_why.update(
+            PYTHONPATH=("the image's mpi4py with a variant per ABI: mpiabi, built against the MPI-5 standard "
+                        "ABI's mpi.h, loads any vendor's libmpi_abi.so.1" if family == "standard" else
+                        "mpi4py's binary wheel, whose MPICH variant loads an MPICH-ABI libmpi"),
+            MPI4PY_MPIABI=f"choose the {variant} variant (mpi4py 4.1 never looks for {STANDARD} itself)"
+            if family == "standard" else "choose the wheel's MPICH variant",
+            MPI4PY_LIBMPI="the library that variant loads: the site's")
     p.env[GUARD_MARK] = prefix
     p.env_why[GUARD_MARK] = "tells the image's launch guard that the site's MPI is loaded on purpose"
     p.srun_mpi, p.srun_mpi_why = srun_plugin(family, needed, offered, dlopened)
@@ -306,16 +353,28 @@ class Site:
 
 
 # Run inside the image with the plan's binds: load the site's libmpi as mpi4py will, and say which
-# file and which library it is (MPI_Get_library_version may be called before MPI_Init).
+# file and which library it is (MPI_Get_library_version and MPI_Abi_get_version may be called before
+# MPI_Init), and which mpi4py variants the image has.
 PREFLIGHT = r"""
-import ctypes, os
+import ctypes, os, re
 name = os.environ.get("MPI4PY_LIBMPI") or "libmpi.so.40"
 lib = ctypes.CDLL(name, ctypes.RTLD_GLOBAL)
+folder = "/opt/venv/mpi4py-abi/mpi4py"
+variants = sorted(f.split(".")[1] for f in os.listdir(folder) if re.match(r"MPI\.\w+\..*\.so$", f))
+print("MPIKIT-VARIANTS", ",".join(variants))
+if not hasattr(lib, "MPI_Get_library_version"):
+    print("MPIKIT-NOTMPI", os.path.realpath(name))
+    raise SystemExit(0)
+abi = ""
+if hasattr(lib, "MPI_Abi_get_version"):
+    major, minor = ctypes.c_int(-1), ctypes.c_int(-1)
+    if lib.MPI_Abi_get_version(ctypes.byref(major), ctypes.byref(minor)) == 0:
+        abi = f"{major.value}.{minor.value}"
 buf, size = ctypes.create_string_buffer(8192), ctypes.c_int()
 lib.MPI_Get_library_version(buf, ctypes.byref(size))
 maps = open("/proc/self/maps").read().split()
-path = next((w for w in maps if "/libmpi.so" in w), name)
-print("MPIKIT-LIBMPI", path, "|", buf.value.decode(errors="replace").strip().splitlines()[0])
+path = next((w for w in maps if re.search(r"/libmpi(_abi)?\.so", w)), name)
+print("MPIKIT-LIBMPI", path, "|", abi, "|", buf.value.decode(errors="replace").strip().splitlines()[0])
 """
 
 
@@ -323,13 +382,13 @@ def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def gather(prefix: str, site: Site) -> tuple[Plan, dict[str, str]]:
+def gather(prefix: str, site: Site, abi: str = "auto") -> tuple[Plan, dict[str, str]]:
     """Ask the node what HOST_MPI holds and needs, and the image what it has: (the plan, the image's stack)."""
     if site.run(["test", "-d", prefix]).returncode != 0:
         raise UsageError(f"HOST_MPI={prefix} is not a folder on {site.where}: the site's MPI must be at that path "
                          "on every node (its prefix, e.g. from module show cray-mpich)")
     listing = {f"{prefix}/{sub}": _lines(site.run(["ls", "-1", f"{prefix}/{sub}"]).stdout) for sub in ("lib", "lib64")}
-    libmpi, family = find_libmpi(prefix, listing)
+    libmpi, family, family_why = find_libmpi(prefix, listing, abi)
     ldd = site.run(["ldd", libmpi])
     if ldd.returncode != 0:
         raise UsageError(f"ldd {libmpi} failed on {site.where}: {(ldd.stderr or ldd.stdout).strip()[:200]}")
@@ -353,7 +412,8 @@ def gather(prefix: str, site: Site) -> tuple[Plan, dict[str, str]]:
     if candidates:
         found = site.run(["sh", "-c", 'for p; do [ -e "$p" ] && echo "$p"; done', "sh", *candidates])
         present = set(_lines(found.stdout))
-    p = plan(prefix, libmpi, family, needed, parse_ldconfig(sonames), present.__contains__, site.offered, dlopened)
+    p = plan(prefix, libmpi, family, needed, parse_ldconfig(sonames), present.__contains__, site.offered, dlopened,
+             family_why)
     stack = dict(line.split("=", 1) for line in _lines(stack_text) if "=" in line)
     return p, stack
 
@@ -384,15 +444,53 @@ def container(p: Plan, site: Site) -> list[str]:
     return Apptainer(site.sif, command=site.apptainer, binds=p.binds_options(), env=tuple(p.env.items())).prefix()
 
 
-def preflight(p: Plan, site: Site) -> tuple[str, str]:
-    """Load the site's libmpi inside the image with the plan applied: (the file loaded, its version line)."""
+@dataclass(frozen=True)
+class Loaded:
+    """What the preflight saw inside the image."""
+
+    path: str  # the file loaded ("" when it is not an MPI library)
+    abi: str  # MPI_Abi_get_version, "major.minor", or ""
+    version: str  # MPI_Get_library_version, first line
+    variants: tuple[str, ...]  # the mpi4py variants the image's second mpi4py has (mpiabi, mpich, openmpi)
+    not_mpi: str = ""  # the file, when it exports no MPI_Get_library_version
+
+
+def parse_preflight(text: str) -> Loaded | None:
+    """The preflight's output -> what it saw, or None when it said nothing (it failed)."""
+    variants: tuple[str, ...] = ()
+    for line in text.splitlines():
+        if line.startswith("MPIKIT-VARIANTS"):
+            variants = tuple(v for v in line.removeprefix("MPIKIT-VARIANTS").strip().split(",") if v)
+        elif line.startswith("MPIKIT-NOTMPI "):
+            return Loaded("", "", "", variants, line.removeprefix("MPIKIT-NOTMPI ").strip())
+        elif line.startswith("MPIKIT-LIBMPI "):
+            path, abi, version = (part.strip() for part in line.removeprefix("MPIKIT-LIBMPI ").split(" | ", 2))
+            return Loaded(path, abi, version, variants)
+    return None
+
+
+def standard_abi_problem(libmpi: str, abi: str) -> str | None:
+    """None when MPI_Abi_get_version says the MPI-5 standard ABI (major 1 or more). Legacy builds of MPICH
+    and Intel MPI export the function too and answer 0, so its presence alone proves nothing."""
+    if not abi:
+        return f"{libmpi} has no MPI_Abi_get_version, so it is not the MPI-5 standard ABI"
+    if int(abi.split(".")[0]) < 1:
+        return (f"{libmpi} answers MPI_Abi_get_version {abi}; a major version of 0 is a legacy ABI's, not the "
+                "MPI-5 standard ABI")
+    return None
+
+
+def preflight(p: Plan, site: Site) -> Loaded:
+    """Load the site's libmpi inside the image with the plan applied: what was loaded, and its versions."""
     proc = site.run([*container(p, site), "python", "-c", PREFLIGHT])
-    line = next((line for line in proc.stdout.splitlines() if line.startswith("MPIKIT-LIBMPI ")), None)
-    if proc.returncode != 0 or line is None:
+    loaded = parse_preflight(proc.stdout)
+    if loaded and loaded.not_mpi:
+        raise UsageError(f"HOST_MPI={p.prefix}: {p.libmpi} is not an MPI library ({loaded.not_mpi} exports no "
+                         "MPI_Get_library_version): give the prefix of the site's MPI")
+    if proc.returncode != 0 or loaded is None:
         said = (proc.stderr + proc.stdout).strip().splitlines()
         raise UsageError(load_failure(p, said[-1] if said else f"exit status {proc.returncode}"))
-    path, _, version = line.removeprefix("MPIKIT-LIBMPI ").partition(" | ")
-    return path, version
+    return loaded
 
 
 def load_failure(p: Plan, said: str) -> str:
@@ -417,14 +515,29 @@ def check_runtime(host_mpi: str | None, runtime: str) -> None:
                          f"RUNTIME={runtime} has no Slurm (drop HOST_MPI to run the image's own Open MPI)")
 
 
-def resolve(host_mpi: str | None, srun_mpi: str, sif, runtime: str) -> Plan | None:
+def resolve(host_mpi: str | None, srun_mpi: str, sif, runtime: str, abi: str = "auto") -> Plan | None:
     """HOST_MPI: work out the binds on a node, load the site's libmpi in the image with them, check it fits."""
     if not host_mpi:
         return None
     check_runtime(host_mpi, runtime)
     site = site_for(runtime, sif)
-    p, stack = gather(host_mpi, site)
-    p.loaded, p.version = preflight(p, site)
+    p, stack = gather(host_mpi, site, abi)
+    loaded = preflight(p, site)
+    if p.family == "standard":
+        problem = standard_abi_problem(p.libmpi, loaded.abi)
+        if not problem and VARIANTS["standard"] not in loaded.variants:
+            problem = (f"the image {sif} has no standard-ABI variant of mpi4py (it has {', '.join(loaded.variants)}): "
+                       "it was built before the kit made one; rebuild it (make sif)")
+        if problem and abi == "auto":
+            try:
+                p, stack = gather(host_mpi, site, "legacy")
+            except UsageError:
+                raise UsageError(f"HOST_MPI={host_mpi}: {problem}") from None
+            p.family_why = f"auto: {problem}, so the legacy family"
+            loaded = preflight(p, site)
+        elif problem:
+            raise UsageError(f"HOST_MPI={host_mpi}: {problem}")
+    p.loaded, p.version, p.abi = loaded.path, loaded.version, loaded.abi
     problem = compatible(p.family, p.version, upstream_version(stack.get("OPENMPI_DEB", "0")))
     if problem:
         raise UsageError(f"HOST_MPI={host_mpi}: {problem}")

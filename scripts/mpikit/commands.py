@@ -156,11 +156,12 @@ def bind_plan_command(settings: Settings) -> int:
         cluster.require_up()
     if not settings.sif.is_file():
         raise UsageError(f"no {settings.sif}: the plan compares the site's libraries with the image's; make sif first")
-    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
+    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime, settings.host_mpi_abi)
     assert plan is not None
     for line in plan.describe():
         print(line)
-    print(f"loads  {plan.loaded}: {plan.version}  (checked inside the image with these binds)")
+    print(f"loads  {plan.loaded}: {plan.version}; {bind.abi_name(plan.family, plan.abi)}  (checked inside the "
+          "image with these binds)")
     return 0
 
 

@@ -222,6 +222,17 @@ def parse_host_mpi(value: str) -> str | None:
     return value.rstrip("/") or "/"
 
 
+def parse_host_mpi_abi(value: str, host_mpi: str | None) -> str:
+    from .bind import ABI_CHOICES
+
+    if value not in ABI_CHOICES:
+        raise UsageError(f"unknown HOST_MPI_ABI={value!r}; choose one of: {', '.join(ABI_CHOICES)}")
+    if value != "auto" and not host_mpi:
+        raise UsageError(f"HOST_MPI_ABI={value} chooses the family of the site's MPI in the bind model; "
+                         "name that MPI too: HOST_MPI=<its prefix>")
+    return value
+
+
 def parse_apptainer_mode(value: str) -> str:
     from .launch import MODES
 
@@ -306,6 +317,7 @@ class Settings:
     timeout: int | None = None
     srun_mpi: str = "auto"
     host_mpi: str | None = None  # the bind model: the site MPI's prefix
+    host_mpi_abi: str = "auto"  # the bind model: auto | standard | legacy
     cluster: str = "trixie"  # make cluster-up: which test cluster
     apptainer_mode: str = "sandbox"  # how srun's ranks enter the image
     nodes: int | None = None  # srun --nodes (None: Slurm's choice; the test cluster: up to 2)
@@ -383,9 +395,14 @@ KNOBS: tuple[Knob, ...] = (
          "rank of a node enters one holder's namespaces with nsenter) | instance (one instance per node); "
          "docs/performance.md", (*LIKE_RUN, "smoke", "doctor", "bench", "batch"),
          apply=lambda s, v: setattr(s, 'apptainer_mode', parse_apptainer_mode(v))),
-    Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi.so.40 or .12), "
-         "loaded instead of the image's; RUNTIME=srun or cluster", (*LIKE_RUN, "smoke", "doctor", "bind-plan"),
+    Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi_abi.so.1, "
+         "libmpi.so.40 or .12), loaded instead of the image's; RUNTIME=srun or cluster",
+         (*LIKE_RUN, "smoke", "doctor", "bind-plan"),
          apply=lambda s, v: setattr(s, 'host_mpi', parse_host_mpi(v))),
+    Knob("HOST_MPI_ABI", "auto", "the bind model's ABI: auto (the MPI-5 standard ABI, lib/libmpi_abi.so.1, when "
+         "the site has it, else its legacy family) | standard | legacy (libmpi.so.40 or .12; docs/bind-model.md)",
+         (*LIKE_RUN, "smoke", "doctor", "bind-plan"),
+         apply=lambda s, v: setattr(s, 'host_mpi_abi', parse_host_mpi_abi(v, s.host_mpi))),
     Knob("NODES", "", "srun --nodes for RUNTIME=srun and cluster, and make sbatch's #SBATCH --nodes (default: "
          "Slurm's choice; on the test cluster, up to 2)", (*LIKE_RUN, "smoke", "batch"),
          apply=lambda s, v: setattr(s, 'nodes', parse_nodes(v))),

@@ -70,7 +70,8 @@ def srun_mpi_for(settings: Settings, runtime: str, plan: bind.Plan | None) -> st
 
 def say_bind(plan: bind.Plan | None) -> None:
     if plan:
-        say(f"bind model: the site's MPI {plan.loaded} ({plan.version}); srun --mpi={plan.srun_mpi} "
+        say(f"bind model: the site's MPI {plan.loaded} ({plan.version}; {bind.abi_name(plan.family, plan.abi)}); "
+            f"srun --mpi={plan.srun_mpi} "
             f"({plan.srun_mpi_why}); make bind-plan shows what is bound and why")
 
 
@@ -116,7 +117,7 @@ def prepare(settings: Settings, *, build: bool = True) -> Prepared:
     if settings.host_mpi and not settings.sif.is_file():
         raise UsageError(f"no {settings.sif}: the bind model compares the site's libraries with the image's; "
                          "make sif first")
-    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime)
+    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime, settings.host_mpi_abi)
     mpi = srun_mpi_for(settings, choice.runtime, plan)
     say_bind(plan)
     return Prepared(settings, choice.runtime, plan, mpi, digest)

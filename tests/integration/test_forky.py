@@ -59,15 +59,20 @@ def test_the_images_own_open_mpi_is_refused_in_one_line(image: str, forky: dict)
     assert "Traceback" not in proc.stderr, explain(proc, command)
 
 
-@pytest.mark.parametrize("name", ["rank", "scatter"])
-def test_the_site_mpich_runs_the_trixie_image_under_slurm_26(name: str, forky: dict) -> None:
+@pytest.mark.parametrize("name,abi", [("rank", "auto"), ("scatter", "auto"), ("rank", "legacy")])
+def test_the_site_mpich_runs_the_trixie_image_under_slurm_26(name: str, abi: str, forky: dict) -> None:
+    """Where the bind model is the only way: MPICH's standard ABI (auto), and its MPICH ABI forced."""
     args = f"--size {SCATTER_SIZE} --seed 4" if name == "scatter" else ""
     proc = kit("run", name, "--np", "4", "--runtime", "cluster", "--sif", forky["trixie"], "--host-mpi",
-               "/opt/site/mpich", "--args", args, "--timeout", "240", timeout=300)
-    command = f"make run-{name} NP=4 RUNTIME=cluster HOST_MPI=/opt/site/mpich SIF={forky['trixie']}   (forky cluster)"
+               "/opt/site/mpich", "--host-mpi-abi", abi, "--args", args, "--timeout", "240", timeout=300)
+    command = (f"make run-{name} NP=4 RUNTIME=cluster HOST_MPI=/opt/site/mpich HOST_MPI_ABI={abi} "
+               f"SIF={forky['trixie']}   (forky cluster)")
     assert_example(name, proc, 4, command, SCATTER_SIZE if name == "scatter" else None, hosts={"node1", "node2"})
-    # the kit names the library it bound and the plugin it chose; rank.py also prints each rank's library
+    # the kit names the library it bound, its ABI and the plugin it chose; rank.py also prints each rank's library
     assert "srun --mpi=pmi2" in proc.stderr and "(MPICH Version:" in proc.stderr, explain(proc, command)
+    library = "libmpi_abi.so.1 (MPICH Version:" if abi == "auto" else "libmpi.so.12 (MPICH Version:"
+    abi_words = "; MPI-5 standard ABI 1." if abi == "auto" else "; legacy MPICH ABI (libmpi.so.12))"
+    assert library in proc.stderr and abi_words in proc.stderr, explain(proc, command)
     assert name != "rank" or "MPI library on every rank: MPICH Version:" in proc.stdout, explain(proc, command)
 
 

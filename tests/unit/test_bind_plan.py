@@ -40,13 +40,61 @@ def test_parse_ldd_and_ldconfig() -> None:
 
 
 def test_find_libmpi_by_abi_family() -> None:
-    assert bind.find_libmpi("/p", {"/p/lib": ["libmpi.so", "libmpi.so.12", "libmpi_abi.so.1"]}) == \
-        ("/p/lib/libmpi.so.12", "mpich")
-    assert bind.find_libmpi("/p", {"/p/lib64": ["libmpi.so.40"], "/p/lib": []}) == ("/p/lib64/libmpi.so.40", "openmpi")
+    both = {"/p/lib": ["libmpi.so", "libmpi.so.12", "libmpi_abi.so.1"]}
+    path, family, why = bind.find_libmpi("/p", both)
+    assert (path, family) == ("/p/lib/libmpi_abi.so.1", "standard")
+    assert why.startswith("auto: the standard ABI is preferred over the legacy libmpi.so.12")
+    assert bind.find_libmpi("/p", both, "legacy") == ("/p/lib/libmpi.so.12", "mpich", "HOST_MPI_ABI=legacy")
+    assert bind.find_libmpi("/p", both, "standard") == ("/p/lib/libmpi_abi.so.1", "standard", "HOST_MPI_ABI=standard")
+    assert bind.find_libmpi("/p", {"/p/lib": ["libmpi_abi.so.1"]}) == ("/p/lib/libmpi_abi.so.1", "standard", "")
+    assert bind.find_libmpi("/p", {"/p/lib64": ["libmpi.so.40"], "/p/lib": []}) == \
+        ("/p/lib64/libmpi.so.40", "openmpi", "")
+    with pytest.raises(UsageError, match=r"^HOST_MPI_ABI=standard, but HOST_MPI=/p has no lib/libmpi_abi\.so\.1; "
+                                         r"it has libmpi\.so\.40"):
+        bind.find_libmpi("/p", {"/p/lib": ["libmpi.so.40"]}, "standard")
+    with pytest.raises(UsageError, match=r"^HOST_MPI_ABI=legacy, but HOST_MPI=/p has only the standard ABI"):
+        bind.find_libmpi("/p", {"/p/lib": ["libmpi_abi.so.1"]}, "legacy")
     with pytest.raises(UsageError, match=r"has libmpi\.so\.20, an ABI the image's mpi4py cannot load"):
         bind.find_libmpi("/p", {"/p/lib": ["libmpi.so.20"]})
-    with pytest.raises(UsageError, match=r"has no lib/libmpi\.so\.40 or lib/libmpi\.so\.12"):
+    with pytest.raises(UsageError, match=r"has no lib/libmpi_abi\.so\.1, lib/libmpi\.so\.40 or lib/libmpi\.so\.12"):
         bind.find_libmpi("/p", {"/p/lib": ["libfoo.so"]})
+
+
+def test_the_standard_abi_plan_chooses_the_mpiabi_variant_and_names_the_library() -> None:
+    p = mpich_plan(libmpi="/opt/site/mpich/lib/libmpi_abi.so.1", family="standard",
+                   family_why="auto: the standard ABI is preferred")
+    assert p.env["MPI4PY_MPIABI"] == "mpiabi" and p.env["PYTHONPATH"] == bind.ABI_MPI4PY
+    assert p.env["MPI4PY_LIBMPI"] == "/opt/site/mpich/lib/libmpi_abi.so.1"
+    assert p.srun_mpi == "pmi2"  # an MPICH without a PMIx client, whichever ABI it is reached through
+    p.abi = "1.0"
+    lines = p.describe()
+    assert lines[0].startswith("site MPI: /opt/site/mpich/lib/libmpi_abi.so.1 (MPI-5 standard ABI") and \
+        "version 1.0" in lines[0]
+    assert lines[1] == "abi    standard  (auto: the standard ABI is preferred)"
+    assert bind.compatible("standard", "MPICH Version: 5.0.2", "5.0.7") is None
+
+
+def test_the_preflight_output_is_parsed() -> None:
+    said = ("MPIKIT-VARIANTS mpiabi,mpich,openmpi\n"
+            "MPIKIT-LIBMPI /opt/site/impi/lib/libmpi_abi.so.1.0 | 1.0 | Intel(R) MPI Library 2021.18 for Linux* OS\n")
+    assert bind.parse_preflight(said) == bind.Loaded("/opt/site/impi/lib/libmpi_abi.so.1.0", "1.0",
+                                                     "Intel(R) MPI Library 2021.18 for Linux* OS",
+                                                     ("mpiabi", "mpich", "openmpi"))
+    legacy = bind.parse_preflight("MPIKIT-VARIANTS mpich,openmpi\nMPIKIT-LIBMPI /l/libmpi.so.40 |  | Open MPI v5.0.7\n")
+    assert legacy.abi == "" and legacy.variants == ("mpich", "openmpi")
+    notmpi = bind.parse_preflight("MPIKIT-VARIANTS mpich\nMPIKIT-NOTMPI /s/lib/libz.so.1.3\n")
+    assert notmpi.not_mpi == "/s/lib/libz.so.1.3" and notmpi.path == ""
+    assert bind.parse_preflight("Traceback (most recent call last):\n") is None
+
+
+@pytest.mark.parametrize("abi,problem", [
+    ("1.0", None), ("2.1", None),
+    ("0.0", "answers MPI_Abi_get_version 0.0; a major version of 0 is a legacy ABI's"),
+    ("", "has no MPI_Abi_get_version, so it is not the MPI-5 standard ABI"),
+])
+def test_only_a_major_version_of_1_or_more_is_the_standard_abi(abi: str, problem: str | None) -> None:
+    found = bind.standard_abi_problem("/p/lib/libmpi_abi.so.1", abi)
+    assert found == problem if problem is None else problem in found
 
 
 def test_the_plan_binds_what_the_image_lacks_and_the_sites_stack() -> None:

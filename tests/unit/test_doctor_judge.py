@@ -158,6 +158,28 @@ def test_the_bind_model_before_and_after_launch() -> None:
     site = [probe(r, libmpi=["/opt/site/mpich/lib/libmpi.so.12"], library="MPICH Version: 5.0.2") for r in (0, 1)]
     found = judge.ranks(site, 2, "cluster", "5.0.11", bind=("/opt/site/mpich", bind.HOST_LIB))
     assert levels(found)[:3] == ["ok", "ok", "ok"]
-    assert found[1].text == "rank 0 on h: /opt/site/mpich/lib/libmpi.so.12: MPICH Version: 5.0.2"
+    assert found[1].text == ("rank 0 on h: /opt/site/mpich/lib/libmpi.so.12: MPICH Version: 5.0.2; ABI: legacy "
+                             "MPICH ABI (libmpi.so.12); mpi4py variant: the image build")
     wrong = judge.bind_ranks([probe(0)], "/opt/site/mpich", bind.HOST_LIB)
     assert wrong[0].level == "PROBLEM" and "not the site's MPI" in wrong[0].text
+
+
+def test_the_standard_abi_per_rank_its_version_and_variant() -> None:
+    from mpikit import bind
+
+    plan = bind.plan("/opt/site/impi", "/opt/site/impi/lib/libmpi_abi.so.1", "standard", [], set(), lambda p: False,
+                     ["pmi2"], family_why="auto: the standard ABI is preferred")
+    plan.loaded, plan.version, plan.abi = "/opt/site/impi/lib/libmpi_abi.so.1.0", "Intel(R) MPI Library 2021.18", "1.0"
+    before = judge.bind_preflight("/opt/site/impi", plan, ["pmi2"])
+    assert before[1].text.startswith("ABI: MPI-5 standard ABI 1.0 (auto: the standard ABI is preferred); the "
+                                     "image's mpi4py for it: its mpiabi variant")
+    rank = {"libmpi": ["/opt/site/impi/lib/libmpi_abi.so.1.0"], "library": "Intel(R) MPI Library 2021.18",
+            "abi": "1.0", "mpi4py_variant": "mpiabi"}
+    after = judge.bind_ranks([probe(0, **rank), probe(1, **rank)], "/opt/site/impi", bind.HOST_LIB, "standard")
+    assert levels(after) == ["ok", "ok"]
+    assert after[0].text.endswith("Intel(R) MPI Library 2021.18; ABI: MPI-5 standard ABI 1.0; mpi4py variant: mpiabi")
+    # A legacy libmpi.so.12 answers MPI_Abi_get_version 0.x: not the standard ABI, whatever it exports.
+    legacy = {**rank, "libmpi": ["/opt/site/impi/lib/libmpi.so.12"], "abi": "0.0", "mpi4py_variant": "mpich"}
+    assert judge.rank_family(probe(0, **legacy)) == "mpich"
+    mixed = judge.bind_ranks([probe(0, **rank), probe(1, **legacy)], "/opt/site/impi", bind.HOST_LIB, "standard")
+    assert levels(mixed) == ["ok", "PROBLEM"] and "the plan chose the MPI-5 standard ABI" in mixed[1].text

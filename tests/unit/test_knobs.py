@@ -100,6 +100,15 @@ def test_srun_mpi_and_launch() -> None:
         knobs.parse_launch("nosuchlauncher -n 2")
 
 
+def test_host_mpi_abi() -> None:
+    assert knobs.parse_host_mpi_abi("auto", None) == "auto"
+    assert knobs.parse_host_mpi_abi("standard", "/opt/site/mpich") == "standard"
+    with pytest.raises(UsageError, match=r"^unknown HOST_MPI_ABI='mpich'; choose one of: auto, standard, legacy$"):
+        knobs.parse_host_mpi_abi("mpich", "/opt/site/mpich")
+    with pytest.raises(UsageError, match=r"^HOST_MPI_ABI=legacy chooses .*name that MPI too: HOST_MPI="):
+        knobs.parse_host_mpi_abi("legacy", None)
+
+
 def test_ca_cert(tmp_path: Path) -> None:
     pem = tmp_path / "ca.pem"
     pem.write_text("pem")

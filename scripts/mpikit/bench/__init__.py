@@ -170,7 +170,8 @@ def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | 
     plan = Plan(quick)
     cluster.require_up()
     measuring = time.monotonic()
-    site = bind.resolve(SITE_MPI, "auto", sif, "cluster")
+    # The row measured since 2026-11: the site MPICH through its legacy MPICH ABI (libmpi.so.12).
+    site = bind.resolve(SITE_MPI, "auto", sif, "cluster", "legacy")
     chosen = all_scenarios(image, base, sif, mpi, mode, site)
     say(f"bench: {'QUICK mode, ' if quick else ''}{len(chosen)} scenarios: {', '.join(s.name for s in chosen)}")
     results: dict = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

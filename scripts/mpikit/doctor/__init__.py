@@ -204,7 +204,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
     if ready and settings.host_mpi:
         section(f"bind model: HOST_MPI={settings.host_mpi}, before anything is launched")
         try:
-            plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, runtime)
+            plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, runtime, settings.host_mpi_abi)
         except KitError as exc:
             report.add(judge.problem(str(exc)))
             return report.summary()
@@ -226,7 +226,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
         probes = run_probe(report, job)
         if probes:
             report.add(*judge.ranks(probes, NP, runtime, native_pin(),
-                                    bind=(settings.host_mpi, bind.HOST_LIB) if plan else None,
+                                    bind=(settings.host_mpi, bind.HOST_LIB, plan.family) if plan else None,
                                     emulated=settings.platform != host))
             report.add(judge.machine(probes, settings.platform, host))
             if runtime in ("srun", "cluster") and facts and not plan:

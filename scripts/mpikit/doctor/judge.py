@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .. import platforms
+from .. import bind, platforms
 from ..slurm import BIND_INSTEAD, parse_mpi_list
 
 MARK = "MPIKIT-PROBE "  # the probe's line prefix (scripts/mpi/probe.py; a test holds them equal)
@@ -277,9 +277,11 @@ def machine(probes: list[dict], platform: str, host: str) -> Finding:
 def bind_preflight(host_mpi: str, plan, plugins: list[str]) -> list[Finding]:
     """Before launching: the site's MPI loads inside the image, and this Slurm offers what it needs."""
     found = [ok(f"HOST_MPI={host_mpi}: {plan.loaded} loads inside the image with the planned binds: {plan.version}"),
-             ok(f"ABI: {plan.family} family; the image's mpi4py for it: "
-                + ("its own build (the same Open MPI major)" if plan.family == "openmpi"
-                   else "mpi4py's binary wheel, MPICH variant"))]
+             ok(f"ABI: {bind.abi_name(plan.family, plan.abi)}"
+                + (f" ({plan.family_why})" if plan.family_why else "") + "; the image's mpi4py for it: "
+                + {"openmpi": "its own build (the same Open MPI major)",
+                   "standard": "its mpiabi variant, built against the standard ABI's mpi.h"}.get(
+                    plan.family, "mpi4py's binary wheel, MPICH variant"))]
     if plan.srun_mpi not in plugins and not (plan.srun_mpi.startswith("pmix") and "pmix" in plugins):
         found.append(problem(f"the site's MPI needs srun --mpi={plan.srun_mpi} ({plan.srun_mpi_why}), but this "
                              f"Slurm offers {', '.join(plugins) or 'none'} (srun --mpi=list)",
@@ -289,16 +291,35 @@ def bind_preflight(host_mpi: str, plan, plugins: list[str]) -> list[Finding]:
     return found
 
 
-def bind_ranks(probes: list[dict], prefix: str, host_lib: str) -> list[Finding]:
-    """After launching in the bind model: each rank's libmpi is the site's, and which it is."""
+def rank_family(probe: dict) -> str:
+    """A rank's ABI family, from what it loaded and what MPI_Abi_get_version answered (major 0: legacy)."""
+    files = probe.get("libmpi") or []
+    if any("/libmpi_abi.so" in f for f in files) and probe.get("abi", "0").split(".")[0] not in ("", "0"):
+        return "standard"
+    return "openmpi" if any("/libmpi.so.40" in f for f in files) else "mpich" if files else "?"
+
+
+def bind_ranks(probes: list[dict], prefix: str, host_lib: str, family: str | None = None) -> list[Finding]:
+    """After launching in the bind model: each rank's libmpi is the site's, its ABI and mpi4py's variant
+    (the plan's `family`, when given, is what every rank must have loaded)."""
     found = []
+    variant = {"standard": "mpiabi", "mpich": "mpich"}.get(family or "")
     for p in sorted(probes, key=lambda p: p.get("rank", -1)):
         files = p.get("libmpi") or []
         site = files and all(f.startswith((prefix.rstrip("/") + "/", host_lib + "/")) for f in files)
-        line = f"rank {p.get('rank')} on {p.get('host')}: {', '.join(files) or '?'}: {p.get('library', '?')}"
-        found.append(ok(line) if site else problem(f"{line}: not the site's MPI under {prefix}",
-                                                   "make bind-plan shows the binds; LD_PRELOAD or a module's "
-                                                   "LD_LIBRARY_PATH may put another libmpi first"))
+        line = (f"rank {p.get('rank')} on {p.get('host')}: {', '.join(files) or '?'}: {p.get('library', '?')}; "
+                f"ABI: {bind.abi_name(rank_family(p), p.get('abi', ''))}; mpi4py variant: "
+                f"{p.get('mpi4py_variant') or 'the image build'}")
+        if not site:
+            found.append(problem(f"{line}: not the site's MPI under {prefix}",
+                                 "make bind-plan shows the binds; LD_PRELOAD or a module's "
+                                 "LD_LIBRARY_PATH may put another libmpi first"))
+        elif variant and (p.get("mpi4py_variant") != variant or rank_family(p) != family):
+            found.append(problem(f"{line}: the plan chose the {bind.abi_name(family or '', '')} and mpi4py's "
+                                 f"{variant} variant", "make bind-plan shows what the kit sets; a PYTHONPATH or "
+                                 "MPI4PY_* variable of your own may override it"))
+        else:
+            found.append(ok(line))
     return found
 
 
