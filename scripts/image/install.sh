@@ -97,11 +97,21 @@ builder() {
     gnu=$(triplet "$target")
     echo "cross-building for $target ($gnu) on $build"
     dpkg --add-architecture "$target"
+    apt-get update -qq
+    # The cross compiler, by its versioned name and the host's architecture: since trixie the target's
+    # native compiler has the same name (gcc-14-aarch64-linux-gnu:arm64), and an unversioned request
+    # let apt install that one, which then ran under qemu, as slow as an emulated build.
+    local compiler
+    compiler=$(apt-cache depends "gcc-${gnu//_/-}:$build" | awk '$1 == "Depends:" && $2 ~ /^gcc-[0-9]+-/ { print $2; exit }')
     # The target's headers and libraries beside the host's tools (Debian multiarch).
-    apt_install ca-certificates "gcc-${gnu//_/-}" python3-dev python3-venv patchelf pkgconf \
+    apt_install ca-certificates "${compiler%%:*}:$build" "gcc-${gnu//_/-}:$build" python3-dev python3-venv patchelf pkgconf \
       "libc6-dev:$target" "libpython3-dev:$target" \
       "libopenmpi-dev:$target=$OPENMPI_DEB" "libpmix-dev:$target=$PMIX_DEB"
     check_pins "libopenmpi-dev:$target" "libpmix-dev:$target"
+    if dpkg-query -W "${compiler%%:*}:$target" >/dev/null 2>&1; then
+      echo "error: apt installed $target's own compiler (${compiler%%:*}:$target), which would run under qemu" >&2
+      exit 1
+    fi
     # Open MPI's mpicc is a binary of the target's architecture: in its place, the cross compiler
     # with the flags Open MPI's pkg-config file gives.
     local flags
