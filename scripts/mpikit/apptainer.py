@@ -149,7 +149,7 @@ def execute(sif: Path, argv: list[str]) -> tuple[int, str]:
 
 def stage_for(base: str, platform: str) -> Path:
     """Where one build's staged files go (base archive, CA bundle, arguments, the SIF): a folder
-    per base and platform, so an emulated arm64 build (most of an hour) and the host's SIF
+    per base and platform, so an arm64 build (about half an hour cold, partly emulated) and the host's SIF
     builds can run at the same time without taking each other's files."""
     return STAGE / f"{base}-{platforms.arch(platform)}"
 
@@ -272,7 +272,8 @@ def _build(base: str, args: dict[str, str], how: str, stage: Path) -> None:
         # The build's target: which image a registry's manifest list gives (Bootstrap: docker), and
         # no "does not match build arch" warning. Only for another platform: host builds stay as they were.
         options += ["--arch", platforms.arch(platform)]
-    took = "a few minutes" if platforms.is_host(platform) else "under qemu emulation, most of an hour cold"
+    took = ("a few minutes" if platforms.is_host(platform) else
+            "mpi4py cross-compiled on this host, the rest under qemu emulation: about half an hour cold")
     say(f"building the SIF from Apptainer.def (BASE={base}, PLATFORM={platform}) with {how}; {took}, "
         "%test runs at the end")
     say(f"+ singularity build {' '.join(options)} {staged} Apptainer.def")

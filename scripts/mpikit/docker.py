@@ -14,7 +14,7 @@ from .ui import MissingPrerequisite, RunError, say
 
 # The digest of everything an image is built from, stored on the image itself (outside
 # the checkout): a build whose inputs are unchanged is skipped, which is what keeps
-# the emulated arm64 image (most of an hour cold) out of every CI run's time.
+# the arm64 image (about half an hour cold, partly emulated) out of every CI run's time.
 INPUTS_LABEL = f"{LABEL_PREFIX}.inputs"
 
 

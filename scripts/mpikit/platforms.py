@@ -14,7 +14,7 @@ from pathlib import Path
 
 SUPPORTED = ("linux/amd64", "linux/arm64")
 # Bases built and tested under emulation; the others are native-only (the
-# emulated build takes most of an hour on 2 cores: one base is enough).
+# arm64 build takes about half an hour on 2 cores, partly emulated: one base is enough).
 EMULATED_BASES = ("trixie",)
 # What the kernel (uname -m, Python's platform.machine()) calls each architecture.
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}

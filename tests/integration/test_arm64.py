@@ -24,7 +24,8 @@ ON_ARM = platforms.is_host(PLATFORM)
 
 def emulated(test):
     """Marks a test that runs the arm64 image under emulation (the fixture builds it). A cold
-    emulated build takes most of an hour on 2 cores: pytest.ini's 1800 s ceiling is for native steps."""
+    arm64 build takes about half an hour on 2 cores, partly emulated: pytest.ini's 1800 s ceiling is for native
+    steps."""
     marks = (pytest.mark.docker, pytest.mark.emulated, pytest.mark.timeout(5400),
              pytest.mark.skipif(ON_ARM, reason="arm64 is this host's own platform: the other tests cover it"),
              pytest.mark.usefixtures("arm64_image"))

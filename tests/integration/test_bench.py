@@ -29,7 +29,10 @@ def test_quick_bench_measures_every_scenario(cluster: str, results) -> None:
     scenarios = set(found["pingpong"])
     assert {"native", "docker", "cluster-native-1node", "cluster-apptainer-1node", "cluster-apptainer-nosharens",
             "cluster-apptainer-mpiexec", "cluster-native-2nodes", "cluster-apptainer-2nodes",
-            "cluster-bind-2nodes"} <= scenarios <= set(found["scenarios"])
+            "cluster-bind-2nodes", "cluster-bind-abi-mpich-2nodes", "cluster-bind-abi-impi-2nodes"} <= scenarios \
+        <= set(found["scenarios"])
+    assert "MPI-5 standard ABI: the site's Intel(R) MPI Library" in found["scenarios"]["cluster-bind-abi-impi-2nodes"][
+        "what"]
     for name in scenarios:
         for api in stats.APIS:
             sizes = found["pingpong"][name][api]
@@ -40,7 +43,8 @@ def test_quick_bench_measures_every_scenario(cluster: str, results) -> None:
     assert {("docker", "native"), ("cluster-apptainer-2nodes", "cluster-native-2nodes"),
             ("cluster-bind-2nodes", "cluster-native-2nodes")} <= compared
     assert len(found["ratios"]) == len(stats.APIS) * len(stats.SIZES) * len(compared)
-    whole = {"native", "docker", "cluster-native-2nodes", "cluster-apptainer-2nodes", "cluster-bind-2nodes"}
+    whole = {"native", "docker", "cluster-native-2nodes", "cluster-apptainer-2nodes", "cluster-bind-2nodes",
+             "cluster-bind-abi-mpich-2nodes", "cluster-bind-abi-impi-2nodes"}
     # Start-up also of the native line with Open MPI's defaults, against the kit's native line.
     assert set(found["startup"]) == whole | {"native-openmpi-defaults"}
     assert found["scenarios"]["native-openmpi-defaults"]["baseline"] == "native"

@@ -59,7 +59,7 @@ def test_the_hosts_base_is_never_made_for_the_platform_make_exported(monkeypatch
 
 def test_a_second_make_sif_of_the_same_inputs_reuses_the_first(tmp_path: Path, monkeypatch) -> None:
     """The cache is keyed before the `singularity` shim (a fresh temporary folder each run) goes on PATH:
-    keyed after, on a host without Apptainer, every make sif was a cold build (most of an hour for arm64)."""
+    keyed after, on a host without Apptainer, every make sif was a cold build (half an hour for arm64)."""
     monkeypatch.setattr(apptainer, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(apptainer, "STAGE", tmp_path / "stage")
     monkeypatch.setattr(apptainer, "stage_for", lambda base, platform: tmp_path / "stage" / f"{base}-{platform[6:]}")

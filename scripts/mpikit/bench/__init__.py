@@ -32,8 +32,11 @@ RESULTS = config.results_dir()
 PINGPONG = (MPI_PROGRAMS / "pingpong.py").relative_to(ROOT).as_posix()
 STARTUP = (MPI_PROGRAMS / "startup.py").relative_to(ROOT).as_posix()
 SCATTER = "examples/scatter_gather.py"
-WHOLE_JOBS = ("native", "docker", "cluster-native-2nodes", "cluster-apptainer-2nodes", "cluster-bind-2nodes")
 SITE_MPI = "/opt/site/mpich"  # the bind model's site MPI on the test cluster
+# Measured through the MPI-5 standard ABI too: one mpi4py extension on two vendors' libmpi_abi.so.1.
+STANDARD_ABI_SITES = {"mpich": "/opt/site/mpich", "impi": "/opt/site/impi"}
+WHOLE_JOBS = ("native", "docker", "cluster-native-2nodes", "cluster-apptainer-2nodes", "cluster-bind-2nodes",
+              *(f"cluster-bind-abi-{name}-2nodes" for name in STANDARD_ABI_SITES))
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,9 @@ def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | 
     measuring = time.monotonic()
     # The row measured since 2026-11: the site MPICH through its legacy MPICH ABI (libmpi.so.12).
     site = bind.resolve(SITE_MPI, "auto", sif, "cluster", "legacy")
-    chosen = all_scenarios(image, base, sif, mpi, mode, site)
+    standard = tuple((name, bind.resolve(prefix, "auto", sif, "cluster", "standard"))
+                     for name, prefix in STANDARD_ABI_SITES.items())
+    chosen = all_scenarios(image, base, sif, mpi, mode, site, standard)
     say(f"bench: {'QUICK mode, ' if quick else ''}{len(chosen)} scenarios: {', '.join(s.name for s in chosen)}")
     results: dict = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",

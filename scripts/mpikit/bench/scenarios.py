@@ -72,8 +72,10 @@ def node_mpiexec(sif: Path) -> Build:
     return build
 
 
-def all_scenarios(image: str, base: str, sif: Path, mpi: str, mode: str, plan=None) -> list[Scenario]:
-    """The scenarios of make bench; `mode`: the kit's APPTAINER_MODE; `plan`: the bind model's, if measured."""
+def all_scenarios(image: str, base: str, sif: Path, mpi: str, mode: str, plan=None,
+                  standard: tuple = ()) -> list[Scenario]:
+    """The scenarios of make bench; `mode`: the kit's APPTAINER_MODE; `plan`: the bind model's (the site MPICH's
+    legacy ABI), if measured; `standard`: (name, plan) of each site MPI measured through the MPI-5 standard ABI."""
     kit = runtimes.cluster_container(sif, None, mode)
     bare_sif = launch.Apptainer(kit.image, mode="exec")
     node_python = "python3"  # Debian's python3-mpi4py on the nodes, outside any container
@@ -97,4 +99,8 @@ def all_scenarios(image: str, base: str, sif: Path, mpi: str, mode: str, plan=No
     ] + ([Scenario("cluster-bind-2nodes", "cluster-native-2nodes", f"the bind model: the site's {plan.version}"
                    f" in the image, srun --mpi={plan.srun_mpi}, 2 nodes",
                    on_cluster(sif, plan.srun_mpi, runtimes.cluster_container(sif, plan, mode)), nodes=2)]
-         if plan else [])
+         if plan else []) + [
+        Scenario(f"cluster-bind-abi-{name}-2nodes", "cluster-native-2nodes", f"the bind model, MPI-5 standard ABI: "
+                 f"the site's {site.version} in the image (mpi4py's mpiabi variant), srun --mpi={site.srun_mpi}, "
+                 "2 nodes", on_cluster(sif, site.srun_mpi, runtimes.cluster_container(sif, site, mode)), nodes=2)
+        for name, site in standard]
