@@ -359,7 +359,7 @@ PREFLIGHT = r"""
 import ctypes, os, re
 name = os.environ.get("MPI4PY_LIBMPI") or "libmpi.so.40"
 lib = ctypes.CDLL(name, ctypes.RTLD_GLOBAL)
-folder = "/opt/venv/mpi4py-abi/mpi4py"
+folder = ABI_FOLDER
 variants = sorted(f.split(".")[1] for f in os.listdir(folder) if re.match(r"MPI\.\w+\..*\.so$", f))
 print("MPIKIT-VARIANTS", ",".join(variants))
 if not hasattr(lib, "MPI_Get_library_version"):
@@ -375,7 +375,7 @@ lib.MPI_Get_library_version(buf, ctypes.byref(size))
 maps = open("/proc/self/maps").read().split()
 path = next((w for w in maps if re.search(r"/libmpi(_abi)?\.so", w)), name)
 print("MPIKIT-LIBMPI", path, "|", abi, "|", buf.value.decode(errors="replace").strip().splitlines()[0])
-"""
+""".replace("ABI_FOLDER", repr(f"{ABI_MPI4PY}/mpi4py"))
 
 
 def _lines(text: str) -> list[str]:

@@ -293,17 +293,19 @@ def bind_preflight(host_mpi: str, plan, plugins: list[str]) -> list[Finding]:
 
 def rank_family(probe: dict) -> str:
     """A rank's ABI family, from what it loaded and what MPI_Abi_get_version answered (major 0: legacy)."""
-    files = probe.get("libmpi") or []
-    if any("/libmpi_abi.so" in f for f in files) and probe.get("abi", "0").split(".")[0] not in ("", "0"):
-        return "standard"
-    return "openmpi" if any("/libmpi.so.40" in f for f in files) else "mpich" if files else "?"
+    names = [f.rpartition("/")[2] for f in probe.get("libmpi") or []]
+    standard = probe.get("abi", "0").split(".")[0] not in ("", "0")
+    for soname, family in bind.FAMILIES.items():
+        if any(name.startswith(soname) for name in names) and (standard or family != "standard"):
+            return family
+    return "mpich" if names else "?"
 
 
 def bind_ranks(probes: list[dict], prefix: str, host_lib: str, family: str | None = None) -> list[Finding]:
     """After launching in the bind model: each rank's libmpi is the site's, its ABI and mpi4py's variant
     (the plan's `family`, when given, is what every rank must have loaded)."""
     found = []
-    variant = {"standard": "mpiabi", "mpich": "mpich"}.get(family or "")
+    variant = bind.VARIANTS.get(family or "")
     for p in sorted(probes, key=lambda p: p.get("rank", -1)):
         files = p.get("libmpi") or []
         site = files and all(f.startswith((prefix.rstrip("/") + "/", host_lib + "/")) for f in files)
