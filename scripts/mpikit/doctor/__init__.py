@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from .. import bind, cluster, config, docker, platforms, runtimes, slurm
+from .. import bind, cluster, config, docker, platforms, runtimes, slurm, venv
 from ..choose import Choice
 from ..config import MPI_PROGRAMS, ROOT
 from ..knobs import Settings
@@ -100,6 +100,9 @@ def launch_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT
         return result.stdout + result.stderr, judge.parse_probes(result.stdout), launch.line()
     except RunError as exc:
         return str(exc), [], launch.line()
+    except OSError as exc:  # the launcher itself is missing (no native venv yet, no mpiexec on PATH)
+        return (f"cannot start {launch.argv[0]}: {exc.strerror}; for RUNTIME=native, make run-rank RUNTIME=native "
+                "makes the venv that has it"), [], launch.line()
 
 
 def run_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT, *, silence_is_a_problem: bool = True
@@ -190,6 +193,11 @@ def diagnose(settings: Settings, choice: Choice) -> int:
 
     section(f"ranks: RUNTIME={runtime}, a {NP}-rank probe under the same launcher as make run-*")
     ready = True
+    if runtime == "native" and not venv.is_ready():
+        problem = venv.venv_module_problem()  # the venv make run-* would make cannot be made here
+        if problem:
+            report.add(judge.problem(problem))
+            ready = False
     if runtime == "docker":
         ready = docker.image_exists(settings.image)
         platform = "" if settings.platform == host else f" PLATFORM={settings.platform}"
