@@ -39,7 +39,7 @@ FROM ${BASE_IMAGE} AS assembler
 ARG BASE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY versions.env /kit/versions.env
-COPY requirements/image.txt /kit/requirements/
+COPY requirements/image.txt requirements/sbom.txt /kit/requirements/
 COPY scripts/image/install.sh /kit/
 COPY --from=builder /opt/build /opt/build
 RUN --mount=type=secret,id=ca_cert,required=false \
@@ -51,12 +51,14 @@ RUN /kit/install.sh hooks
 # ---- runtime: what users get ----
 FROM ${BASE_IMAGE}
 ARG BASE
+# Set by BuildKit: the image's platform (linux/amd64), named in the SBOM.
+ARG TARGETPLATFORM
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY versions.env /kit/versions.env
 COPY requirements/image.txt /kit/requirements/
-COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
+COPY scripts/image/install.sh scripts/image/without-rocm.sh scripts/image/sbom.py /kit/
 # Open MPI and Python from the distribution, exactly the pinned versions.
-RUN /kit/install.sh runtime && rm -rf /kit
+RUN /kit/install.sh runtime
 COPY --from=assembler /opt/venv /opt/venv
 # The venv's python comes first; packages in a user's ~/.local (bind-mounted
 # home on clusters) must not shadow the image's mpi4py and numpy. No
@@ -64,9 +66,18 @@ COPY --from=assembler /opt/venv /opt/venv
 # mpiexec then interleaves ranks mid-line; the examples flush whole lines.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONNOUSERSITE=1
-# Fail the build if mpi4py does not load the image's own libmpi (the guard's check, both twins).
-RUN python -m mpi4py_kit_guard && python -c 'import numpy'
+# The build inputs' last commit time (make image passes it): the SBOM's time and the user's
+# password date, so two builds of the same inputs give the same files (make reproduce). Declared
+# here, so a new time re-runs the step below only.
+ARG SOURCE_DATE_EPOCH
+# The SBOM, from the installed image, with the assembler's tool mounted for this step only;
+# then the build's traces go. Fail the build if mpi4py does not load the image's own libmpi
+# (the guard's check, both twins).
+RUN --mount=type=bind,from=assembler,source=/opt/sbom-tool,target=/opt/sbom-tool \
+    PLATFORM=$TARGETPLATFORM /kit/install.sh sbom && rm -rf /kit && \
+    python -m mpi4py_kit_guard && python -c 'import numpy'
 LABEL org.opencontainers.image.title="mpi4py-kit" \
+      io.github.mpi4py-kit.sbom="/opt/mpi4py-kit/sbom.cdx.json" \
       org.opencontainers.image.description="Open MPI with PMIx and Slurm support, mpi4py built against it, numpy, and examples"
 # The examples last: editing one rebuilds only this layer.
 COPY examples/ /opt/mpi4py-kit/examples/

@@ -10,7 +10,8 @@ KIT := python3 scripts/kit
 EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image keypair sign verify sif pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
+.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image keypair sign verify sif sbom reproduce \
+	reproduce-sif pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -78,6 +79,15 @@ image: ## build the Docker image for BASE (makes the base image if none can be p
 sif: ## build the Apptainer image SIF from Apptainer.def (unprivileged, via spython; cached)
 	@$(KIT) sif
 
+sbom: ## the SBOM inside IMAGE (RUNTIME=docker) or SIF (RUNTIME=apptainer): written to results/sbom/, its path printed
+	@$(KIT) sbom
+
+reproduce: ## rebuild IMAGE without the build cache under a scratch tag; "identical" or the paths that differ (exit 1)
+	@$(KIT) reproduce
+
+reproduce-sif: ## rebuild the SIF from the same inputs; its root file system against the cached build's
+	@$(KIT) reproduce-sif
+
 pins-check: ## check versions.env's Debian pins exist for every PLATFORM, from apt metadata (no build)
 	@$(KIT) pins-check
 
@@ -106,7 +116,7 @@ lint: venv ## ruff, shellcheck and hadolint
 	@.venv/bin/python -m pytest tests/integration/test_lint.py $(PYTEST_ARGS)
 
 lock: venv ## refresh the hashes in requirements/*.txt after editing requirements/*.in
-	@cd requirements && for f in image native build build-abi dev site; do \
+	@cd requirements && for f in image native build build-abi sbom dev site; do \
 	  echo "locking requirements/$$f.txt"; \
 	  ../.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
 	    --no-emit-index-url --no-emit-find-links -o $$f.txt $$f.in || exit 1; done

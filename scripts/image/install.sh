@@ -11,9 +11,13 @@
 #   install.sh hooks     the kit's site hooks (/kit/site) into /opt/venv
 #   install.sh runtime   Open MPI + Python only; the non-root user; the stack
 #                        manifest /opt/mpi4py-kit/stack.env
+#   install.sh sbom      the last step: the SBOM (/kit/sbom.py, with the tool the assembler
+#                        put in /opt/sbom-tool), then what would differ between two builds
+#                        of the same inputs is removed or fixed (make reproduce checks it)
 #
 # Inputs: BASE (the Debian suite), TARGET_ARCH (the image's Debian architecture, for the
-# builder; "native" or unset: the build host's), /kit/versions.env, /kit/requirements/,
+# builder; "native" or unset: the build host's), SOURCE_DATE_EPOCH and PLATFORM (for the
+# last step), /kit/versions.env, /kit/requirements/,
 # and optionally a CA bundle for a TLS-intercepting proxy at $CA_CERT_FILE
 # (a build secret: it is read, never copied into the image).
 set -euo pipefail
@@ -142,6 +146,13 @@ builder() {
   # The sdist both builds compile.
   mpi4py_pin > /tmp/mpi4py-pin.txt
   $pip download -q --no-deps --require-hashes --no-binary mpi4py -r /tmp/mpi4py-pin.txt -d /tmp/sdist
+  # The SBOM's record of what was compiled here: NAME VERSION FILE SHA256 (scripts/image/sbom.py).
+  mkdir -p /opt/build
+  local sdist sum version
+  sdist=$(cd /tmp/sdist && echo mpi4py-*.tar.gz)
+  sum=$(sha256sum "/tmp/sdist/$sdist")
+  version=${sdist#mpi4py-}
+  echo "mpi4py ${version%.tar.gz} $sdist ${sum%% *}" > /opt/build/sources.txt
   # Each build in a folder of its own with a fixed name (pip's would be random), so the paths
   # compiled into the extension are the same in every build of these inputs.
   local variant
@@ -149,6 +160,10 @@ builder() {
     mkdir -p "/tmp/src/$variant"
     tar -xzf /tmp/sdist/mpi4py-*.tar.gz -C "/tmp/src/$variant" --strip-components=1
   done
+  # A wheel's zip entries carry times, and the image records the hash of the one built here
+  # (direct_url.json, RECORD): any fixed time makes those bytes the same in every build. A constant,
+  # not the build inputs' time, so a new commit does not recompile: 1980-01-01, the earliest a zip holds.
+  export SOURCE_DATE_EPOCH=315532800
   # Two compiles side by side, each logged to its own file:
   #   openmpi  with this image's Open MPI: links the image's libmpi, never a wheel's bundled MPI;
   #   mpiabi   with MPICH's mpicc_abi: the MPI 5.0 standard ABI (libmpi_abi.so.1), which the bind
@@ -189,8 +204,10 @@ assemble() {
   $pip --python /opt/venv/bin/python install -q --no-index --no-deps /opt/build/wheels/*.whl
   # The bind model (HOST_MPI): mpi4py's binary wheel, off sys.path unless the kit puts it there; its
   # MPICH variant loads a site's MPICH-ABI libmpi (libmpi.so.12), its Open MPI one libmpi.so.40.
-  $pip install -q --no-deps --require-hashes --only-binary mpi4py \
-    --target /opt/venv/mpi4py-abi -r /tmp/mpi4py-pin.txt
+  # Fetched first, then installed from the file, so the wheel's hash is recorded (direct_url.json)
+  # for the SBOM.
+  $pip download -q --no-deps --require-hashes --only-binary mpi4py -r /tmp/mpi4py-pin.txt -d /tmp/abi-wheel
+  $pip install -q --no-deps --no-index --target /opt/venv/mpi4py-abi /tmp/abi-wheel/mpi4py-*.whl
   # ... and, beside them, the standard-ABI variant the builder compiled, registered as the wheel
   # registers its own. Not a file pip manages (no RECORD lists it).
   local suffix
@@ -205,21 +222,29 @@ print("bind model: mpi4py", mpi4py.__version__, "variants", ", ".join(abi._regis
   # What pip and the checks above compiled records each source's mtime, which is this build's
   # time: removed, and compiled again from the content in the hooks step below.
   find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+  # The SBOM's tool (cyclonedx-python-lib, pure Python, hash-checked) and the builder's record,
+  # for the last step of the final stage; this folder never ships.
+  $pip install -q --no-deps --require-hashes --only-binary :all: --target /opt/sbom-tool -r "$kit/requirements/sbom.txt"
+  cp /opt/build/sources.txt /opt/sbom-tool/
   rm -rf /opt/build
 }
 
 # The kit's hooks, in every Python program the image runs: an exception in any thread of a rank
 # ends the MPI job (site/mpi4py_kit_abort.py); a hand-typed srun line that leaves every task a
 # world of 1 stops at once, and a host MPI loaded by accident is named (site/mpi4py_kit_guard.py).
-# A step of its own, after the compile: editing a hook does not rebuild mpi4py (most of an hour
-# under emulation).
+# A step of its own, after the compile: editing a hook does not rebuild mpi4py.
 hooks() {
   cp "$kit"/site/*.py "$kit"/site/*.pth \
     "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
   # Every module compiled once here, so no rank compiles one at start-up (the image is read-only
   # to them). Checked by hash, not mtime: the .pyc files hold no time, so two builds of the same
   # inputs write the same bytes, and a source changed later is still noticed.
-  /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode checked-hash /opt/venv
+  # The same bytes in every build (make reproduce): marshal marks an object shared when something else
+  # holds it too, so what the compiling process has loaded and compiled before shows in the .pyc (the
+  # kit's own hooks differed between builds when compiled in parallel by a Python that had imported them).
+  # So: one process (-j 1), in name order, without site and its .pth hooks (-S), and a fixed hash seed
+  # for sets of strings, which marshal writes in hash order.
+  PYTHONHASHSEED=0 /opt/venv/bin/python -S -m compileall -q -j 1 --invalidation-mode checked-hash /opt/venv
 }
 
 runtime() {
@@ -247,4 +272,37 @@ PYTHON_VERSION=$(python3 -c 'import platform; print(platform.python_version())')
 MANIFEST
 }
 
-"${1:?usage: install.sh builder|assemble|hooks|runtime}"
+# The last step of the final stage. The SBOM first, then the build's own traces: two builds of the
+# same inputs (make reproduce) must give the same files, and each line below removes or fixes one
+# thing that differed, measured, with its reason.
+sbom() {
+  local epoch=${SOURCE_DATE_EPOCH:-}
+  if [ -z "$epoch" ] || [ "$epoch" = unset ]; then
+    epoch=$(date +%s)
+    echo "warning: SOURCE_DATE_EPOCH is not set (make image and make sif pass the build inputs' last commit time);" \
+      "this build's time goes into the SBOM and /etc/shadow, so no rebuild will match it" >&2
+  fi
+  SOURCE_DATE_EPOCH=$epoch PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/opt/sbom-tool /opt/venv/bin/python "$kit/sbom.py" \
+    write /opt/mpi4py-kit/sbom.cdx.json --base "$BASE" --platform "${PLATFORM:?PLATFORM must name the platform built for}" \
+    --sources /opt/sbom-tool/sources.txt --lock "$kit/requirements/image.txt"
+  tidy "$epoch"
+}
+
+tidy() {
+  local epoch=$1
+  # dpkg's and apt's logs record this build's time.
+  rm -f /var/log/dpkg.log /var/log/alternatives.log /var/log/apt/*.log /var/log/apt/eipp.log.xz
+  # The previous copies dpkg, debconf and useradd keep (the state before this build's last change).
+  rm -f /var/lib/dpkg/status-old /var/lib/dpkg/diversions-old /var/lib/dpkg/statoverride-old \
+    /var/cache/debconf/*.dat-old /etc/passwd- /etc/group- /etc/shadow- /etc/gshadow- /etc/subuid- /etc/subgid-
+  # apt's binary caches of the mirror's package lists (94 MB; apt-get update makes them again):
+  # they hold the lists' times.
+  rm -f /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.bin
+  # ldconfig's auxiliary cache records each library's inode and ctime in this build's file system.
+  rm -f /var/cache/ldconfig/aux-cache
+  # useradd wrote the build's day as the user's last password change (/etc/shadow's third field;
+  # shadow reads SOURCE_DATE_EPOCH in some versions only): the build inputs' day, for the user mpi alone.
+  sed -i -E "s/^(mpi:[^:]*:)[0-9]+:/\1$((epoch / 86400)):/" /etc/shadow
+}
+
+"${1:?usage: install.sh builder|assemble|hooks|runtime|sbom}"

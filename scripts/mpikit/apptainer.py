@@ -16,6 +16,7 @@ built from, so an unchanged recipe is not rebuilt (its %test still runs).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import os
 import re
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from . import config, docker, platforms
 from .choose import host_apptainer
 from .config import ROOT
 from .launch import show
-from .ui import MissingPrerequisite, RunError, say
+from .ui import MissingPrerequisite, RunError, UsageError, say
 
 HELPER_DOCKERFILE = ROOT / "scripts" / "apptainer" / "Dockerfile"
 HELPER_BASE = "trixie"  # sid's Apptainer needs glibc 2.38: trixie or later
@@ -163,7 +165,8 @@ def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
     # The builder stage runs on the host's own platform and cross-compiles for ARCH (install.sh).
     args = {**config.stack_pins(base), "PLATFORM": platform, "CA_CERT": "/dev/null", "BOOTSTRAP": "docker",
             "FROM": platforms.base_image(base, platform), "ARCH": platforms.arch(platform),
-            "BUILDER_BOOTSTRAP": "docker", "BUILDER_FROM": platforms.base_image(base, platforms.host())}
+            "BUILDER_BOOTSTRAP": "docker", "BUILDER_FROM": platforms.base_image(base, platforms.host()),
+            "SOURCE_DATE_EPOCH": config.source_date_epoch(), "BUILD_DATE": build_date(config.source_date_epoch())}
     if docker.engine_problem() is None:
         # The same local bases the Docker image uses (pulled or debootstrapped).
         archive = _save_base(base, platform, stage / "base.tar")
@@ -175,14 +178,28 @@ def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
         staged = stage / "ca.pem"
         shutil.copyfile(ca_cert, staged)
         staged.chmod(0o644)
-        args["CA_CERT"] = str(staged)
+        args["CA_CERT"] = _as_built(staged)
     return args
+
+
+def build_date(epoch: str) -> str:
+    """SOURCE_DATE_EPOCH as Apptainer writes its org.label-schema.build-date label (Go's layout
+    Monday_2_January_2006_15:04:05_MST, in UTC): Thursday_3_December_2026_8:35:45_UTC."""
+    when = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
+    return f"{when:%A}_{when.day}_{when:%B}_{when.year}_{when.hour}:{when:%M:%S}_UTC"
 
 
 def _save_base(base: str, platform: str, archive: Path) -> str:
     docker.run("save", "-o", str(archive), docker.ensure_base(base, platform))
     archive.chmod(0o644)
-    return str(archive)
+    return _as_built(archive)
+
+
+def _as_built(path: Path) -> str:
+    """A staged file as Apptainer.def names it: relative to the repository (the build runs there), since
+    the SIF keeps the name (its definition's From: line, a label), and a checkout's own path would make
+    two checkouts' builds of the same inputs differ."""
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
 
 
 def cache_entry(base: str, platform: str) -> Path:
@@ -194,7 +211,8 @@ def cache_entry(base: str, platform: str) -> Path:
     items = [*(f"{k}={v}" for k, v in sorted(config.stack_pins(base).items())), f"platform={platform}",
              f"base={docker.image_id(platforms.base_image(base, platform)) or 'registry'}",
              f"builder={docker.image_id(platforms.base_image(base, platforms.host())) or 'registry'}",
-             f"apptainer={host or docker.image_id(helper_image())}"]
+             f"apptainer={host or docker.image_id(helper_image())}",
+             f"SOURCE_DATE_EPOCH={config.source_date_epoch()}"]
     digest = config.inputs_digest("Apptainer.def", items)
     return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-{digest}.sif"
 
@@ -239,8 +257,46 @@ def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = 
             say(f"built {sif} ({sif.stat().st_size / 1e6:.0f} MB, {arch}; %test passed at the end of the build; "
                 f"cached as {cached})")
         finally:
-            for leftover in ("base.tar", "ca.pem", "sif.args", "mpi.sif"):
+            for leftover in ("base.tar", "builder-base.tar", "ca.pem", "sif.args", "mpi.sif"):
                 (stage / leftover).unlink(missing_ok=True)
+
+
+def require_cached(base: str, platform: str | None = None) -> Path:
+    """The cached SIF built from the checkout's inputs for `base` and `platform`; a refusal naming
+    make sif when there is none (or its bases or helper are missing, so that nothing can match)."""
+    platform = platform or platforms.host()
+    cached = cache_entry(base, platform)
+    if not cached.is_file():
+        again = f"make sif BASE={base}" + (f" PLATFORM={platform}" if not platforms.is_host(platform) else "")
+        raise UsageError(f"no SIF built from these inputs to compare with (expected {cached}); build it first: "
+                         f"{again}")
+    return cached
+
+
+def build_fresh(base: str, ca_cert: str | None, platform: str | None = None) -> tuple[Path, Path, float]:
+    """make reproduce-sif: Apptainer.def built once more from the same inputs, into a scratch folder of
+    its own; the cache and the user's SIF untouched. Returns (the cached build of these inputs, the new
+    one, seconds). Refuses when nothing is cached for these inputs: there is nothing to compare with."""
+    platform = platform or platforms.host()
+    cached, arch = require_cached(base, platform), platforms.arch(platform)
+    docker.ensure_emulation(platform)
+    # make sif's own folder: the SIF records the staged base's path, so a rebuild staged elsewhere would differ.
+    stage = stage_for(base, platform)
+    stage.mkdir(parents=True, exist_ok=True)
+    for folder in (STAGE, stage):
+        folder.chmod(0o777)  # the unprivileged builder writes here
+    rebuilt = stage / "rebuilt.sif"
+    rebuilt.unlink(missing_ok=True)
+    start = time.monotonic()
+    with _singularity_on_path() as how:
+        try:
+            _build(base, build_arguments(base, ca_cert, platform, stage), how, stage)
+            _check_arch(stage / "mpi.sif", arch)
+            (stage / "mpi.sif").rename(rebuilt)
+        finally:
+            for leftover in ("base.tar", "builder-base.tar", "ca.pem", "sif.args", "mpi.sif"):
+                (stage / leftover).unlink(missing_ok=True)
+    return cached, rebuilt, time.monotonic() - start
 
 
 def sif_arch(listing: str) -> str | None:

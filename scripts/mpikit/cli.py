@@ -42,6 +42,10 @@ COMMANDS: dict[str, Command] = {
     "sign": Command(commands.sign, "sign SIF with the private key KEY"),
     "verify": Command(commands.verify, "check SIF's signature with VERIFY_KEY (public key or certificate)"),
     "sif": Command(commands.sif, "build the Apptainer image (SIF) from Apptainer.def"),
+    "sbom": Command(commands.sbom, "the SBOM inside IMAGE or SIF, to results/sbom/, schema-checked"),
+    "reproduce": Command(commands.reproduce, "rebuild IMAGE without the build cache and compare the files"),
+    "reproduce-sif": Command(commands.reproduce_sif, "rebuild the SIF from the same inputs and compare its root "
+                             "file system with the cached build's"),
     "pins-check": Command(commands.pins_check, "check that versions.env's Debian pins exist for every platform "
                           "(apt metadata only)"),
     "batch": Command(commands.batch, "sbatch --wait make sbatch's script (SCRIPT) in the test cluster"),

@@ -248,6 +248,104 @@ def sif(settings: Settings) -> int:
     return 0
 
 
+def sbom(settings: Settings) -> int:
+    """make sbom: the SBOM inside IMAGE (RUNTIME=docker) or SIF (RUNTIME=apptainer, srun, cluster; with
+    RUNTIME=auto the image when Docker has it, else the SIF), written to results/sbom/ and checked."""
+    from . import sbom as sbom_io
+
+    runtime = settings.runtime
+    if runtime == "auto":
+        runtime = "docker" if docker.engine_problem() is None and docker.image_exists(settings.image) else "apptainer"
+    if runtime in ("docker", "native"):
+        docker.require_engine("make sbom of a Docker image")
+        if not docker.image_exists(settings.image):
+            raise UsageError(f"no image {settings.image}: build it first (make image), or RUNTIME=apptainer for "
+                             f"the SIF")
+    elif not settings.sif.is_file():
+        raise UsageError(f"no {settings.sif}: build it first (make sif), or SIF=path")
+    venv.reexec_inside()  # the schema check and the SIF reader are in .venv
+    if runtime in ("docker", "native"):
+        data, source, name = sbom_io.from_image(settings.image), settings.image, settings.image
+    else:
+        data, source, name = sbom_io.from_sif(settings.sif), str(settings.sif), settings.sif.stem
+    out = config.results_dir() / "sbom" / (name.replace("/", "_").replace(":", "_") + ".cdx.json")
+    lines = sbom_io.write(data, out)
+    say(f"the SBOM of {source} ({config.SBOM_PATH} inside; CycloneDX 1.6, schema-valid):")
+    for text in lines:
+        say(f"  {text}")
+    print(out)
+    return 0
+
+
+def reproduce(settings: Settings) -> int:
+    """make reproduce: IMAGE rebuilt under a scratch tag without the build cache; the two compared."""
+    from . import reproduce as rep
+
+    docker.require_engine("make reproduce")
+    image = settings.image
+    if not docker.image_exists(image):
+        raise UsageError(f"no image {image} to compare a rebuild with: build it first: make image")
+    digest = docker.build_plan(settings.base, settings.platform)[3]
+    if docker.image_label(image, docker.INPUTS_LABEL) != digest:
+        raise UsageError(f"{image} was not built from this checkout's inputs (its label {docker.INPUTS_LABEL} is "
+                         f"not {digest}): make image first, then make reproduce")
+    venv.reexec_inside()  # the SIF reader and the schema check are in .venv
+    scratch = "mpi4py-kit-reproduce:" + image.rpartition(":")[2]
+    say(f"rebuilding {image} from the same inputs without the build cache, as {scratch} (the base image, "
+        f"{image} and the cache stay as they are)")
+    took = docker.build_image(settings.base, scratch, settings.ca_cert, platform=settings.platform, fresh=True)
+    say(f"comparing the file systems of {image} and {scratch} (rebuilt in {took:.0f} s)")
+    first, second = rep.image_manifest(image), rep.image_manifest(scratch)
+    same = _reproduce_verdict(rep, first, second, image, scratch)
+    ids = docker.image_id(image), docker.image_id(scratch)
+    if ids[0] == ids[1]:
+        say(f"image IDs: the same ({ids[0]})")
+    else:
+        say(f"image IDs differ ({ids[0][:19]} and {ids[1][:19]}): {rep.image_id_difference(image, scratch)}")
+    if same:
+        docker.run("rmi", scratch, check=False)
+    else:
+        say(f"kept the rebuild for inspection: {scratch} (docker rmi {scratch})")
+    return 0 if same else 1
+
+
+def reproduce_sif(settings: Settings) -> int:
+    """make reproduce-sif: Apptainer.def built again from the same inputs; its root file system compared
+    with the cached build's."""
+    from . import reproduce as rep
+
+    apptainer.require_cached(settings.base, settings.platform)
+    venv.reexec_inside()  # spython and the SIF reader are in .venv
+    cached, fresh, took = apptainer.build_fresh(settings.base, settings.ca_cert, settings.platform)
+    say(f"comparing the root file systems of {cached} and the rebuild {fresh} (built in {took:.0f} s)")
+    same = _reproduce_verdict(rep, rep.sif_manifest(cached), rep.sif_manifest(fresh), str(cached), str(fresh))
+    if same:
+        fresh.unlink()
+    else:
+        say(f"kept the rebuild for inspection: {fresh}")
+    return 0 if same else 1
+
+
+def _reproduce_verdict(rep, first, second, first_name: str, second_name: str) -> bool:
+    moved, differ = rep.report(first, second)
+    if moved:
+        say(f"the Debian mirror moved between the two builds: {len(moved)} package(s) differ in the SBOMs "
+            "(not the same inputs; compared without the files they own):")
+        for name, a, b in moved:
+            say(f"  {name}: {a} -> {b}")
+    if differ:
+        say(f"error: {len(differ)} path(s) differ between {first_name} and {second_name} (type mode uid:gid ...):")
+        for line in rep.lines(differ):
+            say(f"  {line}")
+        return False
+    paths = len(set(first.entries) | set(second.entries))
+    if moved:
+        say(f"the rest is identical ({paths} paths); rebuild both from today's mirror to compare all")
+        return False
+    say(f"identical: {paths} paths, each with the same type, mode, owner, link target and content")
+    return True
+
+
 def pins_check(settings: Settings) -> int:
     from . import pins
 

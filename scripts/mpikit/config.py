@@ -8,6 +8,7 @@ import functools
 import hashlib
 import os
 import re
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ MPI_PROGRAMS = ROOT / "scripts" / "mpi"  # the MPI programs the kit runs itself 
 # both recipes copy exactly these, .dockerignore admits exactly these, and a SIF
 # older than any of them is stale. Folders count with everything under them.
 BUILD_INPUTS = ("versions.env", "requirements/build.txt", "requirements/build-abi.txt", "requirements/image.txt",
-                "scripts/image/install.sh", "scripts/image/without-rocm.sh", "scripts/image/site", "examples")
+                "requirements/sbom.txt", "scripts/image/install.sh", "scripts/image/without-rocm.sh",
+                "scripts/image/sbom.py", "scripts/image/site", "examples")
 RECIPES = ("Dockerfile", "Apptainer.def")
 # The test clusters make cluster-up can build (CLUSTER=...), by their nodes' Debian; one runs at a time.
 CLUSTERS = {"trixie": "Slurm 24.11 with PMIx 5", "forky": "Slurm 26.05, built without PMIx: srun --mpi=pmi2"}
@@ -109,6 +111,10 @@ def stack_pins(base: str) -> dict[str, str]:
 
 
 LABEL_PREFIX = "io.github.mpi4py-kit"
+# The SBOM inside every image and SIF (scripts/image/sbom.py writes it; both recipes' label
+# io.github.mpi4py-kit.sbom names it; a unit test holds the four equal).
+SBOM_LABEL = f"{LABEL_PREFIX}.sbom"
+SBOM_PATH = "/opt/mpi4py-kit/sbom.cdx.json"
 
 
 def stack_labels(base: str, platform: str | None = None) -> dict[str, str]:
@@ -129,6 +135,23 @@ def build_input_files() -> list[Path]:
         files += sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
             if path.is_dir() else [path]
     return files
+
+
+def source_date_epoch(root: Path = ROOT) -> str:
+    """The build's time, SOURCE_DATE_EPOCH: the last commit that touched a recipe or a build input, so
+    two builds of the same inputs write the same dates (the SBOM's, the user's password date). Outside
+    a git checkout (a copied tree), the newest of their modification times."""
+    names = [*RECIPES, *BUILD_INPUTS]
+    try:
+        proc = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%ct", "--", *names],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode == 0 and proc.stdout.strip().isdigit():
+            return proc.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # no git: the files' own times below
+    times = [p.stat().st_mtime for name in names for p in [root / name, *(root / name).rglob("*")]
+             if p.is_file()]
+    return str(int(max(times))) if times else "1"
 
 
 def inputs_digest(recipe: str, items: Iterable[str]) -> str:

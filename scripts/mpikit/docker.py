@@ -165,15 +165,11 @@ def inputs_digest(base: str, platform: str, base_id: str, labels: dict[str, str]
                                                *(f"{k}={v}" for k, v in sorted(labels.items()))])
 
 
-def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT,
-                extra: tuple[str, ...] = (), platform: str | None = None) -> float:
-    """Build `image` from the Dockerfile for `base` and `platform`, making the base if needed;
-    returns seconds taken (0 when the image is already built from the same inputs)."""
-    require_engine("building the image")
-    platform = platform or platforms.host()
+def build_plan(base: str, platform: str, context: Path = ROOT, extra: tuple[str, ...] = ()
+               ) -> tuple[str, str, dict[str, str], str, str]:
+    """What a build of `base` for `platform` starts from: (base image, builder's base image, labels,
+    the inputs digest, SOURCE_DATE_EPOCH); makes the bases when missing."""
     emulated = not platforms.is_host(platform)
-    ensure_emulation(platform)
-    docker = _buildkit_client()
     base_image = ensure_base(base, platform)
     # The builder stage runs on the host's platform and cross-compiles for another (install.sh).
     builder_image = base_image if not emulated else ensure_base(base)
@@ -181,13 +177,30 @@ def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT
     bases = image_id(base_image) or base_image
     if emulated:
         bases += "+" + (image_id(builder_image) or builder_image)
-    digest = inputs_digest(base, platform, bases, labels, extra)
-    if context == ROOT and image_label(image, INPUTS_LABEL) == digest:
+    epoch = config.source_date_epoch(context)
+    digest = inputs_digest(base, platform, bases, labels, (*extra, f"SOURCE_DATE_EPOCH={epoch}"))
+    return base_image, builder_image, labels, digest, epoch
+
+
+def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT,
+                extra: tuple[str, ...] = (), platform: str | None = None, fresh: bool = False) -> float:
+    """Build `image` from the Dockerfile for `base` and `platform`, making the base if needed;
+    returns seconds taken (0 when the image is already built from the same inputs). `fresh`: every
+    step again, without the build cache (make reproduce; the image carries the same inputs label)."""
+    require_engine("building the image")
+    platform = platform or platforms.host()
+    emulated = not platforms.is_host(platform)
+    ensure_emulation(platform)
+    docker = _buildkit_client()
+    base_image, builder_image, labels, digest, epoch = build_plan(base, platform, context, extra)
+    if not fresh and context == ROOT and image_label(image, INPUTS_LABEL) == digest:
         say(f"image {image} is up to date: built from these same inputs (label {INPUTS_LABEL}={digest}); "
             "not rebuilt")
         return 0.0
+    if fresh:
+        extra = (*extra, "--no-cache")
     cmd = [docker, "build", *extra, "--build-arg", f"BASE={base}", "--build-arg", f"BASE_IMAGE={base_image}",
-           "--build-arg", f"BUILDER_IMAGE={builder_image}"]
+           "--build-arg", f"BUILDER_IMAGE={builder_image}", "--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
     if emulated:
         cmd += ["--platform", platform]
     cmd += ["-t", image]

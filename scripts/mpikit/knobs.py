@@ -27,6 +27,8 @@ RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan", "line", "sbatch"
 # make line and make sbatch describe the run make run would start: they read what it reads.
 LIKE_RUN = ("run", "line", "sbatch")
 BENCH_COMMANDS = ("bench", "bench-curve", "bench-build")
+# What builds an image (or rebuilds one to compare: make reproduce, reproduce-sif).
+BUILD_COMMANDS = ("image", "sif", "reproduce", "reproduce-sif")
 
 
 @dataclass(frozen=True)
@@ -358,22 +360,24 @@ KNOBS: tuple[Knob, ...] = (
     Knob("NP", "4", "number of MPI ranks", (*RUN_COMMANDS, "bench"),
          apply=lambda s, v: setattr(s, 'np', parse_np(v))),
     Knob("RUNTIME", "auto", "auto | native | docker | apptainer | srun | cluster (auto: srun in an "
-         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor", "bind-plan", "line", "sbatch"),
+         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor", "bind-plan", "line", "sbatch", "sbom"),
          apply=lambda s, v: setattr(s, 'runtime', parse_runtime(v))),
     Knob("BASE", config.default_base(), "Debian base of the image: "
-         + " | ".join(config.supported_bases()), (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif"),
+         + " | ".join(config.supported_bases()), (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom"),
          apply=lambda s, v: setattr(s, 'base', parse_base(v))),
     # Empty means this host's platform; the default is not written here, so the README's
     # table (generated from these lines) reads the same on every host.
     Knob("PLATFORM", "", "image platform: " + " | ".join(platforms.SUPPORTED) + " (default: this host's); "
          "another is built and run under qemu emulation, with RUNTIME=docker and BASE="
-         + " | ".join(platforms.EMULATED_BASES) + " (docs/arm.md)", (*RUN_COMMANDS, *BENCH_COMMANDS, "image", "sif"),
+         + " | ".join(platforms.EMULATED_BASES) + " (docs/arm.md)",
+         (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom"),
          apply=_apply_platform),
     Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, or mpi4py-kit:BASE-ARCH for another PLATFORM; "
-         "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image"),
+         "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image", "sbom", "reproduce"),
          apply=_apply_image),
     Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
-         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif", "sign", "verify"),
+         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif", "sign", "verify",
+                                                           "sbom"),
          apply=lambda s, v: setattr(s, 'sif', parse_sif(v, s.cwd, s.platform))),
     Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
          "are MPIPoolExecutor workers)", LIKE_RUN,
@@ -425,7 +429,7 @@ KNOBS: tuple[Knob, ...] = (
          (*LIKE_RUN, "smoke", "batch", "verify"),
          apply=lambda s, v: setattr(s, 'verify_key', parse_verify_key(v, s.command))),
     Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
-         (*RUN_COMMANDS, "bench", "bench-build", "image", "sif"),
+         (*RUN_COMMANDS, "bench", "bench-build", *BUILD_COMMANDS),
          apply=lambda s, v: setattr(s, 'ca_cert', parse_ca_cert(v))),
     Knob("PYTEST_ARGS", "", "extra pytest arguments for make test and make test-fast", ("test", "test-fast"),
          apply=lambda s, v: setattr(s, 'pytest_args', parse_args(v, 'PYTEST_ARGS'))),

@@ -100,7 +100,7 @@ def test_the_twin_recipes_have_the_same_stages_and_steps() -> None:
     apptainer_stages = _stages(recipe, r"^Stage: ")
     assert docker_stages == apptainer_stages, (docker_stages, apptainer_stages)
     assert docker_stages == [("builder", ["builder"]), ("assembler", ["assemble", "hooks"]),
-                             ("final", ["runtime"])]
+                             ("final", ["runtime", "sbom"])]
     assert re.search(r"^FROM --platform=\$BUILDPLATFORM \$\{BUILDER_IMAGE\} AS builder$", dockerfile, re.M)
     assert "TARGET_ARCH=$TARGETARCH /kit/install.sh builder" in dockerfile
     before, after = recipe.split("Stage: builder", 1)

@@ -129,7 +129,7 @@ def image_facts(image: str, base: str, sif: Path, quick: bool, ca_cert: str | No
             facts["cold_build_s"] = None
             facts["cold_build_note"] = "not measured with QUICK=1"
         else:
-            facts["cold_build_s"] = docker.build_image(base, tag, ca_cert, context, extra=("--no-cache",))
+            facts["cold_build_s"] = docker.build_image(base, tag, ca_cert, context, fresh=True)
         docker.run("rmi", "-f", tag, check=False)
     return facts
 
