@@ -56,7 +56,7 @@ ARG TARGETPLATFORM
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY versions.env /kit/versions.env
 COPY requirements/image.txt /kit/requirements/
-COPY scripts/image/install.sh scripts/image/without-rocm.sh scripts/image/sbom.py /kit/
+COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
 # Open MPI and Python from the distribution, exactly the pinned versions.
 RUN /kit/install.sh runtime
 COPY --from=assembler /opt/venv /opt/venv
@@ -70,6 +70,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # password date, so two builds of the same inputs give the same files (make reproduce). Declared
 # here, so a new time re-runs the step below only.
 ARG SOURCE_DATE_EPOCH
+COPY scripts/image/sbom.py /kit/
 # The SBOM, from the installed image, with the assembler's tool mounted for this step only;
 # then the build's traces go. Fail the build if mpi4py does not load the image's own libmpi
 # (the guard's check, both twins).

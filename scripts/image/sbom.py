@@ -123,15 +123,23 @@ def parse_sources(text: str) -> dict[str, tuple[str, str, str]]:
     return sources
 
 
+def archive_sha256(direct_url: dict) -> str | None:
+    """The SHA-256 pip recorded for the file a distribution came from (PEP 610): `hashes` since pip 23.1,
+    only the older `hash` ("sha256=...") before, as bookworm's pip writes it."""
+    info = direct_url.get("archive_info", {})
+    if info.get("hashes", {}).get("sha256"):
+        return info["hashes"]["sha256"]
+    alg, _, value = info.get("hash", "").partition("=")
+    return value if alg == "sha256" and value else None
+
+
 def find_dists(folders: list[str]) -> list[Dist]:
     """Every distribution in each folder, as importlib.metadata reads it there."""
     dists = []
     for folder in folders:
         for dist in importlib.metadata.distributions(path=[folder]):
-            sha256 = None
             direct = dist.read_text("direct_url.json")
-            if direct:
-                sha256 = json.loads(direct).get("archive_info", {}).get("hashes", {}).get("sha256")
+            sha256 = archive_sha256(json.loads(direct)) if direct else None
             dists.append(Dist(dist.metadata["Name"], dist.version, folder, sha256,
                               tuple(str(f) for f in dist.files or ())))
     return sorted(dists, key=lambda d: (normalize(d.name), d.folder))

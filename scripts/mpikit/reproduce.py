@@ -284,6 +284,6 @@ def image_id_difference(first: str, second: str) -> str:
     same = sum(1 for x, y in zip(la, lb) if x == y)
     return (f"the configs record each build's time (Created {a.get('Created', '?')[:19]} and "
             f"{b.get('Created', '?')[:19]}), and {len(la) - same} of {len(la)} layers differ "
-            f"({same} the same: the base's); a layer's tar holds each file's modification time, which "
+            f"({same} the same); a layer's tar holds each file's modification time, which "
             "Docker 20.10's BuildKit neither clamps nor rewrites (SOURCE_DATE_EPOCH and rewrite-timestamp "
             "came with BuildKit 0.11 and 0.13)")

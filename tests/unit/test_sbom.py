@@ -126,3 +126,13 @@ def test_variants_are_found_in_the_records() -> None:
     assert [(v, f.split("/")[-1]) for _, f, v in sbom.variants([dist, wheel])] == [
         ("", "MPI.cpython-313-x86_64-linux-gnu.so"), ("mpich", "MPI.mpich.cpython-313-x86_64-linux-gnu.so"),
         ("openmpi", "MPI.openmpi.cpython-313-x86_64-linux-gnu.so")]
+
+
+@pytest.mark.parametrize("direct_url, sha256", [
+    ({"archive_info": {"hash": "sha256=" + "a" * 64, "hashes": {"sha256": "a" * 64}}, "url": "file:///w"}, "a" * 64),
+    ({"archive_info": {"hash": "sha256=" + "b" * 64}, "url": "file:///x.whl"}, "b" * 64),  # bookworm's pip 23.0
+    ({"archive_info": {"hash": "md5=" + "c" * 32}}, None),
+    ({"dir_info": {}, "url": "file:///src"}, None),
+])
+def test_the_artifact_hash_is_read_from_either_direct_url_format(direct_url: dict, sha256: str | None) -> None:
+    assert sbom.archive_sha256(direct_url) == sha256
