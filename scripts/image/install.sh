@@ -39,7 +39,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt_install() {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-  rm -rf /var/lib/apt/lists/*
+  # The mirror's package lists, and apt's binary caches of them (94 MB; they also hold the lists' times,
+  # which differ between builds): in the same step, so no layer keeps them.
+  rm -rf /var/lib/apt/lists/* /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.bin
 }
 
 # Fail the build when the mirror serves another Open MPI or PMIx than pinned.
@@ -295,9 +297,6 @@ tidy() {
   # The previous copies dpkg, debconf and useradd keep (the state before this build's last change).
   rm -f /var/lib/dpkg/status-old /var/lib/dpkg/diversions-old /var/lib/dpkg/statoverride-old \
     /var/cache/debconf/*.dat-old /etc/passwd- /etc/group- /etc/shadow- /etc/gshadow- /etc/subuid- /etc/subgid-
-  # apt's binary caches of the mirror's package lists (94 MB; apt-get update makes them again):
-  # they hold the lists' times.
-  rm -f /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.bin
   # ldconfig's auxiliary cache records each library's inode and ctime in this build's file system.
   rm -f /var/cache/ldconfig/aux-cache
   # useradd wrote the build's day as the user's last password change (/etc/shadow's third field;
