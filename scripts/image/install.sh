@@ -148,13 +148,13 @@ builder() {
   # The sdist both builds compile.
   mpi4py_pin > /tmp/mpi4py-pin.txt
   $pip download -q --no-deps --require-hashes --no-binary mpi4py -r /tmp/mpi4py-pin.txt -d /tmp/sdist
-  # The SBOM's record of what was compiled here: NAME VERSION FILE SHA256 (scripts/image/sbom.py).
+  # The SBOM's record of what was compiled here: NAME VERSION FILE SHA256 PLACE (scripts/image/sbom.py).
   mkdir -p /opt/build
   local sdist sum version
   sdist=$(cd /tmp/sdist && echo mpi4py-*.tar.gz)
   sum=$(sha256sum "/tmp/sdist/$sdist")
   version=${sdist#mpi4py-}
-  echo "mpi4py ${version%.tar.gz} $sdist ${sum%% *}" > /opt/build/sources.txt
+  echo "mpi4py ${version%.tar.gz} $sdist ${sum%% *} sdist" > /opt/build/sources.txt
   # Each build in a folder of its own with a fixed name (pip's would be random), so the paths
   # compiled into the extension are the same in every build of these inputs.
   local variant
@@ -212,7 +212,7 @@ assemble() {
   $pip install -q --no-deps --no-index --target /opt/venv/mpi4py-abi /tmp/abi-wheel/mpi4py-*.whl
   # ... and, beside them, the standard-ABI variant the builder compiled, registered as the wheel
   # registers its own. Not a file pip manages (no RECORD lists it).
-  local suffix
+  local suffix sum
   suffix=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
   install -m 0755 "/opt/build/mpiabi/MPI.mpiabi$suffix" /opt/venv/mpi4py-abi/mpi4py/
   echo "_mpiabi._register('mpi4py.MPI', 'mpiabi')" >> /opt/venv/mpi4py-abi/mpi4py/__init__.py
@@ -224,9 +224,18 @@ print("bind model: mpi4py", mpi4py.__version__, "variants", ", ".join(abi._regis
   # What pip and the checks above compiled records each source's mtime, which is this build's
   # time: removed, and compiled again from the content in the hooks step below.
   find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
-  # The SBOM's tool (cyclonedx-python-lib, pure Python, hash-checked) and the builder's record,
-  # for the last step of the final stage; this folder never ships.
+  # The SBOM's tool (cyclonedx-python-lib, pure Python, hash-checked) and the record of every wheel
+  # installed here beside the builder's (bookworm's pip records no hash itself), for the last step of
+  # the final stage; this folder never ships.
   $pip install -q --no-deps --require-hashes --only-binary :all: --target /opt/sbom-tool -r "$kit/requirements/sbom.txt"
+  local wheel name place
+  for wheel in /opt/build/wheels/*.whl /tmp/abi-wheel/*.whl; do
+    name=${wheel##*/}
+    place=venv
+    [ "${wheel#/tmp/abi-wheel/}" = "$wheel" ] || place=abi
+    sum=$(sha256sum "$wheel")
+    echo "$(echo "$name" | cut -d- -f1) $(echo "$name" | cut -d- -f2) $name ${sum%% *} $place" >> /opt/build/sources.txt
+  done
   cp /opt/build/sources.txt /opt/sbom-tool/
   rm -rf /opt/build
 }

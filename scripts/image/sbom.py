@@ -113,13 +113,24 @@ def parse_lock(text: str) -> dict[str, tuple[str, set[str]]]:
     return pins
 
 
-def parse_sources(text: str) -> dict[str, tuple[str, str, str]]:
-    """The builder's record of the sdists it compiled: lines `NAME VERSION FILE SHA256`."""
-    sources = {}
+@dataclass(frozen=True)
+class Source:
+    """A file the build installed from or compiled: where it went (venv, abi: ABI_MPI4PY, sdist: compiled)."""
+    name: str  # normalized
+    version: str
+    file: str
+    sha256: str
+    place: str
+
+
+def parse_sources(text: str) -> list[Source]:
+    """The build's record of its Python artifacts (install.sh): lines `NAME VERSION FILE SHA256 PLACE`.
+    A wheel's hash is in its direct_url.json only from pip 23.1 on; bookworm's pip writes none."""
+    sources = []
     for line in text.splitlines():
         if line.strip():
-            name, version, file, sha256 = line.split()
-            sources[normalize(name)] = (version, file, sha256)
+            name, version, file, sha256, place = line.split()
+            sources.append(Source(normalize(name), version, file, sha256, place))
     return sources
 
 
@@ -145,10 +156,10 @@ def find_dists(folders: list[str]) -> list[Dist]:
     return sorted(dists, key=lambda d: (normalize(d.name), d.folder))
 
 
-def artifact(dist: Dist, lock: dict[str, tuple[str, set[str]]],
-             sources: dict[str, tuple[str, str, str]]) -> tuple[str, str]:
-    """(SHA-256 of what dist was installed from, how): the checked wheel, else the sdist the builder
-    compiled. Raises ValueError when the lock does not vouch for it: an SBOM must not guess."""
+def artifact(dist: Dist, lock: dict[str, tuple[str, set[str]]], sources: list[Source]) -> tuple[str, str]:
+    """(SHA-256 of what dist was installed from, how): the checked wheel (pip's record, else the build's),
+    else the sdist the builder compiled. Raises ValueError when the lock does not vouch for it: an SBOM
+    must not guess."""
     key = normalize(dist.name)
     if key not in lock:
         raise ValueError(f"{dist.name} {dist.version} in {dist.folder} is in no lock file")
@@ -157,8 +168,12 @@ def artifact(dist: Dist, lock: dict[str, tuple[str, set[str]]],
         raise ValueError(f"{dist.name} in {dist.folder} is {dist.version}, the lock pins {version}")
     if dist.artifact_sha256 in hashes:
         return dist.artifact_sha256, "wheel"
-    if key in sources and sources[key][2] in hashes and sources[key][0] == dist.version:
-        return sources[key][2], f"built in the image from the sdist {sources[key][1]}"
+    place = "abi" if dist.folder.rstrip("/") == ABI_MPI4PY else "venv"
+    mine = [s for s in sources if s.name == key and s.version == dist.version]
+    for source in [s for s in mine if s.place == place] + [s for s in mine if s.place == "sdist"]:
+        if source.sha256 in hashes:
+            return source.sha256, ("wheel" if source.place != "sdist" else
+                                   f"built in the image from the sdist {source.file}")
     raise ValueError(f"{dist.name} {dist.version} in {dist.folder}: installed from an artifact the lock does "
                      f"not list (sha256 {dist.artifact_sha256})")
 
@@ -189,7 +204,7 @@ def sha256_file(path: Path) -> str:
 
 
 def build(debs: list[Deb], dists: list[Dist], lock: dict[str, tuple[str, set[str]]],
-          sources: dict[str, tuple[str, str, str]], base: str, platform: str, epoch: int,
+          sources: list[Source], base: str, platform: str, epoch: int,
           file_hash=sha256_file):
     """The Bom: the image as metadata.component, every package, the MPI stack."""
     from cyclonedx.model import HashAlgorithm, HashType, Property
@@ -272,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output")
     parser.add_argument("--base", required=True)
     parser.add_argument("--platform", required=True)
-    parser.add_argument("--sources", required=True, help="the builder's record of compiled sdists")
+    parser.add_argument("--sources", required=True, help="the build's record of its Python artifacts")
     parser.add_argument("--lock", action="append", required=True, help="a requirements/*.txt the image used")
     args = parser.parse_args(argv)
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or 0)

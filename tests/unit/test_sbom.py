@@ -50,16 +50,29 @@ def test_the_lock_is_read_with_every_hash() -> None:
 
 
 def test_a_wheel_is_vouched_for_by_its_hash_in_the_lock() -> None:
-    assert sbom.artifact(numpy_dist(), lock(), {})[1] == "wheel"
+    assert sbom.artifact(numpy_dist(), lock(), [])[1] == "wheel"
 
 
 def test_a_dist_built_in_the_image_is_vouched_for_by_its_sdist() -> None:
     version, hashes = lock()["mpi4py"]
     sdist = sorted(hashes)[0]
     built = sbom.Dist("mpi4py", version, "/opt/venv/lib/python3.13/site-packages", "f" * 64)
-    sources = sbom.parse_sources(f"mpi4py {version} mpi4py-{version}.tar.gz {sdist}\n")
+    sources = sbom.parse_sources(f"mpi4py {version} mpi4py-{version}.tar.gz {sdist} sdist\n"
+                                 f"mpi4py {version} mpi4py-{version}-cp313-cp313-linux_x86_64.whl {'f' * 64} venv\n")
     how = f"built in the image from the sdist mpi4py-{version}.tar.gz"
     assert sbom.artifact(built, lock(), sources) == (sdist, how)
+
+
+def test_a_wheel_without_pips_record_is_vouched_for_by_the_builds() -> None:
+    """Bookworm's pip 23.0 writes no direct_url.json for a wheel installed from a file: install.sh's record."""
+    version, hashes = lock()["numpy"]
+    wheel, other = sorted(hashes)[:2]
+    dist = sbom.Dist("numpy", version, "/opt/venv/lib/python3.11/site-packages", None)
+    sources = sbom.parse_sources(f"numpy {version} numpy-{version}-cp311.whl {other} abi\n"
+                                 f"numpy {version} numpy-{version}-cp311.whl {wheel} venv\n")
+    assert sbom.artifact(dist, lock(), sources) == (wheel, "wheel")
+    with pytest.raises(ValueError, match="does not list"):
+        sbom.artifact(dist, lock(), sources[:1])  # only a record for another place
 
 
 @pytest.mark.parametrize("dist, why", [
@@ -69,11 +82,11 @@ def test_a_dist_built_in_the_image_is_vouched_for_by_its_sdist() -> None:
 ])
 def test_an_artifact_the_lock_cannot_vouch_for_fails_the_build(dist: sbom.Dist, why: str) -> None:
     with pytest.raises(ValueError, match=why):
-        sbom.artifact(dist, lock(), {})
+        sbom.artifact(dist, lock(), [])
 
 
 def document(debs_text: str = DPKG, dists: list | None = None) -> str:
-    return sbom.render(sbom.build(sbom.parse_dpkg(debs_text), dists or [numpy_dist()], lock(), {}, "trixie",
+    return sbom.render(sbom.build(sbom.parse_dpkg(debs_text), dists or [numpy_dist()], lock(), [], "trixie",
                                   "linux/amd64", 1764547200))
 
 
