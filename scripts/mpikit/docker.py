@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import config, platforms
@@ -100,6 +102,16 @@ def build_quietly(image: str, dockerfile: Path, target: str | None = None,
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         raise RunError(f"building {image} failed; rerun to see why: DOCKER_BUILDKIT=1 {' '.join(cmd)}")
+
+
+@contextlib.contextmanager
+def created(image: str) -> Iterator[str]:
+    """A container of `image`, created and never started (to copy or export its files), then removed."""
+    cid = run("create", image).stdout.strip()
+    try:
+        yield cid
+    finally:
+        run("rm", cid, check=False)
 
 
 def image_exists(image: str) -> bool:

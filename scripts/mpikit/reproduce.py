@@ -253,16 +253,13 @@ def image_manifest(image: str) -> Manifest:
     """The file system of a Docker image, flattened (docker export of a container never started)."""
     from . import docker
 
-    cid = docker.run("create", image).stdout.strip()
-    try:
+    with docker.created(image) as cid:
         proc = subprocess.Popen([docker.command(), "export", cid], stdout=subprocess.PIPE)
         assert proc.stdout is not None
         manifest = from_tar(proc.stdout)
         if proc.wait() != 0:
             raise RunError(f"docker export {cid} ({image}) failed")
         return manifest
-    finally:
-        docker.run("rm", cid, check=False)
 
 
 def sif_manifest(sif: Path) -> Manifest:

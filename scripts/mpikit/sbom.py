@@ -21,19 +21,16 @@ def from_image(image: str) -> bytes:
     if not path:
         raise UsageError(f"{image} has no {SBOM_LABEL} label: it was built before images carried an SBOM; "
                          "rebuild it: make image")
-    cid = docker.run("create", image).stdout.strip()
-    try:
+    with docker.created(image) as cid:
         proc = subprocess.run([docker.command(), "cp", f"{cid}:{path}", "-"], capture_output=True)
-        if proc.returncode != 0:
-            raise RunError(f"docker cp {cid}:{path} - failed: {proc.stderr.decode(errors='replace').strip()}")
-        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
-            member = tar.next()
-            data = tar.extractfile(member) if member else None
-            if data is None:
-                raise RunError(f"{image}: {path} is not a file")
-            return data.read()
-    finally:
-        docker.run("rm", cid, check=False)
+    if proc.returncode != 0:
+        raise RunError(f"docker cp {image}:{path} - failed: {proc.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        member = tar.next()
+        data = tar.extractfile(member) if member else None
+        if data is None:
+            raise RunError(f"{image}: {path} is not a file")
+        return data.read()
 
 
 def from_sif(sif: Path) -> bytes:
