@@ -57,7 +57,7 @@ CASES = [
     (["sign", "KEY=/no/such/key.pem"], "is not a readable private key file"),
     (["verify"], "make verify needs VERIFY_KEY="),
     (["verify", "VERIFY_KEY=README.md"], "is not PEM"),
-    (["sbom", "RUNTIME=apptainer", "SIF=build/no-such.sif"], "build/no-such.sif: build it first (make sif)"),
+    (["sbom", "RUNTIME=apptainer", "SIF=examples/no-such.sif"], "examples/no-such.sif: build it first (make sif)"),
     (["run-rank", "VERIFY_KEY=/no/such/key.pub"], "is not a readable public key"),
 ]
 
