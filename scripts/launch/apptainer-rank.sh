@@ -43,62 +43,43 @@ base=${MPI4PY_KIT_SANDBOXES:-/tmp/mpi4py-kit-$uid}
 # Apptainer's PATH inside a container, before the image's %environment adds to it.
 CONTAINER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-# ---- join's watcher: apptainer-rank.sh --watch STATE TOKEN FOLDER [options] (started by the first rank) ----
-# Runs in its own session, outside srun's process group: it starts the holder, waits until every rank
-# that joined it is gone, then (holding the node's lock, so no rank can join meanwhile) stops it and
-# removes the step's state. A watcher whose state another holder took over (a stale step's folder
-# reused) stops its own holder and leaves the state to the other.
+# Sleeps without a fork (join's waits are on every rank's path): a read with a timeout on a pipe that
+# nobody writes to. The pipe is closed again before the rank execs its command.
+nap() {
+  [ -n "${napfd:-}" ] || exec {napfd}<> <(:)
+  read -r -t "$1" -u "$napfd" || true
+}
+
+# The PIDs of a join step's ranks (one per line in $1/ranks) are all gone.
+ranks_gone() {
+  local pid
+  [ -s "$1/ranks" ] || return 0
+  while read -r pid; do
+    if kill -0 "$pid" 2>/dev/null; then return 1; fi
+  done <"$1/ranks"
+  return 0
+}
+
+# ---- join's watcher: apptainer-rank.sh --watch STATE (started by the node's holder rank) ----
+# Runs in its own session, outside srun's process group, so that it outlives the step's ranks with or
+# without a Slurm epilog: once every rank of the step on this node is gone it removes the step's state,
+# holding the node's lock (so no rank can register meanwhile; a rank that comes later starts afresh).
 watch() {
-  # Nothing but the ranks' going may end the watcher early (a failed command, a signal to a sleep):
-  # a watcher gone leaves its holder.
+  # Nothing but the ranks' going may end the watcher early (a failed command, a signal): a watcher gone
+  # leaves the step's state.
   set +e
   trap '' HUP INT
-  local state=$1 token=$2 folder=$3 mine="" now=""
-  shift 3
-  # $$ and $1 are the image's shell's (its PID is the holder's), not this one's:
-  # shellcheck disable=SC2016
-  apptainer exec --env "MPI4PY_KIT_HOLDER=$token" "$@" "$folder" /bin/sh -c \
-    'echo $$ > "$1.partial" && mv "$1.partial" "$1" && exec sleep 2147483647' sh "$state/holder.pid" &
-  local holder=$! started=$SECONDS
-  ranks_gone() {
-    local pid
-    [ -s "$state/ranks" ] || { [ $((SECONDS - started)) -ge 60 ]; return; }  # none joined in 1 min: give up
-    while read -r pid; do
-      if kill -0 "$pid" 2>/dev/null; then return 1; fi
-    done <"$state/ranks"
-    return 0
-  }
-  # This holder's PID: the rank that started the watcher holds the node's lock until it has verified
-  # it, so no other watcher can take the state before it is read here.
-  local i
-  for ((i = 0; i < 1200; i++)); do
-    { read -r mine <"$state/holder.pid"; } 2>/dev/null
-    [ -z "$mine" ] || break
-    kill -0 "$holder" 2>/dev/null || break
-    sleep 0.05
-  done
-  owned() {  # the state still names this watcher's holder (another may have taken a stale step's folder)
-    now=""
-    { read -r now <"$state/holder.pid"; } 2>/dev/null
-    [ -n "$mine" ] && [ "$now" = "$mine" ]
-  }
+  local state=$1
   exec 9>"$base/.join.lock"
-  local owner=yes
   while :; do
-    sleep 0.2
-    kill -0 "$holder" 2>/dev/null || { flock 9; owned || owner=""; break; }
-    owned || { owner=""; break; }
-    if ranks_gone; then
+    nap 0.2
+    if ranks_gone "$state"; then
       flock 9
-      owned || { owner=""; break; }  # taken over while this watcher waited for the lock
-      if ranks_gone; then break; fi  # still gone with the lock held: no rank can join any more
+      if ranks_gone "$state"; then break; fi  # still gone with the lock held: no rank can register now
       flock -u 9
     fi
   done
-  [ -z "$owner" ] || rm -f "$state/holder.pid"
-  kill "$holder" 2>/dev/null || true
-  wait "$holder" 2>/dev/null || true
-  [ -z "$owner" ] || rm -rf "$state"
+  rm -rf "$state"
 }
 if [ "${1:-}" = --watch ]; then
   shift
@@ -150,7 +131,8 @@ unpack() {
   [ -e "$dir/.mpi4py-kit-ready" ] || dir=$sif
 }
 
-# Sets $holder to the PID in $state/holder.pid if that process is this user's and holds this step's image.
+# Sets $holder to the PID in $state/holder.pid if that process is this user's and holds this step's image
+# (its environment names the step and the folder: a stale or foreign PID is never joined).
 verified_holder() {
   local pid="" var
   [ -r "$state/holder.pid" ] && read -r pid <"$state/holder.pid"
@@ -164,17 +146,11 @@ verified_holder() {
   return 1
 }
 
-# Start the holder and its watcher; wait (at most 60 s) until the holder's namespaces exist.
-start_holder() {
-  rm -f "$state/holder.pid"
-  setsid bash "${BASH_SOURCE[0]}" --watch "$state" "$token" "$dir" "${opts[@]}" \
-    </dev/null >"$state/holder.log" 2>&1 9>&- &
-  local i
-  for ((i = 0; i < 1200; i++)); do
-    if verified_holder; then return 0; fi
-    sleep 0.05
-  done
-  return 1
+# The rank named in $state/starting (becoming the holder) is alive.
+starting() {
+  local pid=""
+  { read -r pid <"$state/starting"; } 2>/dev/null
+  [[ $pid =~ ^[0-9]+$ ]] && [ "$pid" != $$ ] && kill -0 "$pid" 2>/dev/null
 }
 
 # Inside the holder's namespaces: the rank's folder, the image's environment as apptainer exec applies it
@@ -197,8 +173,53 @@ refuse() {
     "APPTAINER_MODE=sandbox" >&2
 }
 
+# How many tasks of this step run on this node (Slurm's SLURM_STEP_TASKS_PER_NODE, such as "3(x2),1", and
+# SLURM_NODEID); sets $here, or leaves it empty when Slurm did not say.
+tasks_here() {
+  local spec=${SLURM_STEP_TASKS_PER_NODE:-} item count reps first=0
+  here=""
+  [[ ${SLURM_NODEID:-} =~ ^[0-9]+$ ]] || return 0
+  for item in ${spec//,/ }; do
+    if [[ $item =~ ^([0-9]+)\(x([0-9]+)\)$ ]]; then
+      count=${BASH_REMATCH[1]} reps=${BASH_REMATCH[2]}
+    elif [[ $item =~ ^[0-9]+$ ]]; then
+      count=$item reps=1
+    else
+      return 0
+    fi
+    if ((SLURM_NODEID < first + reps)); then
+      here=$count
+      return 0
+    fi
+    first=$((first + reps))
+  done
+}
+
+# The node's first rank of a step becomes the holder: it registers, starts the watcher (once per step
+# state), releases the lock and runs its command with apptainer exec, whose image process publishes its
+# PID (the holder's) for the node's other ranks. It waits for nothing, so one rank per node starts as
+# fast as sandbox. The holder is the rank itself, so nothing of it outlives the step.
+become_holder() {
+  mkdir -m 0700 "$state" 2>/dev/null || true  # in $base, this user's own 0700 folder
+  rm -f "$state/holder.pid"
+  echo $$ >"$state/starting"
+  echo $$ >>"$state/ranks"
+  local watcher=""
+  { read -r watcher <"$state/watcher"; } 2>/dev/null || true
+  if ! [[ $watcher =~ ^[0-9]+$ ]] || ! kill -0 "$watcher" 2>/dev/null; then
+    setsid bash "${BASH_SOURCE[0]}" --watch "$state" </dev/null >/dev/null 2>&1 9>&- &
+    echo $! >"$state/watcher"
+  fi
+  exec 9>&-
+  [ -z "${napfd:-}" ] || exec {napfd}>&-
+  # $$ and $1 are the image's shell's (its PID is the holder's), not this one's:
+  # shellcheck disable=SC2016
+  exec apptainer exec --sharens --env "MPI4PY_KIT_HOLDER=$token" "${opts[@]}" "$dir" /bin/sh -c \
+    'echo $$ >"$1" && shift && exec "$@"' sh "$state/holder.pid" "$@"
+}
+
 join() {
-  local step=${SLURM_JOB_ID:-0}.${SLURM_STEP_ID:-0} holder="" refused="" said
+  local step=${SLURM_JOB_ID:-0}.${SLURM_STEP_ID:-0} holder="" refused="" said here
   state=$base/join-$step token="$step $dir"
   # What every rank sees alike is decided by each; the node's first rank (SLURM_LOCALID 0) says it.
   if ! command -v nsenter >/dev/null 2>&1; then
@@ -210,27 +231,50 @@ join() {
     [ "${SLURM_LOCALID:-0}" != 0 ] || refuse "$refused"
     exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
   fi
-  # One holder per node and step: the first rank to take the lock starts it and tries to enter it.
+  # A node with one rank of the step has no rank to join it: that rank runs as sandbox, and keeps no state.
+  tasks_here
+  if [ "$here" = 1 ]; then
+    exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
+  fi
+  # One holder per node and step: the first rank to take the lock becomes it; the others wait for its
+  # PID without the lock, then register under it (so that the watcher keeps the state while they run).
   exec 9>"$base/.join.lock"
-  flock 9
-  if [ -e "$state/refused" ]; then
-    refused=$(cat "$state/refused")
-  elif ! verified_holder; then
-    mkdir -m 0700 "$state" 2>/dev/null || true  # in $base, this user's own 0700 folder
-    if ! start_holder; then
-      refused="the holder did not start within 60 s (see $state/holder.log)"
-    elif ! said=$(nsenter -t "$holder" -U -m --preserve-credentials -r -- /bin/true 2>&1); then
+  while :; do
+    flock 9
+    if [ -e "$state/refused" ]; then
+      refused=$(<"$state/refused")
+      echo $$ >>"$state/ranks"
+      break
+    fi
+    if verified_holder; then
+      echo $$ >>"$state/ranks"
+      break
+    fi
+    if ! starting; then become_holder "$@"; fi
+    flock -u 9
+    while ! verified_holder && starting && [ "$SECONDS" -lt 60 ]; do
+      nap 0.005
+    done
+    if [ "$SECONDS" -ge 60 ]; then
+      refused="the holder did not start within 60 s"
+      refuse "$refused"
+      flock 9
+      break
+    fi
+  done
+  # The first rank that joins tries nsenter once for the node and step.
+  if [ -z "$refused" ] && [ ! -e "$state/entered" ]; then
+    if said=$(nsenter -t "$holder" -U -m --preserve-credentials -r -- /bin/true 2>&1); then
+      : >"$state/entered"
+    else
       refused="nsenter cannot enter the holder's namespaces (${said:-refused}): setuid Apptainer without user \
 namespaces, or a seccomp policy"
-    fi
-    if [ -n "$refused" ]; then
       echo "$refused" >"$state/refused"
       refuse "$refused"
     fi
   fi
-  # This PID stays the rank (exec from here on); the watcher stops the holder once every one is gone.
-  echo $$ >>"$state/ranks"
   exec 9>&-  # closing the only descriptor of the lock releases it
+  [ -z "${napfd:-}" ] || exec {napfd}>&-
   if [ -n "$refused" ]; then
     exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
   fi

@@ -2,6 +2,7 @@
 
 Every rank prints one line `MPIKIT-PROBE {json}` describing what it sees:
 the machine it runs on (uname -m: x86_64, or aarch64 under emulation too),
+its mount namespace (APPTAINER_MODE=join: one per node),
 its rank and world size (a world of 1 under a multi-task launch is the
 launcher/PMI mismatch), the MPI library and the libmpi/libpmix files it
 loaded, where mpi4py was imported from, /dev/shm, and whether single-copy
@@ -36,6 +37,13 @@ def read_file(path):
     try:
         with open(path) as f:
             return f.read().strip()
+    except OSError:
+        return None
+
+
+def read_link(path):
+    try:
+        return os.readlink(path)
     except OSError:
         return None
 
@@ -90,6 +98,7 @@ def main():
               "prefix": sys.prefix, "pythonpath": os.environ.get("PYTHONPATH", ""),
               "nousersite": os.environ.get("PYTHONNOUSERSITE", ""),
               "launched_tasks": os.environ.get("SLURM_STEP_NUM_TASKS"),
+              "mntns": read_link("/proc/self/ns/mnt"),
               "stack": read_file("/opt/mpi4py-kit/stack.env")}
     try:
         import mpi4py

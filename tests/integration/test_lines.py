@@ -180,6 +180,8 @@ def test_a_node_that_cannot_join_says_so_and_runs_as_sandbox(cluster: str) -> No
     for path, why in ((f"{farm}:/usr/sbin:/sbin", "no nsenter (util-linux) on PATH"),
                       (f"{refused}:/usr/bin:/bin:/usr/sbin:/sbin", "nsenter cannot enter the holder's namespaces")):
         srun = line.replace(f" {wrapper} ", f" env PATH={path} {wrapper} ", 1)  # Slurm resets a task's PATH
+        # Two ranks on each node: a node's only rank has nothing to join and runs as sandbox unasked.
+        srun = srun.replace("srun ", "srun --ntasks-per-node=2 ", 1)
         proc = in_cluster("bash", "-c", srun, timeout=120)
         assert proc.returncode == 0 and proc.stdout.count(" of 4 on ") == 4, explain(proc, srun)
         said = [x for x in proc.stderr.splitlines() if "APPTAINER_MODE=join is not possible on node" in x]

@@ -117,15 +117,18 @@ def run_probe(report: Report, job: runtimes.Job, timeout: int = PROBE_TIMEOUT, *
 
 
 def check_join(report: Report, job: runtimes.Job) -> None:
-    """Which APPTAINER_MODE each node can use: a probe with one rank per node in join mode, whose nodes say
-    why they cannot join (and then run as sandbox)."""
-    output, probes, line = launch_probe(report, replace(job, apptainer_mode="join", nodes=job.np))
+    """Which APPTAINER_MODE each node can use: a probe with two ranks per node in join mode (a node's only
+    rank runs as sandbox, with nothing to join), whose nodes say why they cannot join (and then run as
+    sandbox)."""
+    # srun's own variable for --ntasks-per-node (its block layout would put 3 ranks on one node and 1 on another).
+    output, probes, line = launch_probe(report, replace(job, apptainer_mode="join", nodes=job.np, np=2 * job.np,
+                                                        env={**job.env, "SLURM_NTASKS_PER_NODE": "2"}))
     if not probes:
         report.add(judge.problem(f"the probe did not run with APPTAINER_MODE=join: {line}",
                                  "read its output below; keep the default APPTAINER_MODE=sandbox meanwhile"))
         report.tail(output)
         return
-    report.add(*judge.join_modes(output, [p.get("host", "?") for p in probes]))
+    report.add(*judge.join_modes(output, probes))
 
 
 def oversubscription(runtime: str) -> Finding:
@@ -245,7 +248,7 @@ def diagnose(settings: Settings, choice: Choice) -> int:
             one_node = run_probe(report, replace(job, nodes=1))
             if one_node:
                 report.add(*judge.cma(runtime, one_node))
-            section("how ranks enter the image: APPTAINER_MODE=join on each node (one holder, nsenter)")
+            section("how ranks enter the image: APPTAINER_MODE=join, 2 ranks on each node (one holder, nsenter)")
             check_join(report, job)
             report.add(oversubscription(runtime))
         if probes:

@@ -347,18 +347,33 @@ def launch_runtime(argv: list[str]) -> str:
 JOIN_REFUSED = re.compile(r"APPTAINER_MODE=join is not possible on (\S+): (.*); this node runs APPTAINER_MODE=sandbox")
 
 
-def join_modes(output: str, hosts: list[str]) -> list[Finding]:
-    """Which mode each node can use, from a join probe's output (scripts/launch/apptainer-rank.sh says
-    why a node cannot join, in one line, and runs it as sandbox)."""
+def join_modes(output: str, probes: list[dict]) -> list[Finding]:
+    """Which mode each node can use, from a join probe with two or more ranks per node: its output
+    (scripts/launch/apptainer-rank.sh says why a node cannot join, in one line, and runs it as sandbox) and
+    each rank's mount namespace (the ranks of a node that joined share their holder's)."""
     refused = dict(JOIN_REFUSED.findall(output))
+    spaces: dict[str, list[str | None]] = {}
+    for probe in probes:
+        spaces.setdefault(probe.get("host", "?"), []).append(probe.get("mntns"))
     findings = []
-    for host in sorted(set(hosts) | set(refused)):
+    for host in sorted(set(spaces) | set(refused)):
+        seen = spaces.get(host, [])
         if host in refused:
             findings.append(info(f"{host}: APPTAINER_MODE=join is not possible ({refused[host]}); that node runs "
                                  "sandbox, which is the default"))
+        elif len(seen) < 2:
+            findings.append(info(f"{host}: only one rank of the probe ran there, so joining was not tried"))
+        elif None in seen:
+            findings.append(info(f"{host}: the probe did not report its ranks' mount namespaces (an older "
+                                 "probe?), so joining is not judged"))
+        elif len(set(seen)) == 1:
+            findings.append(ok(f"{host}: APPTAINER_MODE=join works ({len(seen)} ranks in one mount namespace: "
+                               "the node's first rank runs the image, the others entered it with nsenter)"))
         else:
-            findings.append(ok(f"{host}: APPTAINER_MODE=join works (the ranks entered one holder's namespaces "
-                               "with nsenter)"))
+            findings.append(problem(f"{host}: APPTAINER_MODE=join put {len(seen)} ranks in {len(set(seen))} mount "
+                                    "namespaces, and the node did not say why",
+                                    "make run-rank RUNTIME=srun NP=4 APPTAINER_MODE=join shows its output; "
+                                    "keep APPTAINER_MODE=sandbox meanwhile"))
     return findings
 
 
