@@ -43,8 +43,8 @@ base=${MPI4PY_KIT_SANDBOXES:-/tmp/mpi4py-kit-$uid}
 # Apptainer's PATH inside a container, before the image's %environment adds to it.
 CONTAINER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-# Sleeps without a fork (join's waits are on every rank's path): a read with a timeout on a pipe that
-# nobody writes to. The pipe is closed again before the rank execs its command.
+# Sleeps without a fork (join's watcher waits for its holder's PID in steps of 5 ms): a read with a timeout
+# on a pipe that nobody writes to.
 nap() {
   [ -n "${napfd:-}" ] || exec {napfd}<> <(:)
   read -r -t "$1" -u "$napfd" || true
@@ -60,16 +60,43 @@ ranks_gone() {
   return 0
 }
 
-# ---- join's watcher: apptainer-rank.sh --watch STATE (started by the node's holder rank) ----
-# Runs in its own session, outside srun's process group, so that it outlives the step's ranks with or
-# without a Slurm epilog: once every rank of the step on this node is gone it removes the step's state,
-# holding the node's lock (so no rank can register meanwhile; a rank that comes later starts afresh).
+# Sets $holder to the PID in $state/holder.pid if that process is this user's and holds this step's image
+# (its environment names the step and the folder: a stale or foreign PID is never joined).
+verified_holder() {
+  local pid="" var
+  [ -r "$state/holder.pid" ] && read -r pid <"$state/holder.pid"
+  [[ $pid =~ ^[0-9]+$ ]] && [ -O "/proc/$pid" ] && [ -r "/proc/$pid/environ" ] || return 1
+  while IFS= read -r -d '' var; do
+    if [ "$var" = "MPI4PY_KIT_HOLDER=$token" ]; then
+      holder=$pid
+      return 0
+    fi
+  done <"/proc/$pid/environ"
+  return 1
+}
+
+# ---- join's watcher: apptainer-rank.sh --watch STATE TOKEN RANK (started by the node's holder rank) ----
+# Runs in its own session, outside srun's process group. First it holds the node's lock (fd 9, handed over
+# by the holder rank) until that rank's image has published its PID, so that the node's other ranks wait
+# in flock, without polling each, and find the holder as soon as they get the lock; if the rank ends first
+# they find none and the next becomes the holder. Then, once every rank of the step on this node is gone,
+# it removes the step's state, holding the lock (so no rank can register meanwhile; a rank that comes
+# later starts afresh). Several watchers of one step (a holder that failed, and the next) do no harm.
 watch() {
   # Nothing but the ranks' going may end the watcher early (a failed command, a signal): a watcher gone
   # leaves the step's state.
   set +e
   trap '' HUP INT
-  local state=$1
+  state=$1 token=$2
+  local rank=$3 holder="" i
+  for ((i = 0; i < 12000; i++)); do  # 60 s
+    if verified_holder || ! kill -0 "$rank" 2>/dev/null; then break; fi
+    nap 0.005
+  done
+  if [ -z "$holder" ] && kill -0 "$rank" 2>/dev/null; then
+    echo "the holder did not start within 60 s" >"$state/refused"
+  fi
+  exec 9>&-  # the node's other ranks go on
   exec 9>"$base/.join.lock"
   while :; do
     nap 0.2
@@ -131,28 +158,6 @@ unpack() {
   [ -e "$dir/.mpi4py-kit-ready" ] || dir=$sif
 }
 
-# Sets $holder to the PID in $state/holder.pid if that process is this user's and holds this step's image
-# (its environment names the step and the folder: a stale or foreign PID is never joined).
-verified_holder() {
-  local pid="" var
-  [ -r "$state/holder.pid" ] && read -r pid <"$state/holder.pid"
-  [[ $pid =~ ^[0-9]+$ ]] && [ -O "/proc/$pid" ] && [ -r "/proc/$pid/environ" ] || return 1
-  while IFS= read -r -d '' var; do
-    if [ "$var" = "MPI4PY_KIT_HOLDER=$token" ]; then
-      holder=$pid
-      return 0
-    fi
-  done <"/proc/$pid/environ"
-  return 1
-}
-
-# The rank named in $state/starting (becoming the holder) is alive.
-starting() {
-  local pid=""
-  { read -r pid <"$state/starting"; } 2>/dev/null
-  [[ $pid =~ ^[0-9]+$ ]] && [ "$pid" != $$ ] && kill -0 "$pid" 2>/dev/null
-}
-
 # Inside the holder's namespaces: the rank's folder, the image's environment as apptainer exec applies it
 # (/.singularity.d/env, after Apptainer's PATH), then the --env options, then the command.
 # Expanded by the shell inside the image, not here:
@@ -195,23 +200,16 @@ tasks_here() {
   done
 }
 
-# The node's first rank of a step becomes the holder: it registers, starts the watcher (once per step
-# state), releases the lock and runs its command with apptainer exec, whose image process publishes its
-# PID (the holder's) for the node's other ranks. It waits for nothing, so one rank per node starts as
-# fast as sandbox. The holder is the rank itself, so nothing of it outlives the step.
+# The node's first rank of a step becomes the holder: it registers, hands the node's lock to a watcher
+# (which keeps it until this rank's image has published its PID), and runs its command with apptainer exec,
+# whose image process publishes its PID for the node's other ranks. It waits for nothing, and nothing of it
+# outlives the step: the holder is the rank itself.
 become_holder() {
   mkdir -m 0700 "$state" 2>/dev/null || true  # in $base, this user's own 0700 folder
   rm -f "$state/holder.pid"
-  echo $$ >"$state/starting"
   echo $$ >>"$state/ranks"
-  local watcher=""
-  { read -r watcher <"$state/watcher"; } 2>/dev/null || true
-  if ! [[ $watcher =~ ^[0-9]+$ ]] || ! kill -0 "$watcher" 2>/dev/null; then
-    setsid bash "${BASH_SOURCE[0]}" --watch "$state" </dev/null >/dev/null 2>&1 9>&- &
-    echo $! >"$state/watcher"
-  fi
+  setsid bash "${BASH_SOURCE[0]}" --watch "$state" "$token" $$ </dev/null >/dev/null 2>&1 &
   exec 9>&-
-  [ -z "${napfd:-}" ] || exec {napfd}>&-
   # $$ and $1 are the image's shell's (its PID is the holder's), not this one's:
   # shellcheck disable=SC2016
   exec apptainer exec --sharens --env "MPI4PY_KIT_HOLDER=$token" "${opts[@]}" "$dir" /bin/sh -c \
@@ -236,32 +234,18 @@ join() {
   if [ "$here" = 1 ]; then
     exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
   fi
-  # One holder per node and step: the first rank to take the lock becomes it; the others wait for its
-  # PID without the lock, then register under it (so that the watcher keeps the state while they run).
+  # One holder per node and step: the first rank to take the lock becomes it; the others wait in flock
+  # while its watcher holds the lock, then register under it (the watcher keeps the state while they run).
   exec 9>"$base/.join.lock"
-  while :; do
-    flock 9
-    if [ -e "$state/refused" ]; then
-      refused=$(<"$state/refused")
-      echo $$ >>"$state/ranks"
-      break
-    fi
-    if verified_holder; then
-      echo $$ >>"$state/ranks"
-      break
-    fi
-    if ! starting; then become_holder "$@"; fi
-    flock -u 9
-    while ! verified_holder && starting && [ "$SECONDS" -lt 60 ]; do
-      nap 0.005
-    done
-    if [ "$SECONDS" -ge 60 ]; then
-      refused="the holder did not start within 60 s"
-      refuse "$refused"
-      flock 9
-      break
-    fi
-  done
+  flock 9
+  if [ -e "$state/refused" ]; then
+    refused=$(<"$state/refused")
+    echo $$ >>"$state/ranks"
+  elif verified_holder; then
+    echo $$ >>"$state/ranks"
+  else
+    become_holder "$@"  # none yet, or the one before failed
+  fi
   # The first rank that joins tries nsenter once for the node and step.
   if [ -z "$refused" ] && [ ! -e "$state/entered" ]; then
     if said=$(nsenter -t "$holder" -U -m --preserve-credentials -r -- /bin/true 2>&1); then
@@ -270,11 +254,13 @@ join() {
       refused="nsenter cannot enter the holder's namespaces (${said:-refused}): setuid Apptainer without user \
 namespaces, or a seccomp policy"
       echo "$refused" >"$state/refused"
-      refuse "$refused"
     fi
   fi
+  if [ -n "$refused" ] && [ ! -e "$state/said" ]; then  # once per node and step
+    : >"$state/said"
+    refuse "$refused"
+  fi
   exec 9>&-  # closing the only descriptor of the lock releases it
-  [ -z "${napfd:-}" ] || exec {napfd}>&-
   if [ -n "$refused" ]; then
     exec apptainer exec --sharens "${opts[@]}" "$dir" "$@"
   fi

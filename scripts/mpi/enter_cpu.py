@@ -8,8 +8,9 @@ image: alive at once, as ranks are (--sharens ends its shared namespace with the
 `true` that exits at once took it from the others).
 The CPU of everything they run is read back from RUSAGE_CHILDREN: user + system seconds of the waited-for
 children and their descendants. One task alone is measured first (its own step), so the figure per rank
-after a node's first is (CPU(TASKS) - CPU(1)) / (TASKS - 1). join's holder runs in its own session,
-outside these children: its one start per node is in the step's wall time, not in this figure.
+after a node's first is (CPU(TASKS) - CPU(1)) / (TASKS - 1). In join the node's first rank runs the image
+itself (the holder) and the others enter it, so the first figure is an Apptainer start and the figure per
+rank is what joining costs; its watcher, in its own session, only waits and is not among these children.
 Prints one line: ENTER-CPU {"mode": {"first_ms": ..., "per_rank_ms": ..., "tasks": ...}, ...}.
 Runs with the node's own python3; no MPI is started.
 """
@@ -26,6 +27,7 @@ def cpu_of(wrapper: str, sif: str, mode: str, tasks: int, job: int) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs = [subprocess.Popen([wrapper, mode, sif, "--", "sleep", "1"],
                               env={**os.environ, "SLURM_JOB_ID": str(job), "SLURM_STEP_ID": "0",
+                                   "SLURM_NODEID": "0", "SLURM_STEP_TASKS_PER_NODE": str(tasks),
                                    "SLURM_LOCALID": str(i)}) for i in range(tasks)]
     codes = [p.wait() for p in procs]
     if any(codes):

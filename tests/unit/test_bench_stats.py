@@ -37,3 +37,19 @@ def test_wall_ratio_and_medians() -> None:
 
 def test_human_sizes() -> None:
     assert [stats.human(s) for s in stats.SIZES] == ["8 B", "64 KiB", "1 MiB", "4 MiB"]
+
+
+def test_cluster_ranks_are_spread_evenly_over_the_nodes() -> None:
+    """srun fills a node's declared CPUs first (4 ranks on 2 nodes of 4 CPUs: 3 and 1); the bench's
+    "2 x 2" must be 2 and 2, for the baseline and every mode alike."""
+    from mpikit.bench import scenarios
+    from mpikit.config import ROOT
+    assert scenarios.per_node(4, 2) == {"SLURM_NTASKS_PER_NODE": "2"}
+    assert scenarios.per_node(32, 2) == {"SLURM_NTASKS_PER_NODE": "16"}
+    assert scenarios.per_node(5, 2) == {} and scenarios.per_node(4, None) == {}
+    for mode in ("srun", "sandbox", "join"):
+        line = scenarios.mode_build(ROOT / "build" / "x.sif", "pmix", mode)(4, "scripts/mpi/startup.py", [], 2).argv
+        assert "SLURM_NTASKS_PER_NODE=2" in line and "--nodes=2" in line, line
+        # More ranks than the nodes' CPUs: srun refuses the variable, and --overcommit spreads them evenly.
+        line = scenarios.mode_build(ROOT / "build" / "x.sif", "pmix", mode)(32, "scripts/mpi/startup.py", [], 2).argv
+        assert "--overcommit" in line and not any("SLURM_NTASKS_PER_NODE" in a for a in line), line

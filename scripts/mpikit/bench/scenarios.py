@@ -46,13 +46,22 @@ def native_open_mpi_defaults() -> Scenario:
                     "(Open MPI's defaults: fabric components, TCP on every interface)", build)
 
 
+def per_node(np: int, nodes: int | None) -> dict[str, str]:
+    """srun's input variable for --ntasks-per-node where NP ranks fill NODES evenly, else nothing."""
+    return {"SLURM_NTASKS_PER_NODE": str(np // nodes)} if nodes and np % nodes == 0 else {}
+
+
 def on_cluster(sif: Path, mpi: str, container: launch.Apptainer | None, python: str = "python",
                env: dict[str, str] | None = None) -> Build:
     """srun on the test cluster: the kit's line, or a variant (no container, another apptainer prefix);
-    srun --overcommit and Open MPI's yield where the ranks outnumber the CPUs, as the kit's line has them."""
+    srun --overcommit and Open MPI's yield where the ranks outnumber the CPUs, as the kit's line has them.
+    The ranks are spread evenly: left to itself, srun fills a node's declared CPUs first, and "2 x 2 ranks"
+    would run 3 on one node and 1 on the other (srun's SLURM_NTASKS_PER_NODE says 2; it refuses more than a
+    node's CPUs, and with --overcommit srun spreads the ranks evenly itself)."""
     def build(np: int, script: str, args: list[str], nodes: int) -> runtimes.Launch:
         job = _job(np, script, args, "cluster", sif=sif, mpi=mpi, nodes=nodes)
-        return runtimes.Launch(runtimes.cluster_line(job, container, python, env))
+        even = {} if runtimes.cluster_overcommits(job) else per_node(np, nodes)
+        return runtimes.Launch(runtimes.cluster_line(job, container, python, {**(env or {}), **even}))
     return build
 
 
