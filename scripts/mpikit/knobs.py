@@ -395,8 +395,8 @@ KNOBS: tuple[Knob, ...] = (
          (*RUN_COMMANDS, "bench", "bench-curve"),
          apply=lambda s, v: setattr(s, 'srun_mpi', parse_srun_mpi(v))),
     Knob("APPTAINER_MODE", "sandbox", "how srun's ranks enter the image: exec (one apptainer exec each) | "
-         "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | join (sandbox, and every "
-         "rank of a node enters one holder's namespaces with nsenter) | instance (one instance per node); "
+         "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | join (sandbox for a node's "
+         "first rank; the node's other ranks enter its namespaces with nsenter) | instance (one instance per node); "
          "docs/performance.md", (*LIKE_RUN, "smoke", "doctor", "bench", "batch"),
          apply=lambda s, v: setattr(s, 'apptainer_mode', parse_apptainer_mode(v))),
     Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi_abi.so.1, "

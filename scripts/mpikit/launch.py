@@ -88,8 +88,9 @@ def docker_exec(container: str, command: Sequence[str], *, client: str = "docker
 #   sharens   `apptainer exec --sharens SIF` (Apptainer 1.3+): the ranks of a node share one namespace
 #             and one mount, so Open MPI's CMA single-copy works between them
 #   sandbox   the SIF unpacked once per node on local disk, then `apptainer exec --sharens FOLDER`
-#   join      the same folder; one holder per node and job step, whose namespaces every rank enters
-#             with nsenter (milliseconds instead of an Apptainer start); sandbox where that is refused
+#   join      the same folder; the node's first rank of a job step runs it (the holder), and the node's
+#             other ranks enter its namespaces with nsenter (milliseconds instead of an Apptainer start);
+#             sandbox where that is refused
 #   instance  one `apptainer instance` per node and job step that every rank joins
 # sandbox, join and instance need a step before the first rank of a node: WRAPPER does it on each task.
 MODES = ("exec", "sharens", "sandbox", "join", "instance")

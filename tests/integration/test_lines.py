@@ -145,6 +145,23 @@ def on_node1(*command: str, timeout: int = 120):
                       *command, check=False, timeout=timeout)
 
 
+def test_ranks_outlive_their_nodes_holder(cluster: str) -> None:
+    """The holder is a rank like the others and may end first: the node's other ranks, in its namespaces,
+    go on reading the image, and nothing is left afterwards."""
+    wrapper = f"{cluster_module.SHARED}/scripts/launch/apptainer-rank.sh"
+    line = (f"srun --nodes=2 --ntasks-per-node=3 {wrapper} join {cluster_module.SHARED}/{cluster} -- "
+            "python tests/scripts/outlive_holder.py 3")
+    proc = in_cluster("bash", "-c", line, timeout=120)
+    command = f"{line}   (on the cluster's login node)"
+    assert proc.returncode == 0, explain(proc, command)
+    assert sorted(re.findall(r"^holder on (\S+) ends", proc.stdout, re.M)) == ["node1", "node2"], explain(
+        proc, command)
+    joined = re.findall(r"^joined task on (\S+) read the image after its holder ended: numpy \S+ from /opt/venv$",
+                        proc.stdout, re.M)
+    assert sorted(joined) == ["node1", "node1", "node2", "node2"], explain(proc, command)
+    assert (left := user_processes()) == [], f"left on the nodes: {left}"
+
+
 def test_join_never_enters_a_stale_or_foreign_holder(cluster: str) -> None:
     """A holder.pid naming root's PID 1 or another process of the user is not a verified holder: the
     rank starts its own, and runs in the image."""

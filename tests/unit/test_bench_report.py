@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mpikit.bench import report, stats
 
 RESULTS = report.load(Path(__file__).parent / "data" / "bench-quick.json")
@@ -104,3 +105,17 @@ def test_the_join_targets_block_renders_joins_own_run() -> None:
     block = report.docs_block("targets-join", docs)
     assert json.loads((docs / "bench-join.json").read_text())["apptainer_mode"] == "join"
     assert "`APPTAINER_MODE=join` against bare srun" in block and "`make bench-curve` took" not in block
+
+
+def test_the_floor_of_one_image_start_per_node_is_read_from_the_curve() -> None:
+    """Every mode enters the image at least once per node: the curve's 1-rank-per-node sandbox against bare
+    srun says what that costs, and so the lowest 2 x 2 start-up ratio any mode can reach here."""
+    def point(s: float) -> dict:
+        return {"median_s": s}
+    curve = {"ranks_per_node": [1, 2], "modes": ["srun", "sandbox"],
+             "curve": {"srun": {"startup": {1: point(0.50), 2: point(0.70)}},
+                       "sandbox": {"startup": {1: point(0.63), 2: point(0.89)}}}}
+    floor = report.image_floor(curve)
+    assert floor["enter_s"] == pytest.approx(0.13) and floor["bare_2x2_s"] == 0.70
+    assert floor["ratio"] == pytest.approx(0.83 / 0.70)
+    assert report.image_floor({**curve, "ranks_per_node": [2, 4]}) is None  # no 1-per-node point: no floor

@@ -207,6 +207,12 @@ def curve_markdown(results: dict) -> str:
     parts.append("Start-up, each extra rank per node: " + ", ".join(
         f"{'bare srun' if m == 'srun' else m} {slope[m] * 1000:.0f} ms ({extra_rank_ms(results, m):+.0f} ms)"
         for m in results["modes"]) + ".")
+    floor = image_floor(results)
+    if floor:
+        parts.append(f"Entering the image once per node (one Apptainer start: `sandbox` at 1 rank per node against "
+                     f"bare srun, {floor['enter_s']:+.2f} s) is alone {floor['ratio']:.2f}x of bare srun's 2 x 2 "
+                     f"start-up ({floor['bare_2x2_s']:.2f} s): the floor, within this machine's noise, of any mode that "
+                     "starts Apptainer on the nodes.")
     sandbox = results["sandbox"]
     parts.append(f"The sandbox's one-time cost, per node and SIF build: the first job after removing the folders "
                  f"took {sandbox['first_job_s']:.2f} s, the next {sandbox['reused_s']:.2f} s, so unpacking costs "
@@ -223,6 +229,18 @@ def curve_markdown(results: dict) -> str:
             f"{'bare srun' if m == 'srun' else m} {v['wall']:.2f} s (import {v['import']:.2f} s)"
             for m, v in cold.items()) + ".")
     return "\n\n".join(parts)
+
+
+def image_floor(curve: dict) -> dict | None:
+    """What entering the image once per node costs a job's start-up (the curve's 1-rank-per-node sandbox,
+    one Apptainer start per node, against bare srun), and so the lowest 2 x 2 start-up ratio that any mode
+    starting Apptainer on the nodes can reach on this machine; None without those points."""
+    if not {1, 2} <= set(curve["ranks_per_node"]) or "sandbox" not in curve["modes"]:
+        return None
+    bare, sandbox = curve["curve"]["srun"]["startup"], curve["curve"]["sandbox"]["startup"]
+    enter = sandbox[1]["median_s"] - bare[1]["median_s"]
+    return {"enter_s": enter, "bare_2x2_s": bare[2]["median_s"],
+            "ratio": (bare[2]["median_s"] + enter) / bare[2]["median_s"]}
 
 
 def extra_rank_ms(curve: dict, mode: str) -> float:
