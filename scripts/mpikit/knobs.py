@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, platforms
+from . import config, launch, platforms
 from .config import EXAMPLES
 from .ui import UsageError
 
@@ -321,7 +321,7 @@ class Settings:
     host_mpi: str | None = None  # the bind model: the site MPI's prefix
     host_mpi_abi: str = "auto"  # the bind model: auto | standard | legacy
     cluster: str = "trixie"  # make cluster-up: which test cluster
-    apptainer_mode: str = "sandbox"  # how srun's ranks enter the image
+    apptainer_mode: str = launch.DEFAULT_MODE  # how srun's ranks enter the image
     nodes: int | None = None  # srun --nodes (None: Slurm's choice; the test cluster: up to 2)
     key: Path | None = None  # make keypair, make sign: the private key
     verify_key: Path | None = None  # the public key or certificate the SIF must verify with
@@ -394,7 +394,7 @@ KNOBS: tuple[Knob, ...] = (
          "MPI; with HOST_MPI, the plugin the site's MPI can use; srun --mpi=list shows yours)",
          (*RUN_COMMANDS, "bench", "bench-curve"),
          apply=lambda s, v: setattr(s, 'srun_mpi', parse_srun_mpi(v))),
-    Knob("APPTAINER_MODE", "sandbox", "how srun's ranks enter the image: exec (one apptainer exec each) | "
+    Knob("APPTAINER_MODE", launch.DEFAULT_MODE, "how srun's ranks enter the image: exec (one apptainer exec each) | "
          "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | join (sandbox for a node's "
          "first rank; the node's other ranks enter its namespaces with nsenter) | instance (one instance per node); "
          "docs/performance.md", (*LIKE_RUN, "smoke", "doctor", "bench", "batch"),

@@ -94,6 +94,8 @@ def docker_exec(container: str, command: Sequence[str], *, client: str = "docker
 #   instance  one `apptainer instance` per node and job step that every rank joins
 # sandbox, join and instance need a step before the first rank of a node: WRAPPER does it on each task.
 MODES = ("exec", "sharens", "sandbox", "join", "instance")
+# The default: as fast as sandbox where a node has one rank or two, faster from 4 (docs/performance.md's curve).
+DEFAULT_MODE = "join"
 WRAPPED = ("sandbox", "join", "instance")
 WRAPPER = "scripts/launch/apptainer-rank.sh"  # under the repository
 

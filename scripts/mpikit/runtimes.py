@@ -37,7 +37,7 @@ class Job:
     nodes: int | None = None  # srun --nodes, for srun and cluster (None: Slurm's choice / up to 2)
     futures: bool = False  # python -m mpi4py.futures instead of python -m mpi4py
     bind: bind.Plan | None = None  # the bind model (HOST_MPI): the site's MPI instead of the image's
-    apptainer_mode: str = "sandbox"  # how srun's ranks enter the image (launch.MODES; knobs.py's default)
+    apptainer_mode: str = launch.DEFAULT_MODE  # how srun's ranks enter the image (launch.MODES)
     env: dict[str, str] = field(default_factory=dict)  # more environment for the ranks (doctor's probe)
 
     def program(self, script: str | None = None, python: str = "python") -> Program:
@@ -179,7 +179,7 @@ def with_bind(container: launch.Apptainer, plan: bind.Plan | None) -> launch.App
     return replace(container, binds=plan.binds_options(), env=tuple(plan.env.items()))
 
 
-def cluster_container(sif: Path, plan: bind.Plan | None = None, mode: str = "sandbox") -> launch.Apptainer:
+def cluster_container(sif: Path, plan: bind.Plan | None = None, mode: str = launch.DEFAULT_MODE) -> launch.Apptainer:
     """How ranks on the test cluster's nodes enter the SIF (the nodes' Apptainer 1.4 has --sharens)."""
     return with_bind(launch.Apptainer(cluster.shared_path(sif), mode=mode,
                                       wrapper=f"{cluster.SHARED}/{launch.WRAPPER}"), plan)

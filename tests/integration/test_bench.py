@@ -25,7 +25,7 @@ def test_quick_bench_measures_every_scenario(cluster: str, results) -> None:
     command = f"make bench QUICK=1 SIF={cluster}"
     assert proc.returncode == 0, explain(proc, command)
     found = json.loads((results / "bench.json").read_text())
-    assert found["quick"] is True and found["apptainer_mode"] == "sandbox"
+    assert found["quick"] is True and found["apptainer_mode"] == "join"
     scenarios = set(found["pingpong"])
     assert {"native", "docker", "cluster-native-1node", "cluster-apptainer-1node", "cluster-apptainer-nosharens",
             "cluster-apptainer-mpiexec", "cluster-native-2nodes", "cluster-apptainer-2nodes",

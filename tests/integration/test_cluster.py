@@ -39,9 +39,10 @@ def test_example_across_two_nodes(name: str, np: int, cluster: str) -> None:
                timeout=300)
     command = f"make run-{name} NP={np} RUNTIME=cluster SIF={cluster}" + (f" ARGS='{args}'" if args else "")
     assert_example(name, proc, np, command, SCATTER_SIZE if name == "scatter" else None, hosts={"node1", "node2"})
-    # The default APPTAINER_MODE=sandbox: each rank enters the node's sandbox through the kit's wrapper.
-    assert "--mpi=pmix" in proc.stderr and "scripts/launch/apptainer-rank.sh sandbox " in proc.stderr, \
+    # The default APPTAINER_MODE=join: each rank enters the node's unpacked image through the kit's wrapper.
+    assert "--mpi=pmix" in proc.stderr and "scripts/launch/apptainer-rank.sh join " in proc.stderr, \
         explain(proc, command)
+    assert "not possible" not in proc.stderr, explain(proc, command)
     if name == "pool" and np >= 4:  # srun puts ranks 0, 1 on node1 and 2, 3 on node2: workers on both
         assert re.search(r"^worker rank \d+ on host node1 ", proc.stdout, re.M) and re.search(
             r"^worker rank \d+ on host node2 ", proc.stdout, re.M), explain(proc, command)

@@ -94,17 +94,18 @@ def test_bench_docs_quotes_only_the_default_modes_run(tmp_path: Path, monkeypatc
     import pytest
     from mpikit import commands, config, knobs
     from mpikit.ui import UsageError
-    monkeypatch.setattr(config, "results_dir", lambda: _results_folder(tmp_path, "join"))
-    with pytest.raises(UsageError, match=r"run of APPTAINER_MODE=join.*make bench APPTAINER_MODE=sandbox"):
+    monkeypatch.setattr(config, "results_dir", lambda: _results_folder(tmp_path, "sandbox"))
+    with pytest.raises(UsageError, match=r"run of APPTAINER_MODE=sandbox.*make bench APPTAINER_MODE=join"):
         commands.bench_docs(knobs.read("bench-docs", {}, tmp_path))
 
 
-def test_the_join_targets_block_renders_joins_own_run() -> None:
+def test_the_sandbox_targets_block_renders_sandboxs_own_run() -> None:
     import json
     docs = Path(__file__).resolve().parents[2] / "docs" / "bench"
-    block = report.docs_block("targets-join", docs)
-    assert json.loads((docs / "bench-join.json").read_text())["apptainer_mode"] == "join"
-    assert "`APPTAINER_MODE=join` against bare srun" in block and "`make bench-curve` took" not in block
+    block = report.docs_block("targets-sandbox", docs)
+    assert json.loads((docs / "bench-sandbox.json").read_text())["apptainer_mode"] == "sandbox"
+    assert json.loads((docs / "bench.json").read_text())["apptainer_mode"] == "join"  # the default's
+    assert "`APPTAINER_MODE=sandbox` against bare srun" in block and "`make bench-curve` took" not in block
 
 
 def test_the_floor_of_one_image_start_per_node_is_read_from_the_curve() -> None:

@@ -85,8 +85,8 @@ def test_srun_hybrid(monkeypatch: pytest.MonkeyPatch) -> None:
     run = runtimes.launch_for(job("srun", mpi="pmix_v5", apptainer_mode="sharens"))
     assert run.argv == ["srun", "--ntasks=3", "--mpi=pmix_v5", "/usr/bin/apptainer", "exec", "--sharens",
                         str(SIF), "python", "-m", "mpi4py", "examples/rank.py", "--x", "1"]
-    default = runtimes.launch_for(job("srun")).argv  # the kit's default: a sandbox per node, by the wrapper
-    assert default[3:7] == [str(ROOT / launch.WRAPPER), "sandbox", str(SIF), "--"]
+    default = runtimes.launch_for(job("srun")).argv  # the kit's default: join, by the wrapper
+    assert default[3:7] == [str(ROOT / launch.WRAPPER), "join", str(SIF), "--"]
     monkeypatch.setattr(apptainer, "supports_sharens", lambda command: False)  # Apptainer before 1.3
     assert "--sharens" not in runtimes.launch_for(job("srun", apptainer_mode="sharens")).argv
 
@@ -96,7 +96,7 @@ def test_cluster_runs_srun_on_the_login_node() -> None:
     # the nodes share this machine's cores: Open MPI yields instead of busy-polling, always
     assert run.argv == ["docker", "exec", "-u", "hpcuser", "-w", "/shared", "-e", "OMPI_MCA_mpi_yield_when_idle=1",
                         cluster.CONTROLLER, "srun", "--nodes=2", "--ntasks=5", "--mpi=pmix",
-                        "/shared/scripts/launch/apptainer-rank.sh", "sandbox", "/shared/build/x.sif", "--", "python",
+                        "/shared/scripts/launch/apptainer-rank.sh", "join", "/shared/build/x.sif", "--", "python",
                         "-m", "mpi4py", "examples/rank.py", "--x", "1"]
     assert run.cleanup[0] == ["docker", "exec", cluster.CONTROLLER, "scancel", "-u", "hpcuser"]
     assert "--nodes=1" in runtimes.launch_for(job("cluster", np=1)).argv

@@ -43,7 +43,7 @@ def test_the_script_asks_for_the_ranks_and_runs_the_kits_line(on_a_login_node: N
     assert "#SBATCH --ntasks=8" in lines and "#SBATCH --nodes=2" in lines
     srun = lines[-1]
     assert srun.startswith("srun --nodes=2 --ntasks=8 --mpi=pmix ")
-    assert f"{ROOT}/scripts/launch/apptainer-rank.sh sandbox {ROOT}/mpi.sif -- python -m mpi4py examples/rank.py " \
+    assert f"{ROOT}/scripts/launch/apptainer-rank.sh join {ROOT}/mpi.sif -- python -m mpi4py examples/rank.py " \
            "--x 1" in srun
     assert "$TMPDIR" in text and "$SCRATCH" in text
     # oversubscription is known only when the job runs: the yield is set there, from SLURM_OVERCOMMIT

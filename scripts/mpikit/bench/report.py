@@ -308,8 +308,8 @@ def enter_cpu_markdown(curve: dict) -> str:
 GENERATED = {"pingpong": (("bench.json",), pingpong_markdown), "jobs": (("bench.json",), jobs_markdown),
              "curve": (("bench-curve.json",), curve_markdown), "enter-cpu": (("bench-curve.json",), enter_cpu_markdown),
              "targets": (("bench.json", "bench-curve.json"), targets_markdown),
-             # The same targets for APPTAINER_MODE=join's own full run (make bench APPTAINER_MODE=join).
-             "targets-join": (("bench-join.json", "bench-curve.json"),
+             # The same targets for APPTAINER_MODE=sandbox's own full run (make bench APPTAINER_MODE=sandbox).
+             "targets-sandbox": (("bench-sandbox.json", "bench-curve.json"),
                               lambda bench, curve: targets_markdown(bench, curve, curve_note=False)),
              "build": (("bench-build.json",), build_markdown)}
 

@@ -125,7 +125,7 @@ def check_join(report: Report, job: runtimes.Job) -> None:
                                                         env={**job.env, "SLURM_NTASKS_PER_NODE": "2"}))
     if not probes:
         report.add(judge.problem(f"the probe did not run with APPTAINER_MODE=join: {line}",
-                                 "read its output below; keep the default APPTAINER_MODE=sandbox meanwhile"))
+                                 "read its output below; run with APPTAINER_MODE=sandbox meanwhile"))
         report.tail(output)
         return
     report.add(*judge.join_modes(output, probes))

@@ -359,8 +359,8 @@ def join_modes(output: str, probes: list[dict]) -> list[Finding]:
     for host in sorted(set(spaces) | set(refused)):
         seen = spaces.get(host, [])
         if host in refused:
-            findings.append(info(f"{host}: APPTAINER_MODE=join is not possible ({refused[host]}); that node runs "
-                                 "sandbox, which is the default"))
+            findings.append(info(f"{host}: APPTAINER_MODE=join is not possible ({refused[host]}); the kit's "
+                                 "default mode runs as sandbox there by itself"))
         elif len(seen) < 2:
             findings.append(info(f"{host}: only one rank of the probe ran there, so joining was not tried"))
         elif None in seen:
@@ -373,7 +373,7 @@ def join_modes(output: str, probes: list[dict]) -> list[Finding]:
             findings.append(problem(f"{host}: APPTAINER_MODE=join put {len(seen)} ranks in {len(set(seen))} mount "
                                     "namespaces, and the node did not say why",
                                     "make run-rank RUNTIME=srun NP=4 APPTAINER_MODE=join shows its output; "
-                                    "keep APPTAINER_MODE=sandbox meanwhile"))
+                                    "run with APPTAINER_MODE=sandbox meanwhile"))
     return findings
 
 
