@@ -7,13 +7,19 @@ import socket
 import sys
 import time
 
-if os.environ.get("MPI4PY_KIT_HOLDER"):
-    print(f"holder on {socket.gethostname()} ends", flush=True)
-    sys.exit(0)
-time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 3)
-import numpy  # noqa: E402  (imported from the image only after the holder has gone)
 
-with open(os.path.join(sys.prefix, "pyvenv.cfg")) as cfg:
-    assert cfg.read(), "empty pyvenv.cfg"
-print(f"joined task on {socket.gethostname()} read the image after its holder ended: numpy {numpy.__version__} "
-      f"from {sys.prefix}", flush=True)
+def main() -> None:
+    if os.environ.get("MPI4PY_KIT_HOLDER"):
+        print(f"holder on {socket.gethostname()} ends", flush=True)
+        return
+    time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    import numpy  # from the image only after the holder has gone
+
+    with open(os.path.join(sys.prefix, "pyvenv.cfg")) as cfg:
+        assert cfg.read(), "empty pyvenv.cfg"
+    print(f"joined task on {socket.gethostname()} read the image after its holder ended: numpy "
+          f"{numpy.__version__} from {sys.prefix}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -211,8 +211,8 @@ def curve_markdown(results: dict) -> str:
     if floor:
         parts.append(f"Entering the image once per node (one Apptainer start: `sandbox` at 1 rank per node against "
                      f"bare srun, {floor['enter_s']:+.2f} s) is alone {floor['ratio']:.2f}x of bare srun's 2 x 2 "
-                     f"start-up ({floor['bare_2x2_s']:.2f} s): the floor, within this machine's noise, of any mode that "
-                     "starts Apptainer on the nodes.")
+                     f"start-up ({floor['bare_2x2_s']:.2f} s): the floor, within this machine's noise, of any "
+                     "mode that starts Apptainer on the nodes.")
     sandbox = results["sandbox"]
     parts.append(f"The sandbox's one-time cost, per node and SIF build: the first job after removing the folders "
                  f"took {sandbox['first_job_s']:.2f} s, the next {sandbox['reused_s']:.2f} s, so unpacking costs "
