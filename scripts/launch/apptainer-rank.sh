@@ -12,18 +12,21 @@
 #             it, the others wait, and the folder stays for the next job of the
 #             same SIF build (reused on purpose; remove the folder to reclaim it).
 #             Then: apptainer exec --sharens OPTIONS FOLDER COMMAND.
-#   join      The same unpacked folder; the node's first rank of the job step
-#             starts one holder (apptainer exec OPTIONS FOLDER sleep) watched by
-#             a small process of this script, and every rank of the node then
-#             enters the holder's user and mount namespaces with nsenter (a few
-#             ms instead of an Apptainer start) and execs COMMAND there: it stays
-#             the process srun started (signals, PMI, exit status). The rank
-#             applies the image's environment and the --env OPTIONS itself, as
-#             apptainer exec would. The watcher stops the holder and removes the
-#             step's state when the node's last rank is gone, with or without a
-#             Slurm epilog. Where joining is refused (no nsenter, setuid
-#             Apptainer without user namespaces, a seccomp policy), the node
-#             says so in one line and runs as sandbox.
+#   join      The same unpacked folder (the kit's default); the node's first
+#             rank of the job step is the holder: it runs COMMAND with
+#             apptainer exec --sharens OPTIONS FOLDER, whose image shell
+#             publishes its PID, and it waits for nothing. Every other rank of
+#             the node waits in the node's lock (a small watcher of this script
+#             holds it until the PID is published), then enters the holder's
+#             user and mount namespaces with nsenter (a few ms instead of an
+#             Apptainer start) and execs COMMAND there: it stays the process
+#             srun started (signals, PMI, exit status), and applies the image's
+#             environment and the --env OPTIONS itself, as apptainer exec would.
+#             The watcher removes the step's state when the node's last rank is
+#             gone, with or without a Slurm epilog. A node with one rank of the
+#             step runs it as sandbox. Where joining is refused (no nsenter,
+#             setuid Apptainer without user namespaces, a seccomp policy), the
+#             node says so in one line and runs as sandbox.
 #   instance  One Apptainer instance per node and job step, started by the
 #             node's first rank with OPTIONS, joined by every rank (apptainer
 #             exec instance://NAME COMMAND), stopped by the last to leave, or on

@@ -1,4 +1,5 @@
-"""The judgements scripts/launch/apptainer-rank.sh makes on every rank, run by bash on their own."""
+"""The judgements scripts/launch/apptainer-rank.sh makes on every rank, each shell function run by bash on its
+own (no container, no Slurm: a few ms each)."""
 
 from __future__ import annotations
 
