@@ -73,8 +73,11 @@ ARG SOURCE_DATE_EPOCH
 COPY scripts/image/sbom.py /kit/
 # The SBOM, from the installed image, with the assembler's tool mounted for this step only;
 # then the build's traces go. Fail the build if mpi4py does not load the image's own libmpi
-# (the guard's check, both twins).
+# (the guard's check, both twins). The check starts MPI once, and Open MPI leaves its session
+# folder in /tmp, named by the build's host and a job number from its PID, which a rebuild may
+# not repeat (make reproduce found one): this step's /tmp is a tmpfs, as in Apptainer's build.
 RUN --mount=type=bind,from=assembler,source=/opt/sbom-tool,target=/opt/sbom-tool \
+    --mount=type=tmpfs,target=/tmp \
     PLATFORM=$TARGETPLATFORM /kit/install.sh sbom && rm -rf /kit && \
     python -m mpi4py_kit_guard && python -c 'import numpy'
 LABEL org.opencontainers.image.title="mpi4py-kit" \
