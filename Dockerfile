@@ -80,6 +80,8 @@ RUN --mount=type=bind,from=assembler,source=/opt/sbom-tool,target=/opt/sbom-tool
     --mount=type=tmpfs,target=/tmp \
     PLATFORM=$TARGETPLATFORM /kit/install.sh sbom && rm -rf /kit && \
     python -m mpi4py_kit_guard && python -c 'import numpy'
+# The empty folder BuildKit made to mount the tool on, which Apptainer.def's twin does not have.
+RUN rmdir /opt/sbom-tool
 LABEL org.opencontainers.image.title="mpi4py-kit" \
       io.github.mpi4py-kit.sbom="/opt/mpi4py-kit/sbom.cdx.json" \
       org.opencontainers.image.description="Open MPI with PMIx and Slurm support, mpi4py built against it, numpy, and examples"

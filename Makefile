@@ -11,7 +11,7 @@ EXAMPLES := $(shell $(KIT) examples | cut -f1)
 
 .DEFAULT_GOAL := help
 .PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image keypair sign verify sif sbom reproduce \
-	reproduce-sif pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
+	reproduce-sif twin pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
 	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
@@ -84,6 +84,9 @@ sbom: ## the SBOM inside IMAGE (RUNTIME=docker) or SIF (RUNTIME=apptainer): writ
 
 reproduce: ## rebuild IMAGE without the build cache under a scratch tag; "identical" or the paths that differ (exit 1)
 	@$(KIT) reproduce
+
+twin: ## the SIF made from the image (SIF_FROM=image) against Apptainer.def's build: the same files, or what differs
+	@$(KIT) twin
 
 reproduce-sif: ## rebuild the SIF from the same inputs; its root file system against the cached build's
 	@$(KIT) reproduce-sif

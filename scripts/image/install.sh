@@ -21,6 +21,10 @@
 # and optionally a CA bundle for a TLS-intercepting proxy at $CA_CERT_FILE
 # (a build secret: it is read, never copied into the image).
 set -euo pipefail
+# The same modes whoever builds: Apptainer's %post inherits the caller's umask (002 in its container here),
+# Docker's RUN has 022; with 002 every file made here was group-writable in the SIF alone, and the wheels
+# built here (their hashes are in the image's records) differed between the twins.
+umask 022
 
 # Not under /tmp: apptainer build mounts a fresh /tmp over it during %post.
 kit=/kit

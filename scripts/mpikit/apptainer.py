@@ -9,8 +9,15 @@ the repository mounted at its own path, and the kit says so. That shim, and
 the chdir the build needs (%files paths are relative to the current folder,
 and spython takes no cwd), live in this adapter and nowhere else.
 
+A SIF is made one of two ways (SIF_FROM): from the kit's Docker image of the
+same BASE and PLATFORM (unpacked and squashed under Apptainer.def's run-time
+sections: no build step runs again, and what Docker runs is what Apptainer
+runs), or from Apptainer.def itself, every stage built again (where there is no
+Docker engine, as on most login nodes). A test builds both on every CI run
+and holds their root file systems equal (tests/integration/test_twin.py).
+
 Built SIFs are cached outside the checkout by a digest of everything they are
-built from, so an unchanged recipe is not rebuilt (its %test still runs).
+built from, so an unchanged recipe or image is not made again (its %test still runs).
 """
 
 from __future__ import annotations
@@ -42,8 +49,60 @@ HELPER_OPTIONS = ("--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfine
                   "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined",
                   "--device", "/dev/fuse")
 STAGE = ROOT / "build" / "sif"
-CACHE = Path(os.environ.get("MPIKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-             / "mpi4py-kit")
+CACHE = config.CACHE
+
+
+# SIF_FROM: how make sif makes the SIF; auto is image where a Docker engine answers, else recipe.
+SOURCES = ("auto", "image", "recipe")
+# The sections of Apptainer.def's final stage that describe the SIF at run time rather than build it:
+# a SIF made from the image carries these, so both ways give the same environment, labels, help,
+# %test and runscript.
+RUN_TIME_SECTIONS = ("environment", "labels", "help", "test", "runscript")
+IMAGE_RECIPE_HEADER = """\
+# Made by scripts/mpikit/apptainer.py from Apptainer.def for make sif SIF_FROM=image: the kit's Docker
+# image (docker save) under the run-time sections of Apptainer.def's final stage. Nothing is built here.
+Bootstrap: docker-archive
+From: {{ IMAGE_ARCHIVE }}
+"""
+
+
+def sif_source(asked: str, engine: bool) -> str:
+    """What SIF_FROM=`asked` means here: auto is the image where a Docker engine answers (`engine`),
+    since the image's build cache makes it at once; else Apptainer.def."""
+    if asked not in SOURCES:
+        raise UsageError(f"unknown SIF_FROM={asked!r}; choose one of: {', '.join(SOURCES)}")
+    if asked == "auto":
+        return "image" if engine else "recipe"
+    return asked
+
+
+def final_stage_sections(definition: str) -> dict[str, str]:
+    """{section: body} of the definition's last stage (the one after its last Bootstrap: line), each body
+    verbatim as Apptainer reads it: every line up to the next section, comments included."""
+    final = re.split(r"(?m)^(?=Bootstrap:)", definition)[-1]
+    sections: dict[str, str] = {}
+    current = None
+    for line in final.splitlines(keepends=True):
+        if line.startswith("%"):
+            current = line[1:].split()[0]
+            sections[current] = sections.get(current, "")
+        elif current:
+            sections[current] += line
+    return sections
+
+
+def image_recipe(definition: str) -> str:
+    """The definition a SIF made from the image is built from: a docker-archive header and the
+    run-time sections of `definition`'s final stage, in its order and verbatim, so Apptainer writes the
+    same environment, runscript, help and test files into both SIFs (the twin test compares them)."""
+    sections = final_stage_sections(definition)
+    body = "".join(f"%{name}\n{sections[name]}" for name in sections if name in RUN_TIME_SECTIONS)
+    return IMAGE_RECIPE_HEADER + "\n" + body
+
+
+def template_names(definition: str) -> list[str]:
+    """The {{ NAME }} arguments a definition uses, in order, once each."""
+    return list(dict.fromkeys(re.findall(r"{{\s*(\w+)\s*}}", definition)))
 
 
 def helper_image(base: str = HELPER_BASE) -> str:
@@ -84,8 +143,10 @@ def ensure_helper(base: str = HELPER_BASE) -> str:
 
 
 def helper_argv(*apptainer_args: str) -> list[str]:
-    """`apptainer ARGS` inside the helper, with the repository at its own path."""
-    return [docker.command(), "run", "--rm", *HELPER_OPTIONS, "-v", f"{ROOT}:{ROOT}",
+    """`apptainer ARGS` inside the helper, with the repository at its own path. MPIKIT_BACKGROUND=1 (make test's
+    background builds) gives the container a low CPU weight: niceness does not reach the engine's children."""
+    weight = ["--cpu-shares", "64"] if os.environ.get("MPIKIT_BACKGROUND") == "1" else []
+    return [docker.command(), "run", "--rm", *HELPER_OPTIONS, *weight, "-v", f"{ROOT}:{ROOT}",
             "-w", str(ROOT), helper_image(), *apptainer_args]
 
 
@@ -163,10 +224,9 @@ def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
     platform = platform or platforms.host()
     stage = stage or stage_for(base, platform)
     # The builder stage runs on the host's own platform and cross-compiles for ARCH (install.sh).
-    args = {**config.stack_pins(base), "PLATFORM": platform, "CA_CERT": "/dev/null", "BOOTSTRAP": "docker",
+    args = {**label_arguments(base, platform), "CA_CERT": "/dev/null", "BOOTSTRAP": "docker",
             "FROM": platforms.base_image(base, platform), "ARCH": platforms.arch(platform),
-            "BUILDER_BOOTSTRAP": "docker", "BUILDER_FROM": platforms.base_image(base, platforms.host()),
-            "SOURCE_DATE_EPOCH": config.source_date_epoch(), "BUILD_DATE": build_date(config.source_date_epoch())}
+            "BUILDER_BOOTSTRAP": "docker", "BUILDER_FROM": platforms.base_image(base, platforms.host())}
     if docker.engine_problem() is None:
         # The same local bases the Docker image uses (pulled or debootstrapped).
         archive = _save_base(base, platform, stage / "base.tar")
@@ -180,6 +240,13 @@ def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
         staged.chmod(0o644)
         args["CA_CERT"] = _as_built(staged)
     return args
+
+
+def label_arguments(base: str, platform: str) -> dict[str, str]:
+    """The arguments the final stage's %labels and %post name: the pins, the platform, the inputs' time."""
+    epoch = config.source_date_epoch()
+    return {**config.stack_pins(base), "PLATFORM": platform, "SOURCE_DATE_EPOCH": epoch,
+            "BUILD_DATE": build_date(epoch)}
 
 
 def build_date(epoch: str) -> str:
@@ -217,17 +284,34 @@ def cache_entry(base: str, platform: str) -> Path:
     return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-{digest}.sif"
 
 
-def stale_cache_entries(folder: Path, base: str, arch: str) -> list[Path]:
-    """The cached builds a new build for base and arch replaces: its own older ones, and
-    those named before the cache was keyed on the platform (BASE-DIGEST.sif, host builds)."""
+def image_cache_entry(base: str, platform: str, image_id: str) -> Path:
+    """Where the SIF made from the image `image_id` is cached: named by base, arch, "image" and the digest
+    of the image's ID, the recipe its run-time sections come from, the platform and the Apptainer."""
+    host = host_apptainer()
+    items = [f"image={image_id}", f"platform={platform}", f"apptainer={host or docker.image_id(helper_image())}",
+             f"SOURCE_DATE_EPOCH={config.source_date_epoch()}"]
+    return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-image-{config.inputs_digest('Apptainer.def', items)}.sif"
+
+
+def stale_cache_entries(folder: Path, base: str, arch: str, source: str = "recipe") -> list[Path]:
+    """The cached builds a new build for base, arch and source replaces: its own older ones, and for
+    the recipe those named before the cache was keyed on the platform (BASE-DIGEST.sif, host builds).
+    The cache keeps one of each source, so the twin test finds both."""
+    if source == "image":
+        return sorted(folder.glob(f"{base}-{arch}-image-*.sif"))
     return sorted(p for p in folder.glob(f"{base}-*.sif")
-                  if p.name.startswith(f"{base}-{arch}-") or re.fullmatch(rf"{base}-[0-9a-f]{{16}}\.sif", p.name))
+                  if re.fullmatch(rf"{base}-{arch}-[0-9a-f]{{16}}\.sif", p.name)
+                  or re.fullmatch(rf"{base}-[0-9a-f]{{16}}\.sif", p.name))
 
 
-def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = None) -> None:
-    """make sif: build Apptainer.def for `base` and `platform` into `sif`, or reuse the cached build
-    of the same inputs (the cache keeps one build per base and platform)."""
+def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = None, source: str = "recipe") -> None:
+    """make sif: make the SIF for `base` and `platform` into `sif` from the image or from Apptainer.def
+    (`source`, SIF_FROM), or reuse the cached build of the same inputs (the cache keeps one build per base,
+    platform and source)."""
     platform = platform or platforms.host()
+    if sif_source(source, docker.engine_problem() is None) == "image":
+        build_sif_from_image(base, sif, ca_cert, platform)
+        return
     docker.ensure_emulation(platform)  # another platform's %post and %test run under qemu
     stage = stage_for(base, platform)
     stage.mkdir(parents=True, exist_ok=True)
@@ -258,6 +342,53 @@ def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = 
                 f"cached as {cached})")
         finally:
             for leftover in ("base.tar", "builder-base.tar", "ca.pem", "sif.args", "mpi.sif"):
+                (stage / leftover).unlink(missing_ok=True)
+
+
+def build_sif_from_image(base: str, sif: Path, ca_cert: str | None, platform: str) -> None:
+    """make sif SIF_FROM=image: the kit's image for `base` and `platform` (built first, as make image builds
+    it: nothing when it is up to date) saved, unpacked and squashed under Apptainer.def's run-time sections.
+    Only %test runs (under qemu for another platform): a minute or two, where Apptainer.def runs every stage
+    again (about half an hour for arm64, most of it emulated)."""
+    docker.require_engine("make sif SIF_FROM=image (the SIF made from the kit's Docker image)")
+    docker.ensure_emulation(platform)  # %test runs the image's own binaries
+    image = platforms.image_tag(config.image_name(), base, platform)
+    docker.build_image(base, image, ca_cert, platform=platform)
+    if not host_apptainer():
+        ensure_helper()
+    image_id = docker.image_id(image) or image
+    cached, arch = image_cache_entry(base, platform, image_id), platforms.arch(platform)
+    stage = STAGE / f"{base}-{arch}-image"  # its own: a recipe build of the same base may run beside it
+    stage.mkdir(parents=True, exist_ok=True)
+    for folder in (STAGE, stage):
+        folder.chmod(0o777)  # the unprivileged builder writes here
+    with _singularity_on_path() as how:
+        try:
+            if cached.is_file():
+                _reuse(cached, sif, stage)
+                return
+            archive = stage / "image.tar"
+            docker.run("save", "-o", str(archive), image)
+            archive.chmod(0o644)  # docker save writes 0600 as root; the builder in the helper is uid 1000
+            recipe = stage / "from-image.def"
+            text = image_recipe((ROOT / "Apptainer.def").read_text())
+            recipe.write_text(text)
+            recipe.chmod(0o644)
+            known = {**label_arguments(base, platform), "IMAGE_ARCHIVE": _as_built(archive)}
+            args = {name: known[name] for name in template_names(text)}
+            _build(base, args, how, stage, recipe=_as_built(recipe),
+                   what=f"from the image {image} (docker save, unpacked and squashed; nothing is built again)",
+                   took="a minute or two")
+            _check_arch(stage / "mpi.sif", arch)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            for old in stale_cache_entries(cached.parent, base, arch, "image"):
+                old.unlink()
+            shutil.copyfile(stage / "mpi.sif", cached)
+            shutil.copyfile(stage / "mpi.sif", sif)
+            say(f"built {sif} from {image} ({sif.stat().st_size / 1e6:.0f} MB, {arch}; %test passed at the end of "
+                f"the build; cached as {cached})")
+        finally:
+            for leftover in ("image.tar", "from-image.def", "sif.args", "mpi.sif"):
                 (stage / leftover).unlink(missing_ok=True)
 
 
@@ -317,7 +448,8 @@ def _check_arch(staged: Path, arch: str) -> None:
                        "rebuild its base: docker rmi the base image, then make sif again")
 
 
-def _build(base: str, args: dict[str, str], how: str, stage: Path) -> None:
+def _build(base: str, args: dict[str, str], how: str, stage: Path, recipe: str = "Apptainer.def",
+           what: str = "from Apptainer.def", took: str | None = None) -> None:
     arg_file = stage / "sif.args"
     arg_file.write_text("".join(f"{k}={v}\n" for k, v in args.items()))
     arg_file.chmod(0o644)
@@ -328,19 +460,19 @@ def _build(base: str, args: dict[str, str], how: str, stage: Path) -> None:
         # The build's target: which image a registry's manifest list gives (Bootstrap: docker), and
         # no "does not match build arch" warning. Only for another platform: host builds stay as they were.
         options += ["--arch", platforms.arch(platform)]
-    took = ("a few minutes" if platforms.is_host(platform) else
-            "mpi4py cross-compiled on this host, the rest under qemu emulation: about half an hour cold")
-    say(f"building the SIF from Apptainer.def (BASE={base}, PLATFORM={platform}) with {how}; {took}, "
-        "%test runs at the end")
-    say(f"+ singularity build {' '.join(options)} {staged} Apptainer.def")
-    _, lines = _client().build(recipe="Apptainer.def", image=str(staged), sudo=False, stream=True,
+    took = took or ("a few minutes" if platforms.is_host(platform) else
+                    "mpi4py cross-compiled on this host, the rest under qemu emulation: about half an hour cold")
+    say(f"building the SIF {what} (BASE={base}, PLATFORM={platform}) with {how}; {took}, %test runs at the end")
+    say(f"+ singularity build {' '.join(options)} {staged} {recipe}")
+    _, lines = _client().build(recipe=recipe, image=str(staged), sudo=False, stream=True,
                                options=options, quiet=True)
     try:
         for line in lines:
             print(line, end="", flush=True)
     except subprocess.CalledProcessError as exc:
+        source = "image" if recipe != "Apptainer.def" else "recipe"
         raise RunError(f"the SIF build failed (exit status {exc.returncode}); rerun: make sif BASE={base} "
-                       f"PLATFORM={platform}") from None
+                       f"PLATFORM={platform} SIF_FROM={source}") from None
 
 
 def _reuse(cached: Path, sif: Path, stage: Path) -> None:

@@ -44,6 +44,8 @@ COMMANDS: dict[str, Command] = {
     "sif": Command(commands.sif, "build the Apptainer image (SIF) from Apptainer.def"),
     "sbom": Command(commands.sbom, "the SBOM inside IMAGE or SIF, to results/sbom/, schema-checked"),
     "reproduce": Command(commands.reproduce, "rebuild IMAGE without the build cache and compare the files"),
+    "twin": Command(commands.twin, "the SIF made from the image against the one built from Apptainer.def: the "
+                    "same files, or the paths that differ (exit 1)"),
     "reproduce-sif": Command(commands.reproduce_sif, "rebuild the SIF from the same inputs and compare its root "
                              "file system with the cached build's"),
     "pins-check": Command(commands.pins_check, "check that versions.env's Debian pins exist for every platform "

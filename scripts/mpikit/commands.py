@@ -244,7 +244,7 @@ def image(settings: Settings) -> int:
 
 def sif(settings: Settings) -> int:
     venv.reexec_inside()
-    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform)
+    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform, settings.sif_from)
     return 0
 
 
@@ -324,6 +324,38 @@ def reproduce_sif(settings: Settings) -> int:
     else:
         say(f"kept the rebuild for inspection: {fresh}")
     return 0 if same else 1
+
+
+def twin(settings: Settings) -> int:
+    """make twin: the twin rule, checked. The SIF made from the Docker image (SIF_FROM=image) and the one built
+    from Apptainer.def (SIF_FROM=recipe), each built or taken from the cache, compared path by path."""
+    from . import reproduce as rep
+
+    docker.require_engine("make twin (the SIF made from the Docker image is one of the twins)")
+    venv.reexec_inside()  # spython and the SIF reader are in .venv
+    made = {}
+    for source in ("recipe", "image"):
+        made[source] = apptainer.STAGE / f"twin-{settings.base}-{source}.sif"
+        made[source].parent.mkdir(parents=True, exist_ok=True)
+        apptainer.build_sif(settings.base, made[source], settings.ca_cert, settings.platform, source)
+    try:
+        say(f"comparing the root file systems of the SIF built from Apptainer.def and the one made from the image "
+            f"(BASE={settings.base}, PLATFORM={settings.platform})")
+        differences, owners = rep.twin_report(rep.sif_manifest(made["recipe"]), rep.sif_manifest(made["image"]))
+    finally:
+        for path in made.values():
+            path.unlink(missing_ok=True)
+    if owners:
+        say(f"owners: {len(owners)} path(s) belong to root in the SIF made from the image, as Apptainer gives every "
+            f"file of an image it unpacks unprivileged (e.g. {owners[0]}); everything else about them is the same")
+    if differences:
+        say(f"the twins differ in {len(differences)} path(s):")
+        for line in rep.lines(differences):
+            say(f"  {line}")
+        return 1
+    say("the twins have the same files: every path, type, mode, link target and content (Apptainer's metadata "
+        "folder aside, where the definition's environment, runscript, help and test are the same bytes)")
+    return 0
 
 
 def _reproduce_verdict(rep, first, second, first_name: str, second_name: str) -> bool:
@@ -455,7 +487,9 @@ def test(settings: Settings) -> int:
     venv.ensure(venv.TOOLS)
     if subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh"), "docker"]).returncode != 0:
         raise RunError("provisioning the container tests failed (see above); rerun: bash scripts/provision.sh docker")
-    return _pytest(settings, ["tests"])
+    # Where the time went, at the end: the slowest steps (and, from tests/conftest.py, each module's time).
+    durations = [] if any(a.startswith("--durations") for a in settings.pytest_args) else ["--durations=15"]
+    return _pytest(settings, ["tests", *durations])
 
 
 def test_fast(settings: Settings) -> int:

@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "examples"
 REQUIREMENTS = ROOT / "requirements"
 MPI_PROGRAMS = ROOT / "scripts" / "mpi"  # the MPI programs the kit runs itself (probe, benchmarks)
+# The kit's cache outside the checkout: built SIFs, verified signatures, the locks builds share.
+CACHE = Path(os.environ.get("MPIKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+             / "mpi4py-kit")
 
 # What the image is built from, besides its recipe (Dockerfile or Apptainer.def):
 # both recipes copy exactly these, .dockerignore admits exactly these, and a SIF

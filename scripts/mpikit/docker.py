@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -151,6 +152,18 @@ def ensure_emulation(platform: str) -> None:
                                   f"but {problem}; as root: {provision}")
 
 
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """One process at a time past this point, on this machine (an flock in the kit's cache): two builds that
+    start together (make test builds the arm64 image beside the host's) make a missing base once, and the
+    second then finds it, instead of both importing one and the first build's digest naming a replaced base."""
+    folder = config.CACHE / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_base(base: str, platform: str | None = None) -> str:
     """The local base the recipes start from (debian:BASE-slim, or arm64v8/debian:BASE-slim
     for another platform): present, pulled, or debootstrapped."""
@@ -162,8 +175,9 @@ def ensure_base(base: str, platform: str | None = None) -> str:
     if not platforms.is_host(platform):
         # base-image.sh builds another platform's base with BuildKit, which records its platform.
         env.update(DOCKER=_buildkit_client(), DOCKER_BUILDKIT="1", PLATFORM=platform)
-    if subprocess.run(["bash", str(ROOT / "scripts" / "image" / "base-image.sh"), base, name],
-                      env=env).returncode != 0:
+    with _locked(f"base-{name.replace('/', '_').replace(':', '_')}"):
+        made = subprocess.run(["bash", str(ROOT / "scripts" / "image" / "base-image.sh"), base, name], env=env)
+    if made.returncode != 0:
         retry = "" if platforms.is_host(platform) else f"PLATFORM={platform} "
         raise RunError(f"no base image {name}; see above, then retry: {retry}bash scripts/image/base-image.sh "
                        f"{base} {name}")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, launch, platforms
+from . import apptainer, config, launch, platforms
 from .config import EXAMPLES
 from .ui import UsageError
 
@@ -28,7 +28,7 @@ RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan", "line", "sbatch"
 LIKE_RUN = ("run", "line", "sbatch")
 BENCH_COMMANDS = ("bench", "bench-curve", "bench-build")
 # What builds an image (or rebuilds one to compare: make reproduce, reproduce-sif).
-BUILD_COMMANDS = ("image", "sif", "reproduce", "reproduce-sif")
+BUILD_COMMANDS = ("image", "sif", "reproduce", "reproduce-sif", "twin")
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,12 @@ def parse_image(value: str, base: str, platform: str | None = None) -> tuple[str
     if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", value):
         raise UsageError(f"IMAGE={value!r} is not a valid image name (lowercase, like mpi4py-kit:trixie)")
     return value, False
+
+
+def parse_sif_from(value: str) -> str:
+    if value not in apptainer.SOURCES:
+        raise UsageError(f"unknown SIF_FROM={value!r}; choose one of: {', '.join(apptainer.SOURCES)}")
+    return value
 
 
 def parse_sif(value: str, cwd: Path, platform: str | None = None) -> Path:
@@ -314,6 +320,7 @@ class Settings:
     image: str = ""
     image_is_default: bool = True
     sif: Path = field(default_factory=lambda: Path("mpi.sif"))
+    sif_from: str = "auto"  # how a SIF is made: image | recipe | auto
     script: Path | None = None
     args: list[str] = field(default_factory=list)
     timeout: int | None = None
@@ -379,6 +386,11 @@ KNOBS: tuple[Knob, ...] = (
          "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif", "sign", "verify",
                                                            "sbom"),
          apply=lambda s, v: setattr(s, 'sif', parse_sif(v, s.cwd, s.platform))),
+    Knob("SIF_FROM", "auto", "how a SIF is made: image (the kit's Docker image for BASE and PLATFORM, saved and "
+         "squashed: a minute, nothing built again) | recipe (Apptainer.def, every stage built again) | auto (image "
+         "where a Docker engine answers, else recipe); docs/image.md",
+         ("sif", "run", "smoke", "batch", *BENCH_COMMANDS),
+         apply=lambda s, v: setattr(s, 'sif_from', parse_sif_from(v))),
     Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
          "are MPIPoolExecutor workers)", LIKE_RUN,
          apply=lambda s, v: setattr(s, 'futures', parse_flag(v, 'FUTURES'))),

@@ -28,7 +28,7 @@ def ensure_sif(settings: Settings) -> None:
         return
     say(f"{settings.sif} not found: building it first (make sif)")
     venv.reexec_inside()  # spython, in the kit's venv; this command continues there
-    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform)
+    apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform, settings.sif_from)
 
 
 def require_shared(settings: Settings, paths: dict[str, Path]) -> None:

@@ -212,6 +212,41 @@ def report(first: Manifest, second: Manifest) -> tuple[list[tuple[str, str, str]
     return packages_moved, compare(first, second, skip)
 
 
+# ---- the twin rule: a SIF made from the image against one built from Apptainer.def ----
+
+# Apptainer's metadata folder. A SIF made from the image also records the image's ENV and labels there as
+# Apptainer records any Docker image's (env/10-docker2singularity.sh, labels.json, the generated definition);
+# the files the definition's run-time sections write must be the same bytes in both.
+METADATA = ".singularity.d"
+RUN_TIME_FILES = (".singularity.d/env/90-environment.sh", ".singularity.d/runscript", ".singularity.d/runscript.help",
+                  ".singularity.d/test")
+
+
+def twin_report(recipe: Manifest, image: Manifest) -> tuple[list[str], list[str]]:
+    """(differences, owners given to root) between a SIF built from Apptainer.def (`recipe`) and one made from
+    the Docker image (`image`). Every path is compared (type, mode, owner, link, content) but Apptainer's
+    metadata folder, where only the run-time files count. One difference is Apptainer's, not the recipes':
+    unpacking an image unprivileged gives every file to root (0:0), so a path that differs in its owner
+    alone, with root's on the image's side, is listed apart as the second item, not as a difference."""
+    skip = {name for name in set(recipe.entries) | set(image.entries)
+            if (name == METADATA or name.startswith(METADATA + "/")) and name not in RUN_TIME_FILES}
+    differences, owners = [], []
+    for line, name in zip(compare(recipe, image, skip), _differing(recipe, image, skip)):
+        a, b = recipe.entries.get(name), image.entries.get(name)
+        if a and b and (b.uid, b.gid) == (0, 0) and \
+                (a.kind, a.mode, a.link, a.sha256, a.size) == (b.kind, b.mode, b.link, b.sha256, b.size):
+            owners.append(f"/{name}: {a.uid}:{a.gid} in the recipe's")
+        else:
+            differences.append(line)
+    return differences, owners
+
+
+def _differing(first: Manifest, second: Manifest, skipped: set[str]) -> list[str]:
+    """The names compare() reports, in its order."""
+    return [name for name in sorted(set(first.entries) | set(second.entries))
+            if name not in skipped and first.entries.get(name) != second.entries.get(name)]
+
+
 def lines(items: Iterator[str] | list[str], limit: int = 60) -> list[str]:
     items = list(items)
     return items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])

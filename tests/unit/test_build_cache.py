@@ -108,3 +108,54 @@ def test_another_platforms_sif_compiles_on_the_hosts_base(tmp_path: Path, monkey
     own = apptainer.build_arguments("trixie", None, platforms.host(), tmp_path)
     assert own["ARCH"] == platforms.arch(platforms.host())
     assert own["FROM"] == own["BUILDER_FROM"] == str(tmp_path / "base.tar") and saved == ["debian:trixie-slim"]
+
+
+def test_sif_from_auto_is_the_image_where_an_engine_answers() -> None:
+    import pytest
+    from mpikit.ui import UsageError
+
+    assert apptainer.sif_source("auto", engine=True) == "image"
+    assert apptainer.sif_source("auto", engine=False) == "recipe"
+    assert apptainer.sif_source("recipe", engine=True) == "recipe"
+    assert apptainer.sif_source("image", engine=False) == "image"  # then refused for want of an engine, by name
+    with pytest.raises(UsageError, match="SIF_FROM='docker'"):
+        apptainer.sif_source("docker", engine=True)
+
+
+def test_the_image_recipe_is_the_final_stages_run_time_sections_of_apptainer_def() -> None:
+    definition = (config.ROOT / "Apptainer.def").read_text()
+    recipe = apptainer.image_recipe(definition)
+    header = recipe.partition("\n%")[0]
+    assert "Bootstrap: docker-archive\nFrom: {{ IMAGE_ARCHIVE }}" in header
+    final = apptainer.final_stage_sections(definition)
+    made = apptainer.final_stage_sections(recipe)
+    assert list(made) == [name for name in final if name in apptainer.RUN_TIME_SECTIONS]
+    assert set(made) == set(apptainer.RUN_TIME_SECTIONS), "Apptainer.def's final stage lost a run-time section"
+    for name in made:
+        assert made[name] == final[name], name
+    # Nothing that builds: no %post, no %files, no stage of the recipe's.
+    assert "%post" not in recipe and "%files" not in recipe and "Stage:" not in recipe
+    assert apptainer.template_names(recipe)[0] == "IMAGE_ARCHIVE"
+    known = set(apptainer.label_arguments("trixie", "linux/amd64"))
+    assert set(apptainer.template_names(recipe)) - {"IMAGE_ARCHIVE"} <= known
+
+
+def test_final_stage_sections_are_verbatim_as_apptainer_reads_them() -> None:
+    """A comment between two sections belongs to the first, as in Apptainer's parser (it ends up in the SIF's
+    environment file when it follows %environment), so the twins' files are byte for byte the same."""
+    definition = ("Bootstrap: docker\nFrom: a\nStage: one\n\n%post\n    echo one\n\n"
+                  "Bootstrap: docker\nFrom: b\nStage: final\n\n%files from one\n    /x /x\n\n"
+                  "# a comment about the labels\n%labels\n    k v\n\n%test\n    true\n")
+    assert apptainer.final_stage_sections(definition) == {
+        "files": "    /x /x\n\n# a comment about the labels\n", "labels": "    k v\n\n", "test": "    true\n"}
+
+
+def test_the_cache_keeps_one_sif_of_each_source(tmp_path: Path) -> None:
+    names = ["trixie-amd64-0123456789abcdef.sif", "trixie-amd64-image-fedcba9876543210.sif",
+             "trixie-arm64-image-0123456789abcdef.sif", "trixie-0123456789abcdef.sif"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    assert [p.name for p in apptainer.stale_cache_entries(tmp_path, "trixie", "amd64", "image")] == \
+        ["trixie-amd64-image-fedcba9876543210.sif"]
+    assert [p.name for p in apptainer.stale_cache_entries(tmp_path, "trixie", "amd64")] == \
+        ["trixie-0123456789abcdef.sif", "trixie-amd64-0123456789abcdef.sif"]

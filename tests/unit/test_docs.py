@@ -280,3 +280,4 @@ def test_every_version_the_docs_state_is_a_pin() -> None:
     for doc, text in [("README.md", README), *DOCS.items()]:
         for name, version in re.findall(r"\b(Open MPI|PMIx|MPICH|mpi4py|numpy) v?(\d+\.\d+\.\d+)\b", text):
             assert version in pinned[name], f"{doc} states {name} {version}; pinned: {sorted(pinned[name])}"
+

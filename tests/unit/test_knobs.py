@@ -160,3 +160,10 @@ def test_futures_is_for_pool_scripts() -> None:
         knobs.read("run", raw, config.ROOT, example="rank")
     with pytest.raises(UsageError, match="FUTURES must be 0 or 1"):
         knobs.read("run", {**raw, "FUTURES": "yes"}, config.ROOT, example="pool")
+
+
+def test_sif_from() -> None:
+    for value in ("auto", "image", "recipe"):
+        assert knobs.parse_sif_from(value) == value
+    with pytest.raises(UsageError, match="unknown SIF_FROM='def'; choose one of: auto, image, recipe"):
+        knobs.parse_sif_from("def")

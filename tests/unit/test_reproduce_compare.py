@@ -126,3 +126,40 @@ def test_the_build_date_label_is_written_as_apptainer_writes_it() -> None:
     epoch = calendar.timegm((2026, 12, 3, 8, 35, 45))
     assert apptainer.build_date(str(epoch)) == "Thursday_3_December_2026_8:35:45_UTC"
     assert apptainer.build_date("315532800") == "Tuesday_1_January_1980_0:00:00_UTC"
+
+
+def _manifest(entries: dict[str, reproduce.Entry]) -> reproduce.Manifest:
+    return reproduce.Manifest(entries, {})
+
+
+def _file(content: str, mode: int = 0o644, owner: tuple[int, int] = (0, 0)) -> reproduce.Entry:
+    import hashlib
+
+    return reproduce.Entry("file", mode, *owner, "", hashlib.sha256(content.encode()).hexdigest(), len(content))
+
+
+def test_the_twins_are_compared_everywhere_but_apptainers_own_metadata() -> None:
+    recipe = _manifest({"opt/venv/x.py": _file("x"), ".singularity.d/labels.json": _file("a"),
+                        ".singularity.d/runscript": _file("exec python"),
+                        "home/mpi/.bashrc": _file("rc", owner=(1000, 1000)),
+                        ".singularity.d/env/90-environment.sh": _file("export A=1")})
+    image = _manifest({"opt/venv/x.py": _file("x"), ".singularity.d/labels.json": _file("a and Docker's"),
+                       ".singularity.d/env/10-docker2singularity.sh": _file("export PATH=..."),
+                       ".singularity.d/runscript": _file("exec python"), "home/mpi/.bashrc": _file("rc"),
+                       ".singularity.d/env/90-environment.sh": _file("export A=1")})
+    differences, owners = reproduce.twin_report(recipe, image)
+    assert differences == [] and owners == ["/home/mpi/.bashrc: 1000:1000 in the recipe's"]
+
+
+@pytest.mark.parametrize("change", [
+    {"opt/venv/x.py": _file("y")},  # content
+    {"opt/venv/x.py": _file("x", mode=0o664)},  # mode (a umask of 002 in one build)
+    {"opt/sbom-tool": reproduce.Entry("dir", 0o755, 0, 0, "", "", 0)},  # only in one
+    {".singularity.d/runscript": _file("exec python3")},  # a run-time file of the definition
+    {"home/mpi/.bashrc": _file("rc", owner=(1000, 0))},  # an owner that is not root's on the image's side
+])
+def test_a_twin_difference_is_reported(change: dict) -> None:
+    base = {"opt/venv/x.py": _file("x"), ".singularity.d/runscript": _file("exec python"),
+            "home/mpi/.bashrc": _file("rc", owner=(1000, 1000))}
+    differences, _ = reproduce.twin_report(_manifest(base), _manifest({**base, **change}))
+    assert len(differences) == 1 and differences[0].startswith("/" + next(iter(change))), differences
