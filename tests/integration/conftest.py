@@ -26,9 +26,29 @@ REQUIRE_CONTAINERS = os.environ.get("REQUIRE_CONTAINERS") == "1"
 MARKED_BY_FIXTURE = {"docker_image": ("docker",), "sif": ("docker", "sif"), "sif_bookworm": ("docker", "sif"),
                      "cluster": ("docker", "sif", "cluster")}
 
+# The slow builds only a few tests need, each one kit command line, started in the background (niced) when the
+# session begins, so they use what the other tests leave of the CPU instead of a stretch of their own: the
+# emulated arm64 image and its SIF (most of it qemu running apt and pip on one core) and Apptainer.def built
+# again for the twin test. The tests that need one run after every other test and first wait for it; each
+# then runs its own make line, which finds the build done (up to date, or the SIF cache). A background build
+# that failed costs time, never a verdict: the test's own line builds it again in the open.
+PREBUILD = ROOT / "build" / "prebuild"
+PREBUILDS = {
+    "arm64": (["image", "--platform", "linux/arm64"],
+              ["sif", "--platform", "linux/arm64", "--sif", str(PREBUILD / "mpi-arm64.sif")]),
+    "recipe": (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],),
+}
+# What the background builds change while other tests run, which a test of "nothing changed" must leave out:
+# their files, the images they make and the Apptainer helper's containers.
+PREBUILD_PATHS = ("build/prebuild/", "build/sif/")
+PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie")
+_prebuilds: dict[str, subprocess.Popen] = {}
+_prebuild_started: dict[str, float] = {}
+_prebuild_seconds: dict[str, tuple[float, int | None]] = {}  # name: (seconds from start to end, exit status)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    last = []
+    last, late = [], []
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -40,12 +60,100 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     item.add_marker(marker)
         if item.get_closest_marker("last"):
             last.append(item)
+        elif item.get_closest_marker("prebuilt"):
+            late.append(item)
+    # Tests of a background build run after the rest, which the build overlaps, and before the last ones.
+    for item in late:
+        items.remove(item)
+        items.append(item)
     # Tests that end what the session started run at the very end, in the order their marker gives:
     # last(1) takes the default cluster down, last(2) then starts and tests the forky cluster.
     last.sort(key=lambda item: item.get_closest_marker("last").args[0] if item.get_closest_marker("last").args else 1)
     for item in last:
         items.remove(item)
         items.append(item)
+
+
+# BuildKit runs every build step in a cgroup under this one (cgroup v1's cpu controller, as Docker 20.10 here;
+# cgroup v2 hosts name the same folder without the controller). Niceness does not reach a build (the steps are
+# the engine's children, not the kit's), so while background builds run the session gives Docker's builds a low
+# CPU weight against the tests' own processes and containers, and puts it back at the end.
+BUILDKIT_CGROUPS = (Path("/sys/fs/cgroup/cpu/docker/buildkit/cpu.shares"),
+                    Path("/sys/fs/cgroup/docker/buildkit/cpu.weight"))
+BUILDKIT_WEIGHT = {"cpu.shares": "64", "cpu.weight": "5"}  # defaults 1024 and 100
+_weights: dict[Path, str] = {}
+
+
+def _yield_builds() -> None:
+    for knob in BUILDKIT_CGROUPS:
+        if os.geteuid() != 0 or not knob.parent.parent.is_dir():
+            continue
+        try:
+            knob.parent.mkdir(exist_ok=True)
+            _weights[knob] = knob.read_text().strip()
+            knob.write_text(BUILDKIT_WEIGHT[knob.name])
+        except OSError as exc:
+            print(f"\nbackground builds keep their CPU weight ({knob}: {exc})")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the background builds the selected tests need, when an engine answers (without one those
+    tests skip or fail on their own, and nothing is started)."""
+    wanted = {name for item in session.items for mark in item.iter_markers("prebuilt") for name in mark.args}
+    if not wanted or session.config.option.collectonly or docker.engine_problem() is not None:
+        return
+    from mpikit import platforms
+
+    if platforms.is_host("linux/arm64") or platforms.emulation_problem("linux/arm64"):
+        wanted.discard("arm64")
+    PREBUILD.mkdir(parents=True, exist_ok=True)
+    _yield_builds()
+    for name in sorted(wanted):
+        lines = " && ".join(" ".join([sys.executable, str(ROOT / "scripts" / "kit"), *argv])
+                            for argv in PREBUILDS[name])
+        with open(PREBUILD / f"{name}.log", "w") as log:
+            _prebuilds[name] = subprocess.Popen(["nice", "-n", "19", "sh", "-c", lines], cwd=ROOT,
+                                                env=clean_env(MPIKIT_BACKGROUND="1"),
+                                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        _prebuild_started[name] = time.monotonic()
+        print(f"\nbackground build {name} started (log: {PREBUILD / (name + '.log')}): {lines}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A background build still running when the session ends (a failure, -x, Ctrl-C) is stopped."""
+    for proc in _prebuilds.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for knob, weight in _weights.items():
+        try:
+            knob.write_text(weight)
+        except OSError:
+            pass
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The background builds' own times, which no test module's time includes (only the waits for them)."""
+    for name, (seconds, code) in sorted(_prebuild_seconds.items()):
+        terminalreporter.write_line(f"{seconds:8.0f} s  background build {name} (exit status {code}, beside the "
+                                    f"tests; log {PREBUILD / (name + '.log')})")
+
+
+def wait_for_prebuild(name: str, timeout: float = 3600) -> None:
+    """Wait for the background build `name` to end, if it was started; the caller then runs its own line
+    (which finds the build done). Its outcome is printed, not asserted: the caller's own line decides."""
+    proc = _prebuilds.get(name)
+    if proc is None:
+        return
+    start = time.monotonic()
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait()
+    _prebuild_seconds[name] = (time.monotonic() - _prebuild_started[name], code)
+    print(f"background build {name}: exit status {code}, waited {time.monotonic() - start:.0f} s "
+          f"(log: {PREBUILD / (name + '.log')})")
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

@@ -2,8 +2,12 @@
 (rebuilt only when its inputs change: their digest is a label on the image,
 outside the checkout), the smoke checks and the scatter pass in it, doctor says
 the ranks ran on aarch64, the host's own image is untouched, and what emulation
-does not cover is refused in one line. make sif PLATFORM=linux/arm64 builds (or
-reuses from its cache) a SIF stamped arm64 whose %test passes under emulation."""
+does not cover is refused in one line. make sif PLATFORM=linux/arm64 makes (or
+reuses from its cache) a SIF stamped arm64, from the arm64 image, whose %test
+passes under emulation.
+
+The image and the SIF are built in the background from the session's start
+(conftest.PREBUILDS); these tests run after the others and first wait for it."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import REQUIRE_CONTAINERS, assert_example, explain, kit, make, need_engine
+from conftest import REQUIRE_CONTAINERS, assert_example, explain, kit, make, need_engine, wait_for_prebuild
 from mpikit import apptainer, config, docker, platforms
 from mpikit.config import EXAMPLES, LABEL_PREFIX, ROOT
 
@@ -26,7 +30,7 @@ def emulated(test):
     """Marks a test that runs the arm64 image under emulation (the fixture builds it). A cold
     arm64 build takes about half an hour on 2 cores, partly emulated: pytest.ini's 1800 s ceiling is for native
     steps."""
-    marks = (pytest.mark.docker, pytest.mark.emulated, pytest.mark.timeout(5400),
+    marks = (pytest.mark.docker, pytest.mark.emulated, pytest.mark.prebuilt("arm64"), pytest.mark.timeout(5400),
              pytest.mark.skipif(ON_ARM, reason="arm64 is this host's own platform: the other tests cover it"),
              pytest.mark.usefixtures("arm64_image"))
     for mark in marks:
@@ -50,6 +54,7 @@ def arm64_image() -> str:
         if REQUIRE_CONTAINERS:
             pytest.fail(message)
         pytest.skip(message)
+    wait_for_prebuild("arm64")
     start = time.monotonic()
     proc = kit("image", "--platform", PLATFORM, timeout=5000)
     assert proc.returncode == 0, explain(proc, f"make image PLATFORM={PLATFORM}")
@@ -139,8 +144,10 @@ def test_doctor_reports_the_ranks_on_aarch64_under_emulation() -> None:
 @emulated
 @pytest.mark.sif
 def test_make_sif_builds_a_sif_stamped_arm64() -> None:
-    """Cold, about 90 min here under qemu; then reused from the cache outside the checkout while its inputs
-    stay the same, and its %test (2 ranks of rank.py) runs under emulation either way."""
+    """Made from the arm64 image (SIF_FROM=auto: the image, where an engine answers), which a test of the twin
+    rule proves gives the files Apptainer.def gives (test_twin.py); then reused from the cache outside the
+    checkout while its inputs stay the same, and its %test (2 ranks of rank.py) runs under emulation either
+    way."""
     sif = ROOT / "build" / "test" / "mpi-arm64.sif"
     sif.parent.mkdir(parents=True, exist_ok=True)
     command = f"make sif PLATFORM={PLATFORM} SIF={sif.relative_to(ROOT)}"

@@ -9,13 +9,14 @@ import subprocess
 import time
 
 import pytest
-from conftest import ROOT, explain, leftovers, make
+from conftest import PREBUILD_IMAGES, PREBUILD_PATHS, ROOT, explain, leftovers, make
 from mpikit import docker
 from mpikit.ui import EXIT_MISSING, EXIT_USAGE
 
 CASES = [
     # (make arguments, words the error line must contain)
     (["run-scatter", "NP=0"], "NP must be a whole number"),
+    (["sif", "SIF_FROM=docker"], "unknown SIF_FROM='docker'; choose one of: auto, image, recipe"),
     (["run-scatter", "NP=-1"], "NP must be a whole number"),
     (["run-scatter", "NP=abc"], "NP must be a whole number"),
     (["run-scatter", "NP=2.5"], "NP must be a whole number"),
@@ -63,15 +64,21 @@ CASES = [
 
 
 def snapshot() -> tuple[str, str]:
-    """What a failed command must not change: the work tree and Docker's state."""
+    """What a failed command must not change: the work tree and Docker's state, less what the session's
+    background builds change meanwhile (conftest.PREBUILD_PATHS and PREBUILD_IMAGES: none of the commands
+    refused here builds for another platform or builds a SIF)."""
     tree = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
                           cwd=ROOT, capture_output=True, text=True).stdout
+    tree = "".join(line for line in tree.splitlines(keepends=True)
+                   if not line[3:].startswith(PREBUILD_PATHS))
     client = docker.client()
     state = ""
     if client and docker.engine_problem() is None:
-        for listing in (["ps", "-aq", "--no-trunc"], ["images", "-aq", "--no-trunc"]):
+        for listing in (["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Image}}"],
+                        ["images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"]):
             out = subprocess.run([client, *listing], capture_output=True, text=True).stdout
-            state += "".join(sorted(out.splitlines(keepends=True)))
+            kept = [line for line in out.splitlines(keepends=True) if line.split()[-1] not in PREBUILD_IMAGES]
+            state += "".join(sorted(kept))
     return tree, state
 
 
