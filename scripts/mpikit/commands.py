@@ -291,8 +291,8 @@ def reproduce(settings: Settings) -> int:
                          f"not {digest}): make image first, then make reproduce")
     venv.reexec_inside()  # the SIF reader and the schema check are in .venv
     scratch = "mpi4py-kit-reproduce:" + image.rpartition(":")[2]
-    say(f"rebuilding {image} from the same inputs without the build cache, as {scratch} (the base image, "
-        f"{image} and the cache stay as they are)")
+    say(f"rebuilding {image} ({(docker.image_id(image) or '')[:19]}) from the same inputs without the build cache, "
+        f"as {scratch} (the base image, {image} and the cache stay as they are)")
     took = docker.build_image(settings.base, scratch, settings.ca_cert, platform=settings.platform, fresh=True)
     say(f"comparing the file systems of {image} and {scratch} (rebuilt in {took:.0f} s)")
     first, second = rep.image_manifest(image), rep.image_manifest(scratch)

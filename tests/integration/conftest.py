@@ -26,25 +26,36 @@ REQUIRE_CONTAINERS = os.environ.get("REQUIRE_CONTAINERS") == "1"
 MARKED_BY_FIXTURE = {"docker_image": ("docker",), "sif": ("docker", "sif"), "sif_bookworm": ("docker", "sif"),
                      "cluster": ("docker", "sif", "cluster")}
 
-# The slow builds only a few tests need, each one kit command line, started in the background (niced) when the
-# session begins, so they use what the other tests leave of the CPU instead of a stretch of their own: the
-# emulated arm64 image and its SIF (most of it qemu running apt and pip on one core) and Apptainer.def built
-# again for the twin test. The tests that need one run after every other test and first wait for it; each
-# then runs its own make line, which finds the build done (up to date, or the SIF cache). A background build
-# that failed costs time, never a verdict: the test's own line builds it again in the open.
+# The slow builds only a few tests need, each a chain of kit command lines run in the background, so they use
+# what the other tests leave of the CPU instead of a stretch of their own: the emulated arm64 image and its SIF
+# (most of it qemu running apt and pip on one core), Apptainer.def built again for the twin test, the bookworm
+# image and SIF, and make reproduce's rebuild without the cache. "start": when the session begins (the arm64
+# chain is long and mostly one core); "image": once the default image is built (the docker_image fixture), so
+# the tests' first image gets the CPU first and no background build retags it. A test marked prebuilt(name)
+# runs after the others (prebuilt(name, late=False): where it is) and first waits for the build; each then runs
+# its own make line, which finds the build done (up to date, or the SIF cache), or reads the background
+# command's own output (make reproduce). A background build that failed costs time, never a verdict: the
+# test's own line builds it again in the open.
 PREBUILD = ROOT / "build" / "prebuild"
-PREBUILDS = {
-    "arm64": (["image", "--platform", "linux/arm64"],
-              ["sif", "--platform", "linux/arm64", "--sif", str(PREBUILD / "mpi-arm64.sif")]),
-    "recipe": (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],),
+PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
+    "arm64": ("start", (["image", "--platform", "linux/arm64"],
+                        ["sif", "--platform", "linux/arm64", "--sif", str(PREBUILD / "mpi-arm64.sif")])),
+    "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
+    "bookworm": ("image", (["image", "--base", "bookworm"],
+                           ["sif", "--base", "bookworm", "--sif", str(PREBUILD / "mpi-bookworm.sif")])),
+    "reproduce": ("image", (["reproduce"],)),
 }
+# Fixtures whose tests need a background build, beside the tests marked for one.
+PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
 # What the background builds change while other tests run, which a test of "nothing changed" must leave out:
 # their files, the images they make and the Apptainer helper's containers.
 PREBUILD_PATHS = ("build/prebuild/", "build/sif/")
-PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie")
+PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie",
+                   "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie")
 _prebuilds: dict[str, subprocess.Popen] = {}
 _prebuild_started: dict[str, float] = {}
 _prebuild_seconds: dict[str, tuple[float, int | None]] = {}  # name: (seconds from start to end, exit status)
+_prebuilds_wanted: set[str] = set()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,9 +69,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if fixture in names:
                 for marker in markers:
                     item.add_marker(marker)
+        for fixture, name in PREBUILT_BY_FIXTURE.items():
+            if fixture in names:
+                item.add_marker(pytest.mark.prebuilt(name, late=False))
         if item.get_closest_marker("last"):
             last.append(item)
-        elif item.get_closest_marker("prebuilt"):
+        elif any(mark.kwargs.get("late", True) for mark in item.iter_markers("prebuilt")):
             late.append(item)
     # Tests of a background build run after the rest, which the build overlaps, and before the last ones.
     for item in late:
@@ -97,8 +111,8 @@ def _yield_builds() -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the background builds the selected tests need, when an engine answers (without one those
-    tests skip or fail on their own, and nothing is started)."""
+    """Note the background builds the selected tests need and start those that start with the session, when an
+    engine answers (without one those tests skip or fail on their own, and nothing is started)."""
     wanted = {name for item in session.items for mark in item.iter_markers("prebuilt") for name in mark.args}
     if not wanted or session.config.option.collectonly or docker.engine_problem() is not None:
         return
@@ -106,11 +120,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     if platforms.is_host("linux/arm64") or platforms.emulation_problem("linux/arm64"):
         wanted.discard("arm64")
+    _prebuilds_wanted.update(wanted)
     PREBUILD.mkdir(parents=True, exist_ok=True)
     _yield_builds()
-    for name in sorted(wanted):
-        lines = " && ".join(" ".join([sys.executable, str(ROOT / "scripts" / "kit"), *argv])
-                            for argv in PREBUILDS[name])
+    start_prebuilds("start")
+
+
+def start_prebuilds(when: str) -> None:
+    """Start the wanted background builds that start `when` ("start" or "image"), each once."""
+    for name in sorted(_prebuilds_wanted):
+        after, steps = PREBUILDS[name]
+        if after != when or name in _prebuilds:
+            continue
+        lines = " && ".join(" ".join([sys.executable, str(ROOT / "scripts" / "kit"), *argv]) for argv in steps)
         with open(PREBUILD / f"{name}.log", "w") as log:
             _prebuilds[name] = subprocess.Popen(["nice", "-n", "19", "sh", "-c", lines], cwd=ROOT,
                                                 env=clean_env(MPIKIT_BACKGROUND="1"),
@@ -139,12 +161,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
                                     f"tests; log {PREBUILD / (name + '.log')})")
 
 
-def wait_for_prebuild(name: str, timeout: float = 3600) -> None:
-    """Wait for the background build `name` to end, if it was started; the caller then runs its own line
-    (which finds the build done). Its outcome is printed, not asserted: the caller's own line decides."""
+def wait_for_prebuild(name: str, timeout: float = 3600) -> int | None:
+    """Wait for the background build `name` to end, if it was started, and return its exit status (None when it
+    was not started: the caller then runs its line in the open). Its log is build/prebuild/NAME.log."""
     proc = _prebuilds.get(name)
     if proc is None:
-        return
+        return None
     start = time.monotonic()
     try:
         code = proc.wait(timeout=timeout)
@@ -154,6 +176,11 @@ def wait_for_prebuild(name: str, timeout: float = 3600) -> None:
     _prebuild_seconds[name] = (time.monotonic() - _prebuild_started[name], code)
     print(f"background build {name}: exit status {code}, waited {time.monotonic() - start:.0f} s "
           f"(log: {PREBUILD / (name + '.log')})")
+    return code
+
+
+def prebuild_log(name: str) -> str:
+    return (PREBUILD / f"{name}.log").read_text(errors="replace")
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
@@ -281,6 +308,7 @@ def docker_image() -> str:
     base = config.default_base()
     proc = kit("image", "--base", base, timeout=1800)
     assert proc.returncode == 0, explain(proc, f"make image BASE={base}")
+    start_prebuilds("image")
     return f"{config.image_name()}:{base}"
 
 
@@ -313,6 +341,7 @@ def sif(docker_image: str) -> str:
 @pytest.fixture(scope="session")
 def sif_bookworm(docker_image: str) -> str:
     """The PMIx 4 image, for clusters whose Slurm speaks another PMIx than the default image."""
+    wait_for_prebuild("bookworm")
     return build_test_sif("build/test/mpi-bookworm.sif", "bookworm")
 
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import explain, kit, make
+from conftest import explain, kit, make, wait_for_prebuild
 from mpikit import config, docker
 from mpikit.config import EXAMPLES
 
@@ -15,8 +15,10 @@ OTHER_BASES = [b for b in config.supported_bases() if b != config.default_base()
 
 
 @pytest.mark.parametrize("base", OTHER_BASES)
+@pytest.mark.prebuilt("bookworm")
 def test_other_base_builds_and_passes_smoke(base: str, docker_image: str) -> None:
     image = f"{config.image_name()}:{base}"
+    wait_for_prebuild(base)  # the background build of it, when the session started one
     build = kit("image", "--base", base, timeout=1800)
     assert build.returncode == 0, explain(build, f"make image BASE={base}")
 

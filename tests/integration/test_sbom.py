@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import explain, kit, make
+from conftest import explain, kit, make, wait_for_prebuild
 from mpikit import config, docker
 from mpikit import sbom as sbom_io
 
@@ -50,6 +50,7 @@ def packages(doc: dict) -> tuple[set, set]:
 def test_the_sbom_lists_every_package_in_the_image(base: str, docker_image: str, tmp_path: Path) -> None:
     image = f"{config.image_name()}:{base}"
     if base != config.default_base():
+        wait_for_prebuild(base)  # the background build of it, when the session started one
         build = kit("image", "--base", base, timeout=1800)
         assert build.returncode == 0, explain(build, f"make image BASE={base}")
     doc = written(make("sbom", "RUNTIME=docker", f"BASE={base}", timeout=300, MPIKIT_RESULTS=str(tmp_path)),

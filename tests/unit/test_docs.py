@@ -281,3 +281,4 @@ def test_every_version_the_docs_state_is_a_pin() -> None:
         for name, version in re.findall(r"\b(Open MPI|PMIx|MPICH|mpi4py|numpy) v?(\d+\.\d+\.\d+)\b", text):
             assert version in pinned[name], f"{doc} states {name} {version}; pinned: {sorted(pinned[name])}"
 
+
