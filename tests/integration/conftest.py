@@ -94,7 +94,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # CPU weight against the tests' own processes and containers, and puts it back at the end.
 BUILDKIT_CGROUPS = (Path("/sys/fs/cgroup/cpu/docker/buildkit/cpu.shares"),
                     Path("/sys/fs/cgroup/docker/buildkit/cpu.weight"))
-BUILDKIT_WEIGHT = {"cpu.shares": "64", "cpu.weight": "5"}  # defaults 1024 and 100
+BUILDKIT_WEIGHT = {"cpu.shares": "64", "cpu.weight": "5"}
+BUILDKIT_DEFAULT = {"cpu.shares": "1024", "cpu.weight": "100"}  # what a session that was killed leaves is undone
 _weights: dict[Path, str] = {}
 
 
@@ -104,7 +105,8 @@ def _yield_builds() -> None:
             continue
         try:
             knob.parent.mkdir(exist_ok=True)
-            _weights[knob] = knob.read_text().strip()
+            now = knob.read_text().strip()
+            _weights[knob] = BUILDKIT_DEFAULT[knob.name] if now == BUILDKIT_WEIGHT[knob.name] else now
             knob.write_text(BUILDKIT_WEIGHT[knob.name])
         except OSError as exc:
             print(f"\nbackground builds keep their CPU weight ({knob}: {exc})")
