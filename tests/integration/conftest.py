@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,13 +38,15 @@ MARKED_BY_FIXTURE = {"docker_image": ("docker",), "sif": ("docker", "sif"), "sif
 # command's own output (make reproduce). A background build that failed costs time, never a verdict: the
 # test's own line builds it again in the open.
 PREBUILD = ROOT / "build" / "prebuild"
+# Builds that start together run one after another, in this order (the first needed first): three compiles of
+# mpi4py side by side starved the tests' own builds (the cluster's image, make bench-build's) of the CPU.
 PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     "arm64": ("start", (["image", "--platform", "linux/arm64"],
                         ["sif", "--platform", "linux/arm64", "--sif", str(PREBUILD / "mpi-arm64.sif")])),
-    "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
     "bookworm": ("image", (["image", "--base", "bookworm"],
                            ["sif", "--base", "bookworm", "--sif", str(PREBUILD / "mpi-bookworm.sif")])),
     "reproduce": ("image", (["reproduce"],)),
+    "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
 }
 # Fixtures whose tests need a background build, beside the tests marked for one.
 PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
@@ -52,9 +55,21 @@ PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
 PREBUILD_PATHS = ("build/prebuild/", "build/sif/")
 PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie",
                    "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie")
-_prebuilds: dict[str, subprocess.Popen] = {}
-_prebuild_started: dict[str, float] = {}
-_prebuild_seconds: dict[str, tuple[float, int | None]] = {}  # name: (seconds from start to end, exit status)
+
+
+class Prebuild:
+    """One background build: its process while it runs, its exit status and times once it has ended."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.done = name, threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.code: int | None = None
+        self.started = self.ended = 0.0
+        self.waited = 0.0  # how long a test waited for it
+
+
+_prebuilds: dict[str, Prebuild] = {}
+_stopping = threading.Event()
 _prebuilds_wanted: set[str] = set()
 
 
@@ -129,26 +144,40 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def start_prebuilds(when: str) -> None:
-    """Start the wanted background builds that start `when` ("start" or "image"), each once."""
-    for name in sorted(_prebuilds_wanted):
-        after, steps = PREBUILDS[name]
-        if after != when or name in _prebuilds:
-            continue
-        lines = " && ".join(" ".join([sys.executable, str(ROOT / "scripts" / "kit"), *argv]) for argv in steps)
-        with open(PREBUILD / f"{name}.log", "w") as log:
-            _prebuilds[name] = subprocess.Popen(["nice", "-n", "19", "sh", "-c", lines], cwd=ROOT,
-                                                env=clean_env(MPIKIT_BACKGROUND="1"),
-                                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-        _prebuild_started[name] = time.monotonic()
-        print(f"\nbackground build {name} started (log: {PREBUILD / (name + '.log')}): {lines}")
+    """Start the wanted background builds that start `when` ("start" or "image"), each once, one after another
+    in PREBUILDS' order (a thread of this session runs them)."""
+    names = [name for name, (after, _) in PREBUILDS.items()
+             if after == when and name in _prebuilds_wanted and name not in _prebuilds]
+    for name in names:
+        _prebuilds[name] = Prebuild(name)
+    if names:
+        threading.Thread(target=_run_in_turn, args=(names,), daemon=True).start()
+        print(f"\nbackground builds started, in turn: {', '.join(names)} (logs: {PREBUILD}/NAME.log)")
+
+
+def _run_in_turn(names: list[str]) -> None:
+    for name in names:
+        build = _prebuilds[name]
+        if not _stopping.is_set():
+            lines = " && ".join(" ".join([sys.executable, str(ROOT / "scripts" / "kit"), *argv])
+                                for argv in PREBUILDS[name][1])
+            with open(PREBUILD / f"{name}.log", "w") as log:
+                build.started = time.monotonic()
+                build.proc = subprocess.Popen(["nice", "-n", "19", "sh", "-c", lines], cwd=ROOT,
+                                              env=clean_env(MPIKIT_BACKGROUND="1"), stdin=subprocess.DEVNULL,
+                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                build.code = build.proc.wait()
+                build.ended = time.monotonic()
+        build.done.set()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A background build still running when the session ends (a failure, -x, Ctrl-C) is stopped."""
-    for proc in _prebuilds.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+    """A background build still running when the session ends (a failure, -x, Ctrl-C) is stopped, and the
+    ones after it are not started."""
+    _stopping.set()
+    for build in _prebuilds.values():
+        if build.proc is not None and build.proc.poll() is None:
+            os.killpg(build.proc.pid, signal.SIGTERM)
     for knob, weight in _weights.items():
         try:
             knob.write_text(weight)
@@ -158,27 +187,30 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter) -> None:
     """The background builds' own times, which no test module's time includes (only the waits for them)."""
-    for name, (seconds, code) in sorted(_prebuild_seconds.items()):
-        terminalreporter.write_line(f"{seconds:8.0f} s  background build {name} (exit status {code}, beside the "
-                                    f"tests; log {PREBUILD / (name + '.log')})")
+    for name, build in _prebuilds.items():
+        if build.ended:
+            terminalreporter.write_line(
+                f"{build.ended - build.started:8.0f} s  background build {name} (exit status {build.code}, beside "
+                f"the tests; a test waited {build.waited:.0f} s for it; log {PREBUILD / (name + '.log')})")
 
 
 def wait_for_prebuild(name: str, timeout: float = 3600) -> int | None:
     """Wait for the background build `name` to end, if it was started, and return its exit status (None when it
-    was not started: the caller then runs its line in the open). Its log is build/prebuild/NAME.log."""
-    proc = _prebuilds.get(name)
-    if proc is None:
+    was not started or did not run: the caller then runs its line in the open). Its log is
+    build/prebuild/NAME.log."""
+    build = _prebuilds.get(name)
+    if build is None:
         return None
     start = time.monotonic()
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
-        code = proc.wait()
-    _prebuild_seconds[name] = (time.monotonic() - _prebuild_started[name], code)
-    print(f"background build {name}: exit status {code}, waited {time.monotonic() - start:.0f} s "
+    if not build.done.wait(timeout):
+        proc = build.proc
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        build.done.wait(60)
+    build.waited += time.monotonic() - start
+    print(f"background build {name}: exit status {build.code}, waited {build.waited:.0f} s "
           f"(log: {PREBUILD / (name + '.log')})")
-    return code
+    return build.code
 
 
 def prebuild_log(name: str) -> str:
