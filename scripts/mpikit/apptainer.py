@@ -138,7 +138,10 @@ def ensure_helper(base: str = HELPER_BASE) -> str:
     if not docker.image_exists(image):
         say(f"building {image}: Apptainer from Debian sid in a {base} container (about a minute)")
     docker.ensure_base(base)
-    docker.build_quietly(image, HELPER_DOCKERFILE, build_args={"BASE": base}, context=HELPER_DOCKERFILE.parent)
+    # One build at a time: two at once (make test's background builds beside its tests) each made an image of
+    # their own, the tag moved to the second, and every SIF cached under the first one's ID was built again.
+    with docker.locked(f"helper-{base}"):
+        docker.build_quietly(image, HELPER_DOCKERFILE, build_args={"BASE": base}, context=HELPER_DOCKERFILE.parent)
     return image
 
 

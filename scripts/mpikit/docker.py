@@ -153,7 +153,7 @@ def ensure_emulation(platform: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
+def locked(name: str) -> Iterator[None]:
     """One process at a time past this point, on this machine (an flock in the kit's cache): two builds that
     start together (make test builds the arm64 image beside the host's) make a missing base once, and the
     second then finds it, instead of both importing one and the first build's digest naming a replaced base."""
@@ -175,7 +175,7 @@ def ensure_base(base: str, platform: str | None = None) -> str:
     if not platforms.is_host(platform):
         # base-image.sh builds another platform's base with BuildKit, which records its platform.
         env.update(DOCKER=_buildkit_client(), DOCKER_BUILDKIT="1", PLATFORM=platform)
-    with _locked(f"base-{name.replace('/', '_').replace(':', '_')}"):
+    with locked(f"base-{name.replace('/', '_').replace(':', '_')}"):
         made = subprocess.run(["bash", str(ROOT / "scripts" / "image" / "base-image.sh"), base, name], env=env)
     if made.returncode != 0:
         retry = "" if platforms.is_host(platform) else f"PLATFORM={platform} "
