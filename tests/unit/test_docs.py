@@ -282,3 +282,15 @@ def test_every_version_the_docs_state_is_a_pin() -> None:
             assert version in pinned[name], f"{doc} states {name} {version}; pinned: {sorted(pinned[name])}"
 
 
+
+
+def test_every_integration_module_has_a_row_in_the_time_table() -> None:
+    """CI's budget does not erode unseen: docs/testing.md's table of where the time goes (cold and warm, per
+    module, dated) names every integration test module, and no module that is gone."""
+    text = DOCS["docs/testing.md"]
+    section = text[text.index("## Where the time goes"):]
+    section = section[:section.find("\n## ", 1) if "\n## " in section[1:] else len(section)]
+    rows = set(re.findall(r"^\| `(test_\w+\.py)` \|", section, re.M))
+    modules = {p.name for p in (ROOT / "tests" / "integration").glob("test_*.py")}
+    assert rows == modules, f"missing from the table: {sorted(modules - rows)}; gone: {sorted(rows - modules)}"
+    assert re.search(r"measured 20\d\d-\d\d-\d\d", section, re.I), "the table's figures carry no date"
