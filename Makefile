@@ -76,7 +76,7 @@ verify: ## VERIFY_KEY=public.pem: check SIF's signature (unsigned, changed after
 image: ## build the Docker image for BASE (makes the base image if none can be pulled)
 	@$(KIT) image
 
-sif: ## build the Apptainer image SIF from Apptainer.def (unprivileged, via spython; cached)
+sif: ## build the Apptainer image SIF: from the Docker image where an engine answers, else Apptainer.def (SIF_FROM; cached)
 	@$(KIT) sif
 
 sbom: ## the SBOM inside IMAGE (RUNTIME=docker) or SIF (RUNTIME=apptainer): written to results/sbom/, its path printed
