@@ -260,7 +260,13 @@ def build_date(epoch: str) -> str:
 
 
 def _save_base(base: str, platform: str, archive: Path) -> str:
-    docker.run("save", "-o", str(archive), docker.ensure_base(base, platform))
+    return _save(docker.ensure_base(base, platform), archive)
+
+
+def _save(image: str, archive: Path) -> str:
+    """`docker save` of `image` into the stage, readable by the builder (docker save writes 0600 as root; the
+    builder in the helper is uid 1000), named as Apptainer.def names it."""
+    docker.run("save", "-o", str(archive), image)
     archive.chmod(0o644)
     return _as_built(archive)
 
@@ -370,14 +376,12 @@ def build_sif_from_image(base: str, sif: Path, ca_cert: str | None, platform: st
             if cached.is_file():
                 _reuse(cached, sif, stage)
                 return
-            archive = stage / "image.tar"
-            docker.run("save", "-o", str(archive), image)
-            archive.chmod(0o644)  # docker save writes 0600 as root; the builder in the helper is uid 1000
+            archive = _save(image, stage / "image.tar")
             recipe = stage / "from-image.def"
             text = image_recipe((ROOT / "Apptainer.def").read_text())
             recipe.write_text(text)
             recipe.chmod(0o644)
-            known = {**label_arguments(base, platform), "IMAGE_ARCHIVE": _as_built(archive)}
+            known = {**label_arguments(base, platform), "IMAGE_ARCHIVE": archive}
             args = {name: known[name] for name in template_names(text)}
             _build(base, args, how, stage, recipe=_as_built(recipe),
                    what=f"from the image {image} (docker save, unpacked and squashed; nothing is built again)",
