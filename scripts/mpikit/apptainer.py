@@ -246,10 +246,12 @@ def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
 
 
 def label_arguments(base: str, platform: str) -> dict[str, str]:
-    """The arguments the final stage's %labels and %post name: the pins, the platform, the inputs' time."""
-    epoch = config.source_date_epoch()
+    """The arguments the final stage's %labels and %post name: the pins, the platform, the inputs' time,
+    what the checkout builds (config.SOURCE_LABEL, SOURCE_FILES_LABEL)."""
+    epoch, source = config.source_date_epoch(), config.source_labels(base, platform)
     return {**config.stack_pins(base), "PLATFORM": platform, "SOURCE_DATE_EPOCH": epoch,
-            "BUILD_DATE": build_date(epoch)}
+            "BUILD_DATE": build_date(epoch), "SOURCE": source[config.SOURCE_LABEL],
+            "SOURCE_FILES": source[config.SOURCE_FILES_LABEL]}
 
 
 def build_date(epoch: str) -> str:
@@ -288,7 +290,10 @@ def cache_entry(base: str, platform: str) -> Path:
              f"base={docker.image_id(platforms.base_image(base, platform)) or 'registry'}",
              f"builder={docker.image_id(platforms.base_image(base, platforms.host())) or 'registry'}",
              f"apptainer={host or docker.image_id(helper_image())}",
-             f"SOURCE_DATE_EPOCH={config.source_date_epoch()}"]
+             f"SOURCE_DATE_EPOCH={config.source_date_epoch()}",
+             # The Dockerfile too (the SIF's source label names it): else an edit to it alone would leave a
+             # cached SIF whose label never matches, rebuilt on every run.
+             f"source={config.source_labels(base, platform)[config.SOURCE_LABEL]}"]
     digest = config.inputs_digest("Apptainer.def", items)
     return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-{digest}.sif"
 

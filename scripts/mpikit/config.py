@@ -24,8 +24,9 @@ CACHE = Path(os.environ.get("MPIKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HO
              / "mpi4py-kit")
 
 # What the image is built from, besides its recipe (Dockerfile or Apptainer.def):
-# both recipes copy exactly these, .dockerignore admits exactly these, and a SIF
-# older than any of them is stale. Folders count with everything under them.
+# both recipes copy exactly these, .dockerignore admits exactly these, and every image and SIF
+# records their digests (SOURCE_LABEL), so one built from others is stale. Folders count with
+# everything under them.
 BUILD_INPUTS = ("versions.env", "requirements/build.txt", "requirements/build-abi.txt", "requirements/image.txt",
                 "requirements/sbom.txt", "scripts/image/install.sh", "scripts/image/without-rocm.sh",
                 "scripts/image/sbom.py", "scripts/image/site", "examples")
@@ -120,21 +121,58 @@ SBOM_LABEL = f"{LABEL_PREFIX}.sbom"
 SBOM_PATH = "/opt/mpi4py-kit/sbom.cdx.json"
 
 
+# What the checkout builds, recorded in every image and SIF the kit makes (Docker labels; Apptainer.def's
+# %labels; a SIF made from the image has the image's): the digest of SOURCE_FILES_LABEL's list, and
+# the list itself (each recipe and build input with its own digest), so a stale build can say which
+# input changed (scripts/mpikit/provenance.py judges).
+SOURCE_LABEL = f"{LABEL_PREFIX}.source"
+SOURCE_FILES_LABEL = f"{LABEL_PREFIX}.source-files"
+
+
 def stack_labels(base: str, platform: str | None = None) -> dict[str, str]:
     """The labels an image built for `base` and `platform` (default: the host's) carries, Docker
-    and SIF alike: the platform and the pinned versions."""
-    pins = stack_pins(base)
-    return {f"{LABEL_PREFIX}.base": base, f"{LABEL_PREFIX}.platform": platform or platforms.host(),
+    and SIF alike: the platform, the pinned versions and what the checkout builds."""
+    pins, platform = stack_pins(base), platform or platforms.host()
+    return {f"{LABEL_PREFIX}.base": base, f"{LABEL_PREFIX}.platform": platform,
             f"{LABEL_PREFIX}.openmpi": pins["OPENMPI_DEB"],
             f"{LABEL_PREFIX}.pmix": pins["PMIX_DEB"], f"{LABEL_PREFIX}.mpi4py": pins["MPI4PY_VERSION"],
-            f"{LABEL_PREFIX}.numpy": pins["NUMPY_VERSION"]}
+            f"{LABEL_PREFIX}.numpy": pins["NUMPY_VERSION"], **source_labels(base, platform)}
 
 
-def build_input_files() -> list[Path]:
+def source_parts(root: Path = ROOT) -> dict[str, str]:
+    """What the checkout builds, name by name: each recipe and build input, path -> the first 12 hex digits
+    of its SHA-256. Contents only: not SOURCE_DATE_EPOCH, which a copy without git (the test cluster's
+    /shared, a tarball) reads from file times; a commit that moves it changes a file anyway."""
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            for path in [root / name for name in RECIPES] + build_input_files(root)}
+
+
+def encode_parts(parts: dict[str, str]) -> str:
+    """The parts as one label value, name:digest,...: no space or "=", which Apptainer's %labels line and
+    its build-argument file would split on."""
+    return ",".join(f"{name}:{value}" for name, value in sorted(parts.items()))
+
+
+def decode_parts(text: str) -> dict[str, str]:
+    return dict(item.rsplit(":", 1) for item in text.split(",") if ":" in item)
+
+
+def source_digest(base: str, platform: str, parts: dict[str, str]) -> str:
+    """The digest SOURCE_LABEL holds: the parts, for this base and platform."""
+    text = f"BASE={base}\0PLATFORM={platform}\0{encode_parts(parts)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def source_labels(base: str, platform: str, parts: dict[str, str] | None = None) -> dict[str, str]:
+    parts = source_parts() if parts is None else parts
+    return {SOURCE_LABEL: source_digest(base, platform, parts), SOURCE_FILES_LABEL: encode_parts(parts)}
+
+
+def build_input_files(root: Path = ROOT) -> list[Path]:
     """Every file BUILD_INPUTS names, folders expanded, in a stable order."""
     files: list[Path] = []
     for name in BUILD_INPUTS:
-        path = ROOT / name
+        path = root / name
         files += sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
             if path.is_dir() else [path]
     return files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -125,6 +126,18 @@ def image_id(image: str) -> str | None:
     proc = subprocess.run([command(), "image", "inspect", "--format", "{{.Id}}", image],
                           capture_output=True, text=True)
     return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def image_labels(image: str) -> dict[str, str] | None:
+    """The image's labels (one docker image inspect); None when there is no such image."""
+    proc = subprocess.run([command(), "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    try:
+        return dict(json.loads(proc.stdout) or {})
+    except ValueError:
+        return None
 
 
 def image_label(image: str, key: str) -> str | None:

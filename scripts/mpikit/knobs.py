@@ -320,6 +320,7 @@ class Settings:
     image: str = ""
     image_is_default: bool = True
     sif: Path = field(default_factory=lambda: Path("mpi.sif"))
+    sif_is_default: bool = True  # no SIF= given: the kit's own, rebuilt when stale
     sif_from: str = "auto"  # how a SIF is made: image | recipe | auto
     script: Path | None = None
     args: list[str] = field(default_factory=list)
@@ -346,6 +347,10 @@ def _apply_platform(s: Settings, value: str) -> None:
 
 def _apply_image(s: Settings, value: str) -> None:
     s.image, s.image_is_default = parse_image(value, s.base, s.platform)
+
+
+def _apply_sif(s: Settings, value: str) -> None:
+    s.sif, s.sif_is_default = parse_sif(value, s.cwd, s.platform), not value
 
 
 def _apply_script(s: Settings, value: str) -> None:
@@ -385,7 +390,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
          "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif", "sign", "verify",
                                                            "sbom"),
-         apply=lambda s, v: setattr(s, 'sif', parse_sif(v, s.cwd, s.platform))),
+         apply=lambda s, v: _apply_sif(s, v)),
     Knob("SIF_FROM", "auto", "how a SIF is made: image (the kit's Docker image for BASE and PLATFORM, saved and "
          "squashed: a minute, nothing built again) | recipe (Apptainer.def, every stage built again) | auto (image "
          "where a Docker engine answers, else recipe); docs/image.md",

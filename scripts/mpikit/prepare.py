@@ -7,28 +7,95 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import apptainer, bind, choose, cluster, docker, runtimes, slurm, venv
+from . import apptainer, bind, choose, cluster, docker, platforms, provenance, runtimes, slurm, venv
 from .config import ROOT
 from .knobs import Settings
 from .ui import UsageError, say
 
 
+def _platform_knobs(settings: Settings) -> str:
+    return f" BASE={settings.base}" + ("" if platforms.is_host(settings.platform) else f" PLATFORM={settings.platform}")
+
+
+def image_build_line(settings: Settings) -> str:
+    named = "" if settings.image_is_default else f" IMAGE={settings.image}"
+    return f"make image{named}{_platform_knobs(settings)}"
+
+
+def sif_build_line(settings: Settings) -> str:
+    named = "" if settings.sif_is_default else f" SIF={settings.sif}"
+    then = f", then make sign SIF={settings.sif}" if settings.verify_key is not None else ""
+    return f"make sif{named}{_platform_knobs(settings)}{then}"
+
+
+def kept_because(settings: Settings, verdict: provenance.Verdict, named: bool) -> str:
+    """Why a build that is not the checkout's still runs (the one-line notice's middle)."""
+    if verdict.state == provenance.UNLABELLED:
+        return "not built by this kit: it is never replaced"
+    if named:
+        return "you named it"
+    return "VERIFY_KEY: its signature decides"
+
+
 def ensure_image(settings: Settings) -> None:
-    if docker.image_exists(settings.image):
+    """The image for the run: built when missing, rebuilt when it is the default one and stale (with one
+    line that says which input changed), run with a one-line notice when named or not the kit's."""
+    if not docker.image_exists(settings.image):
+        if not settings.image_is_default:
+            raise UsageError(f"image {settings.image!r} not found; build it with: {image_build_line(settings)}")
+        say(f"image {settings.image} not found: building it first")
+        docker.build_image(settings.base, settings.image, settings.ca_cert, platform=settings.platform)
         return
-    if not settings.image_is_default:
-        raise UsageError(f"image {settings.image!r} not found; build it with: "
-                         f"make image IMAGE={settings.image} BASE={settings.base} PLATFORM={settings.platform}")
-    say(f"image {settings.image} not found: building it first")
-    docker.build_image(settings.base, settings.image, settings.ca_cert, platform=settings.platform)
+    verdict = provenance.image_verdict(settings.image, settings.base, settings.platform)
+    if verdict.current:
+        return
+    if settings.image_is_default and verdict.state == provenance.STALE:
+        say(f"image {settings.image} is stale ({verdict.why}): rebuilding it first")
+        docker.build_image(settings.base, settings.image, settings.ca_cert, platform=settings.platform)
+        return
+    say(provenance.notice(f"image {settings.image}", verdict, kept_because(settings, verdict, True),
+                          image_build_line(settings)))
 
 
 def ensure_sif(settings: Settings) -> None:
+    """The SIF for the run, as ensure_image the image; with VERIFY_KEY a stale default SIF is not replaced
+    (an unsigned rebuild would not verify): its signature decides."""
     if settings.sif.is_file():
-        return
-    say(f"{settings.sif} not found: building it first (make sif)")
+        verdict = provenance.sif_verdict(settings.sif, settings.base, settings.platform)
+        if verdict.current:
+            return
+        if not (settings.sif_is_default and verdict.state == provenance.STALE and settings.verify_key is None):
+            say(provenance.notice(str(settings.sif), verdict,
+                                  kept_because(settings, verdict, not settings.sif_is_default),
+                                  sif_build_line(settings)))
+            return
     venv.reexec_inside()  # spython, in the kit's venv; this command continues there
+    if settings.sif.is_file():
+        say(f"{settings.sif} is stale ({verdict.why}): rebuilding it first (make sif)")
+    else:
+        say(f"{settings.sif} not found: building it first (make sif)")
     apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform, settings.sif_from)
+
+
+def note_stale(settings: Settings, runtime: str) -> None:
+    """make line and sbatch build nothing: a stale or foreign image or SIF gets one line (on stderr) with
+    the command that builds the checkout's."""
+    if runtime == "docker" and docker.image_exists(settings.image):
+        verdict, what, build = (provenance.image_verdict(settings.image, settings.base, settings.platform),
+                                f"image {settings.image}", image_build_line(settings))
+        named = not settings.image_is_default
+    elif runtime in ("apptainer", "srun", "cluster") and settings.sif.is_file():
+        verdict, what, build = (provenance.sif_verdict(settings.sif, settings.base, settings.platform),
+                                str(settings.sif), sif_build_line(settings))
+        named = not settings.sif_is_default
+    else:
+        return
+    if verdict.current:
+        return
+    if verdict.state == provenance.STALE and not named and settings.verify_key is None:
+        say(f"note: {what} is stale ({verdict.why}); make run rebuilds it first, or now: {build}")
+    else:
+        say(provenance.notice(what, verdict, kept_because(settings, verdict, named), build))
 
 
 def require_shared(settings: Settings, paths: dict[str, Path]) -> None:
@@ -111,8 +178,10 @@ def prepare(settings: Settings, *, build: bool = True) -> Prepared:
                                   **({"VERIFY_KEY": settings.verify_key} if settings.verify_key else {})})
     if build:
         ready(settings, choice.runtime)
-    elif choice.runtime == "cluster":
-        cluster.require_up()
+    else:
+        if choice.runtime == "cluster":
+            cluster.require_up()
+        note_stale(settings, choice.runtime)
     digest = verified(settings, choice.runtime) if build else None
     if settings.host_mpi and not settings.sif.is_file():
         raise UsageError(f"no {settings.sif}: the bind model compares the site's libraries with the image's; "

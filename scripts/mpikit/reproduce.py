@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-import struct
 import subprocess
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from . import sif as sif_format
 from .config import SBOM_PATH
 from .ui import RunError
 
@@ -252,36 +252,6 @@ def lines(items: Iterator[str] | list[str], limit: int = 60) -> list[str]:
     return items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
 
 
-# ---- the SIF's root file system, found without Apptainer ----
-
-SIF_MAGIC = b"SIF_MAGIC\0"
-_HEADER = struct.Struct("<32s10s3s3s16s8q")  # launch, magic, version, arch, id, created..data size
-_DESCRIPTOR = struct.Struct("<i?IIIqqqqqqq128s384s")  # type, used, ids, offset, size, ... name, extra
-DATA_PARTITION = 0x4004
-FS_SQUASH, PART_PRIMARY_SYSTEM = 1, 2
-
-
-def sif_root_partition(head: bytes) -> tuple[int, int]:
-    """(offset, size) of the SIF's primary system partition (the root file system) from the start of
-    the file (the header and its descriptors; sif.go's layout, little-endian and packed)."""
-    if len(head) < _HEADER.size or head[32:42] != SIF_MAGIC:
-        raise ValueError("not a SIF file (no SIF_MAGIC at byte 32)")
-    fields = _HEADER.unpack_from(head)
-    total, offset = fields[8], fields[9]
-    for i in range(total):
-        start = offset + i * _DESCRIPTOR.size
-        if start + _DESCRIPTOR.size > len(head):
-            raise ValueError("the SIF's descriptors run past what was read")
-        d = _DESCRIPTOR.unpack_from(head, start)
-        used, kind, extra = d[1], d[0], d[13]
-        fstype, parttype = struct.unpack_from("<ii", extra)
-        if used and kind == DATA_PARTITION and parttype == PART_PRIMARY_SYSTEM:
-            if fstype != FS_SQUASH:
-                raise ValueError(f"the SIF's root file system is not squashfs (type {fstype})")
-            return d[5], d[6]
-    raise ValueError("the SIF has no primary system partition")
-
-
 # ---- reading each side ----
 
 def image_manifest(image: str) -> Manifest:
@@ -299,7 +269,7 @@ def image_manifest(image: str) -> Manifest:
 
 def sif_manifest(sif: Path) -> Manifest:
     with sif.open("rb") as f:
-        offset, _ = sif_root_partition(f.read(1 << 16))
+        offset, _ = sif_format.root_partition(f.read(sif_format.HEAD))
     return from_squashfs(str(sif), offset)
 
 

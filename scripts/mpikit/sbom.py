@@ -10,7 +10,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from . import docker, reproduce
+from . import docker
+from . import sif as sif_format
 from .config import SBOM_LABEL, SBOM_PATH
 from .ui import RunError, UsageError
 
@@ -38,9 +39,9 @@ def from_sif(sif: Path) -> bytes:
     from PySquashfsImage import SquashFsImage
 
     with sif.open("rb") as f:
-        head = f.read(1 << 16)
+        head = f.read(sif_format.HEAD)
     try:
-        offset, _ = reproduce.sif_root_partition(head)
+        offset, _ = sif_format.root_partition(head)
     except ValueError as exc:
         raise UsageError(f"{sif}: {exc}") from None
     with SquashFsImage.from_file(str(sif), offset=offset) as image:

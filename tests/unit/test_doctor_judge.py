@@ -114,13 +114,6 @@ def test_fit() -> None:
     assert levels(judge.fit(["pmix"], ["pmix_v5"], trixie, "pmi9"))[0] == "PROBLEM"
 
 
-def test_sif_age() -> None:
-    assert judge.sif_age("a.sif", None, {}).level == "info"
-    assert judge.sif_age("a.sif", 10.0, {"Apptainer.def": 5.0}).level == "ok"
-    stale = judge.sif_age("a.sif", 10.0, {"Apptainer.def": 20.0, "versions.env": 1.0})
-    assert stale.level == "PROBLEM" and "(Apptainer.def changed since)" in stale.text
-
-
 def test_which_runtime_a_launch_line_is() -> None:
     assert judge.launch_runtime(["srun", "-n", "2", "apptainer", "exec", "x.sif"]) == "srun"
     assert judge.launch_runtime(["/usr/bin/docker", "run", "img"]) == "docker"

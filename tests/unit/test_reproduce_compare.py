@@ -10,7 +10,7 @@ import struct
 import tarfile
 
 import pytest
-from mpikit import reproduce
+from mpikit import reproduce, sif
 from mpikit.config import SBOM_PATH
 
 
@@ -105,7 +105,7 @@ def sif_head(partitions: list[tuple[int, int, int, int]]) -> bytes:
 
 def test_the_root_partition_is_found_in_the_header() -> None:
     head = sif_head([(0x4001, 0, 5000, 10), (0x4004, 2, 45056, 182382592)])
-    assert reproduce.sif_root_partition(head) == (45056, 182382592)
+    assert sif.root_partition(head) == (45056, 182382592)
 
 
 @pytest.mark.parametrize("head, said", [
@@ -114,7 +114,7 @@ def test_the_root_partition_is_found_in_the_header() -> None:
 ])
 def test_what_is_not_a_sif_with_a_root_is_said(head: bytes, said: str) -> None:
     with pytest.raises(ValueError, match=said):
-        reproduce.sif_root_partition(head)
+        sif.root_partition(head)
 
 
 def test_the_build_date_label_is_written_as_apptainer_writes_it() -> None:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from .. import bind, cluster, config, docker, platforms, runtimes, slurm, venv
+from .. import bind, cluster, config, docker, platforms, prepare, provenance, runtimes, slurm, venv
 from ..choose import Choice
 from ..config import MPI_PROGRAMS, ROOT
 from ..knobs import Settings
@@ -138,13 +138,19 @@ def oversubscription(runtime: str) -> Finding:
     return judge.busy_polling(runtime, tasks, cpus, os.environ.get("SLURM_OVERCOMMIT") == "1")
 
 
-def sif_finding(sif) -> Finding:
-    inputs = [ROOT / name for name in ("Apptainer.def", *config.BUILD_INPUTS)]
-    mtimes = {}
-    for path in inputs:
-        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-        mtimes[path.relative_to(ROOT).as_posix()] = max(p.stat().st_mtime for p in files)
-    return judge.sif_age(str(sif), sif.stat().st_mtime if sif.is_file() else None, mtimes)
+def build_finding(settings, runtime: str) -> Finding:
+    """Is the image (docker) or SIF (apptainer, srun, cluster) the run would use this checkout's build?"""
+    if runtime == "docker":
+        named, what, line = not settings.image_is_default, f"image {settings.image}", prepare.image_build_line(settings)
+        verdict = (provenance.image_verdict(settings.image, settings.base, settings.platform)
+                   if docker.image_exists(settings.image) else None)
+    else:
+        named, what, line = not settings.sif_is_default, str(settings.sif), prepare.sif_build_line(settings)
+        verdict = (provenance.sif_verdict(settings.sif, settings.base, settings.platform)
+                   if settings.sif.is_file() else None)
+    replaced = not named and settings.verify_key is None
+    why_kept = prepare.kept_because(settings, verdict, named) if verdict is not None else ""
+    return judge.build(what, verdict, replaced, line, why_kept)
 
 
 def diagnose_launch(launch: list[str]) -> int:
@@ -202,14 +208,10 @@ def diagnose(settings: Settings, choice: Choice) -> int:
             report.add(judge.problem(problem))
             ready = False
     if runtime == "docker":
+        report.add(build_finding(settings, runtime))
         ready = docker.image_exists(settings.image)
-        platform = "" if settings.platform == host else f" PLATFORM={settings.platform}"
-        report.add(judge.ok(f"image {settings.image} exists") if ready else
-                   judge.info(f"image {settings.image} not built yet: make image{platform} (make run-* builds it "
-                              "on first use)"))
     elif runtime in ("apptainer", "srun", "cluster"):
-        finding = sif_finding(settings.sif)
-        report.add(finding)
+        report.add(build_finding(settings, runtime))
         ready = settings.sif.is_file()
     plan = None
     if ready and settings.host_mpi:

@@ -325,14 +325,19 @@ def bind_ranks(probes: list[dict], prefix: str, host_lib: str, family: str | Non
     return found
 
 
-def sif_age(sif: str, sif_mtime: float | None, input_mtimes: dict[str, float]) -> Finding:
-    if sif_mtime is None:
-        return info(f"{sif} not built yet: make sif (make run-* with RUNTIME=apptainer builds it)")
-    newer = [name for name, mtime in input_mtimes.items() if mtime > sif_mtime]
-    if newer:
-        return problem(f"{sif} is older than its recipe ({', '.join(newer)} changed since)",
-                       f"rebuild it: make sif SIF={sif}")
-    return ok(f"{sif} is newer than its recipe")
+def build(what: str, verdict, replaced: bool, build_line: str, why_kept: str) -> Finding:
+    """An image's or SIF's provenance (mpikit.provenance's verdict, or None when it is not built yet):
+    `replaced`, the run would rebuild it when stale (the default one, no VERIFY_KEY); `why_kept`, why
+    one that is not the checkout's runs as it is."""
+    if verdict is None:
+        return info(f"{what} not built yet: {build_line} (make run-* builds it on first use)")
+    if verdict.state == "current":
+        return ok(f"{what} was built from this checkout's inputs")
+    if verdict.state == "stale" and replaced:
+        return problem(f"{what} is stale ({verdict.why})",
+                       f"rebuild it: {build_line} (make run-* rebuilds it first)")
+    return info(f"{what} is not this checkout's build ({verdict.why}); it runs as it is ({why_kept}); "
+                f"this checkout's build: {build_line}")
 
 
 def launch_runtime(argv: list[str]) -> str:
