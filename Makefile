@@ -12,7 +12,7 @@ EXAMPLES := $(shell $(KIT) examples | cut -f1)
 .DEFAULT_GOAL := help
 .PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image keypair sign verify sif sbom reproduce \
 	reproduce-sif twin pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
-	test-fast lint lock venv clean $(addprefix run-,$(EXAMPLES))
+	test-fast lint lock venv clean shell $(addprefix run-,$(EXAMPLES))
 
 # Known examples get a static pattern rule (phony targets skip implicit rules);
 # run-% catches any other name so the kit can say which names exist.
@@ -42,6 +42,9 @@ line: ## print the full line make run would run for SCRIPT (environment included
 
 sbatch: ## print a batch script that runs SCRIPT with the kit's srun line: make sbatch SCRIPT=x.py NP=8 > x.sbatch
 	@$(KIT) sbatch
+
+shell: ## a shell in the image (RUNTIME=docker or apptainer; REQUIREMENTS honoured), as make run sees it; COMMAND='...' runs one command instead
+	@$(KIT) shell
 
 smoke: ## run every example under RUNTIME and check its output
 	@$(KIT) smoke
@@ -119,7 +122,7 @@ lint: venv ## ruff, shellcheck and hadolint
 	@.venv/bin/python -m pytest tests/integration/test_lint.py $(PYTEST_ARGS)
 
 lock: venv ## refresh the hashes in requirements/*.txt after editing requirements/*.in
-	@cd requirements && for f in image native build build-abi sbom dev site; do \
+	@cd requirements && for f in image native build build-abi sbom dev site env-build; do \
 	  echo "locking requirements/$$f.txt"; \
 	  ../.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
 	    --no-emit-index-url --no-emit-find-links -o $$f.txt $$f.in || exit 1; done

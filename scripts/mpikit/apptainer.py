@@ -298,13 +298,18 @@ def cache_entry(base: str, platform: str) -> Path:
     return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-{digest}.sif"
 
 
-def image_cache_entry(base: str, platform: str, image_id: str) -> Path:
-    """Where the SIF made from the image `image_id` is cached: named by base, arch, "image" and the digest
-    of the image's ID, the recipe its run-time sections come from, the platform and the Apptainer."""
+def image_cache_entry(base: str, platform: str, image_id: str, kind: str = "image") -> Path:
+    """Where the SIF made from the image `image_id` is cached: named by base, arch, `kind` ("image", the kit's;
+    "env", a user's environment) and the digest of the image's ID, the recipe its run-time sections come from,
+    the platform and the Apptainer."""
     host = host_apptainer()
     items = [f"image={image_id}", f"platform={platform}", f"apptainer={host or docker.image_id(helper_image())}",
              f"SOURCE_DATE_EPOCH={config.source_date_epoch()}"]
-    return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-image-{config.inputs_digest('Apptainer.def', items)}.sif"
+    digest = config.inputs_digest("Apptainer.def", items)
+    return CACHE / "sif" / f"{base}-{platforms.arch(platform)}-{kind}-{digest}.sif"
+
+
+ENV_SIFS_KEPT = 3  # users' environments' SIFs cached per base and platform: the newest
 
 
 def stale_cache_entries(folder: Path, base: str, arch: str, source: str = "recipe") -> list[Path]:
@@ -313,6 +318,9 @@ def stale_cache_entries(folder: Path, base: str, arch: str, source: str = "recip
     The cache keeps one of each source, so the twin test finds both."""
     if source == "image":
         return sorted(folder.glob(f"{base}-{arch}-image-*.sif"))
+    if source == "env":  # several environments in use at once: all but the newest few
+        found = sorted(folder.glob(f"{base}-{arch}-env-*.sif"), key=lambda p: p.stat().st_mtime, reverse=True)
+        return sorted(found[ENV_SIFS_KEPT - 1:])
     return sorted(p for p in folder.glob(f"{base}-*.sif")
                   if re.fullmatch(rf"{base}-{arch}-[0-9a-f]{{16}}\.sif", p.name)
                   or re.fullmatch(rf"{base}-[0-9a-f]{{16}}\.sif", p.name))
@@ -359,20 +367,27 @@ def build_sif(base: str, sif: Path, ca_cert: str | None, platform: str | None = 
                 (stage / leftover).unlink(missing_ok=True)
 
 
-def build_sif_from_image(base: str, sif: Path, ca_cert: str | None, platform: str) -> None:
+def build_sif_from_image(base: str, sif: Path, ca_cert: str | None, platform: str, image: str | None = None
+                         ) -> None:
     """make sif SIF_FROM=image: the kit's image for `base` and `platform` (built first, as make image builds
     it: nothing when it is up to date) saved, unpacked and squashed under Apptainer.def's run-time sections.
     Only %test runs (under qemu for another platform): a minute or two, where Apptainer.def runs every stage
-    again (about half an hour for arm64, most of it emulated)."""
+    again (about half an hour for arm64, most of it emulated). `image`: another image, built already (a
+    user's environment on the kit's: REQUIREMENTS), made into `sif` the same way and cached apart (the
+    newest ENV_SIFS_KEPT per base and platform)."""
     docker.require_engine("make sif SIF_FROM=image (the SIF made from the kit's Docker image)")
     docker.ensure_emulation(platform)  # %test runs the image's own binaries
-    image = platforms.image_tag(config.image_name(), base, platform)
-    docker.build_image(base, image, ca_cert, platform=platform)
+    derived = image is not None
+    if image is None:
+        image = platforms.image_tag(config.image_name(), base, platform)
+        docker.build_image(base, image, ca_cert, platform=platform)
     if not host_apptainer():
         ensure_helper()
     image_id = docker.image_id(image) or image
-    cached, arch = image_cache_entry(base, platform, image_id), platforms.arch(platform)
-    stage = STAGE / f"{base}-{arch}-image"  # its own: a recipe build of the same base may run beside it
+    kind = "env" if derived else "image"
+    cached, arch = image_cache_entry(base, platform, image_id, kind), platforms.arch(platform)
+    # Its own: a recipe build of the same base, or the kit's own SIF, may run beside it.
+    stage = STAGE / f"{base}-{arch}-{kind}"
     stage.mkdir(parents=True, exist_ok=True)
     for folder in (STAGE, stage):
         folder.chmod(0o777)  # the unprivileged builder writes here
@@ -393,9 +408,10 @@ def build_sif_from_image(base: str, sif: Path, ca_cert: str | None, platform: st
                    took="a minute or two")
             _check_arch(stage / "mpi.sif", arch)
             cached.parent.mkdir(parents=True, exist_ok=True)
-            for old in stale_cache_entries(cached.parent, base, arch, "image"):
+            for old in stale_cache_entries(cached.parent, base, arch, kind):
                 old.unlink()
             shutil.copyfile(stage / "mpi.sif", cached)
+            sif.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(stage / "mpi.sif", sif)
             say(f"built {sif} from {image} ({sif.stat().st_size / 1e6:.0f} MB, {arch}; %test passed at the end of "
                 f"the build; cached as {cached})")
@@ -497,5 +513,7 @@ def _reuse(cached: Path, sif: Path, stage: Path) -> None:
         cached.unlink(missing_ok=True)
         raise RunError(f"the cached SIF failed its %test ({(proc.stdout + proc.stderr).strip()[-300:]}); "
                        f"it was dropped from the cache; rerun: make sif SIF={sif}")
+    os.utime(cached)  # used now: the cache keeps the newest environments' SIFs
+    sif.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(staged, sif)
     say(f"%test passed; wrote {sif} ({sif.stat().st_size / 1e6:.0f} MB)")

@@ -28,6 +28,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "run": Command(commands.run, "run an example (positional name) or SCRIPT under a runtime"),
     "smoke": Command(commands.smoke, "run every example and check its output"),
+    "shell": Command(commands.shell, "a shell in the image (RUNTIME=docker or apptainer), as make run's ranks see "
+                     "it; COMMAND= runs one command instead"),
     "line": Command(commands.line, "print the line make run would run (environment included), running nothing"),
     "sbatch": Command(commands.sbatch_script, "print a batch script around the kit's srun line"),
     "doctor": Command(commands.doctor, "check the host and the image; explain problems and fixes"),

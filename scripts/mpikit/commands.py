@@ -70,6 +70,24 @@ def smoke(settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def shell(settings: Settings) -> int:
+    """make shell: an interactive shell in the image (RUNTIME=docker or apptainer), as make run's ranks see it:
+    the same mounts, user and environment, REQUIREMENTS honoured; COMMAND= runs one command instead."""
+    if settings.runtime not in ("auto", "docker", "apptainer"):
+        raise UsageError(f"make shell opens a shell in the image on this machine: RUNTIME=docker or apptainer, not "
+                         f"{settings.runtime}")
+    interactive = settings.shell_command is None
+    if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("make shell needs a terminal (standard input is not one); run one command instead: "
+                         "make shell COMMAND='python -c \"import numpy; print(numpy.__version__)\"'")
+    ready = prepare.prepare(settings)
+    if ready.runtime not in ("docker", "apptainer"):
+        raise UsageError(f"make shell needs Docker or Apptainer here; RUNTIME=auto chose {ready.runtime}")
+    started = runtimes.shell_launch(ready.runtime, settings.image, settings.sif, settings.shell_command, interactive)
+    say("+ " + started.line())
+    return subprocess.run(started.argv, env={**os.environ, **started.added}).returncode
+
+
 def pasteable(settings: Settings) -> tuple[prepare.Prepared, runtimes.Job, runtimes.Launch]:
     """The run make run would start, for make line and make sbatch: nothing is built or run. On the test
     cluster, the srun line as typed on its login node (make cluster-shell), not the docker exec around it."""
@@ -239,11 +257,19 @@ def bench_curve(settings: Settings) -> int:
 
 def image(settings: Settings) -> int:
     docker.build_image(settings.base, settings.image, settings.ca_cert, platform=settings.platform)
+    if settings.requirements is not None:  # and the user's environment on it
+        prepare.environment_names(settings, "docker")
+        prepare.ensure_environment(settings, "docker")
     return 0
 
 
 def sif(settings: Settings) -> int:
     venv.reexec_inside()
+    if settings.requirements is not None:  # the user's environment's SIF, made from its image
+        prepare.environment_names(settings, "apptainer")
+        prepare.ensure_environment(settings, "apptainer")
+        say(f"environment SIF: {settings.sif} (make line and make sbatch name it)")
+        return 0
     apptainer.build_sif(settings.base, settings.sif, settings.ca_cert, settings.platform, settings.sif_from)
     return 0
 

@@ -18,12 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import apptainer, config, launch, platforms
+from . import apptainer, config, environment, launch, platforms
 from .config import EXAMPLES
 from .ui import UsageError
 
 RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
-RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan", "line", "sbatch")
+RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan", "line", "sbatch", "shell")
 # make line and make sbatch describe the run make run would start: they read what it reads.
 LIKE_RUN = ("run", "line", "sbatch")
 BENCH_COMMANDS = ("bench", "bench-curve", "bench-build")
@@ -338,6 +338,9 @@ class Settings:
     futures: bool = False  # ranks run python -m mpi4py.futures
     ca_cert: str | None = None
     pytest_args: list[str] = field(default_factory=list)
+    requirements: environment.Requirements | None = None  # REQUIREMENTS: the user's packages, read and judged
+    kit_image: str = ""  # with REQUIREMENTS, the kit's image the user's environment is built on
+    shell_command: str | None = None  # make shell COMMAND=...
 
 
 def _apply_platform(s: Settings, value: str) -> None:
@@ -351,6 +354,29 @@ def _apply_image(s: Settings, value: str) -> None:
 
 def _apply_sif(s: Settings, value: str) -> None:
     s.sif, s.sif_is_default = parse_sif(value, s.cwd, s.platform), not value
+
+
+# Commands that do not take REQUIREMENTS yet: refused in one line rather than silently about the kit's image.
+UNDERIVED = ("sbom", "sign", "verify", "reproduce", "reproduce-sif", "twin", "doctor", "bind-plan", "batch",
+             *BENCH_COMMANDS)
+
+
+def _apply_requirements(s: Settings, value: str) -> None:
+    if not value:
+        return
+    if s.command in UNDERIVED:
+        target = {"batch": "cluster-batch"}.get(s.command, s.command)
+        raise UsageError(f"make {target} does not take REQUIREMENTS yet: it works on the kit's own image; "
+                         f"run yours with make run REQUIREMENTS={value}")
+    for knob in ("IMAGE", "SIF", "HOST_MPI"):
+        if s.raw.get(knob):
+            why = ("the bind model's check of which MPI your compiled packages link is not built yet"
+                   if knob == "HOST_MPI" else "the environment's image and SIF are named by their content")
+            raise UsageError(f"REQUIREMENTS and {knob}= together are not taken: {why}; drop {knob}=")
+    if not platforms.is_host(s.platform):
+        raise UsageError(f"REQUIREMENTS with PLATFORM={s.platform} is not built: a package with compiled code would "
+                         "be compiled under emulation for an hour; build your environment on the host's platform")
+    s.requirements = environment.read(value, s.cwd)
 
 
 def _apply_script(s: Settings, value: str) -> None:
@@ -372,7 +398,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("NP", "4", "number of MPI ranks", (*RUN_COMMANDS, "bench"),
          apply=lambda s, v: setattr(s, 'np', parse_np(v))),
     Knob("RUNTIME", "auto", "auto | native | docker | apptainer | srun | cluster (auto: srun in an "
-         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor", "bind-plan", "line", "sbatch", "sbom"),
+         "allocation, apptainer, docker, native)", ("run", "smoke", "doctor", "bind-plan", "line", "sbatch", "sbom",
+                                                   "shell"),
          apply=lambda s, v: setattr(s, 'runtime', parse_runtime(v))),
     Knob("BASE", config.default_base(), "Debian base of the image: "
          + " | ".join(config.supported_bases()), (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom"),
@@ -448,6 +475,13 @@ KNOBS: tuple[Knob, ...] = (
     Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
          (*RUN_COMMANDS, "bench", "bench-build", *BUILD_COMMANDS),
          apply=lambda s, v: setattr(s, 'ca_cert', parse_ca_cert(v))),
+    Knob("REQUIREMENTS", "", "your own packages: a pip requirements file under the current folder (names, "
+         "versions, --hash, ./local packages); runs use an image and SIF with them built on the kit's, MPI-linked "
+         "packages compiled against its Open MPI; docs/environment.md",
+         (*LIKE_RUN, "smoke", "shell", "image", "sif", *UNDERIVED), apply=lambda s, v: _apply_requirements(s, v)),
+    Knob("COMMAND", "", "make shell without a terminal (CI, no standard input): the command to run in the image "
+         "instead (bash -c), with the same mounts, user and environment as make run",
+         ("shell",), apply=lambda s, v: setattr(s, 'shell_command', v or None)),
     Knob("PYTEST_ARGS", "", "extra pytest arguments for make test and make test-fast", ("test", "test-fast"),
          apply=lambda s, v: setattr(s, 'pytest_args', parse_args(v, 'PYTEST_ARGS'))),
 )

@@ -50,9 +50,9 @@ def mpiexec(np: int, command: Sequence[str], *, oversubscribe: bool = True) -> l
 
 def docker_run(image: str, command: Sequence[str], *, workdir: str | None = None, mount: str | None = None,
                client: str = "docker", name: str | None = None, init: bool = False,
-               user: str | None = None, env: Sequence[str] = ()) -> list[str]:
+               user: str | None = None, env: Sequence[str] = (), interactive: bool = False) -> list[str]:
     """docker run --rm with the settings ranks need (/dev/shm, CMA); `mount` is bound at `workdir`."""
-    argv = [client, "run", "--rm"]
+    argv = [client, "run", "--rm", *(["-it"] if interactive else [])]
     if init:  # an init reaps and forwards signals: Ctrl-C and TIMEOUT stop every rank
         argv.append("--init")
     if name:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import apptainer, bind, choose, cluster, docker, platforms, provenance, runtimes, slurm, venv
+from . import apptainer, bind, choose, cluster, docker, environment, platforms, provenance, runtimes, slurm, venv
 from .config import ROOT
 from .knobs import Settings
 from .ui import UsageError, say
@@ -80,6 +80,15 @@ def ensure_sif(settings: Settings) -> None:
 def note_stale(settings: Settings, runtime: str) -> None:
     """make line and sbatch build nothing: a stale or foreign image or SIF gets one line (on stderr) with
     the command that builds the checkout's."""
+    if settings.requirements is not None:  # the environment's names are its content's: built, or not yet
+        shown = settings.raw.get("REQUIREMENTS")
+        if runtime == "docker" and not docker.image_exists(settings.image):
+            say(f"note: the environment's image {settings.image} is not built yet; make run builds it first, or "
+                f"now: make image REQUIREMENTS={shown}")
+        elif runtime != "docker" and not settings.sif.is_file():
+            say(f"note: the environment's SIF {settings.sif} is not built yet; make run builds it first, or now: "
+                f"make sif REQUIREMENTS={shown}")
+        return
     if runtime == "docker" and docker.image_exists(settings.image):
         verdict, what, build = (provenance.image_verdict(settings.image, settings.base, settings.platform),
                                 f"image {settings.image}", image_build_line(settings))
@@ -105,10 +114,49 @@ def require_shared(settings: Settings, paths: dict[str, Path]) -> None:
             raise UsageError(f"{knob}={path} is outside {ROOT}, the cluster's /shared")
 
 
+def environment_names(settings: Settings, runtime: str) -> None:
+    """REQUIREMENTS: the run's image and SIF are the user's environment's, named by its content."""
+    reqs = settings.requirements
+    assert reqs is not None
+    if runtime == "native":
+        raise UsageError("REQUIREMENTS builds your packages into the kit's image; RUNTIME=native runs the kit's "
+                         "own venv, rebuilt from its locks: run in a container (RUNTIME=docker, apptainer, srun or "
+                         "cluster), or install them into an environment of your own (python -m pip, with -r "
+                         f"{settings.raw.get('REQUIREMENTS')})")
+    digest = environment.digest(reqs, settings.base, settings.platform, settings.cwd)
+    settings.kit_image = settings.image
+    settings.image = environment.image_name(digest, settings.base, settings.platform)
+    settings.sif = environment.sif_path(digest, settings.base, settings.platform)
+
+
+def ensure_environment(settings: Settings, runtime: str) -> None:
+    """The user's environment on the kit's image: the kit's image first (rebuilt when stale), then the derived
+    image (named by its content: built once), then for Apptainer's runtimes its SIF, made from that image."""
+    reqs = settings.requirements
+    assert reqs is not None
+    shown = settings.raw.get("REQUIREMENTS")
+    docker.require_engine(f"REQUIREMENTS={shown} (the environment is built as a Docker image on the kit's, "
+                          "then made into a SIF)")
+    derived, settings.image = settings.image, settings.kit_image
+    ensure_image(settings)
+    built = environment.build_image(reqs, settings.image, settings.base, settings.platform, settings.ca_cert,
+                                    settings.cwd)
+    assert built == derived, (built, derived)
+    settings.image = derived
+    if runtime in ("apptainer", "srun", "cluster") and not settings.sif.is_file():
+        venv.reexec_inside()  # spython, in the kit's venv; this command continues there
+        say(f"{settings.sif} not found: making it from {settings.image} (make sif REQUIREMENTS={shown})")
+        apptainer.build_sif_from_image(settings.base, settings.sif, settings.ca_cert, settings.platform,
+                                       image=settings.image)
+
+
 def ready(settings: Settings, runtime: str) -> None:
     """Build or start what `runtime` needs: the test cluster, the image, the SIF, the native venv."""
     if runtime == "cluster":
         cluster.require_up()
+    if settings.requirements is not None:
+        ensure_environment(settings, runtime)
+        return
     if runtime == "native":
         venv.ensure(venv.NATIVE)
     if runtime == "docker":
@@ -173,6 +221,8 @@ def prepare(settings: Settings, *, build: bool = True) -> Prepared:
     describe, so they build nothing)."""
     choice = choose_runtime(settings)
     bind.check_runtime(settings.host_mpi, choice.runtime)
+    if settings.requirements is not None:
+        environment_names(settings, choice.runtime)
     if choice.runtime == "cluster":
         require_shared(settings, {"SIF": settings.sif, **({"SCRIPT": settings.script} if settings.script else {}),
                                   **({"VERIFY_KEY": settings.verify_key} if settings.verify_key else {})})

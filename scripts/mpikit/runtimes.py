@@ -147,6 +147,19 @@ def docker_launch(job: Job, paste: bool = False) -> Launch:
     return Launch(argv, cleanup=[[client, "rm", "-f", name]], live_ranks=lambda _: procs.ranks_from(scan))
 
 
+def shell_launch(runtime: str, image: str, sif: Path, command: str | None, interactive: bool) -> Launch:
+    """make shell: bash in the image, with make run's mount (the current folder at /work), user and
+    environment; `command`: bash -c COMMAND instead of an interactive shell."""
+    bash = ["bash", "-c", command] if command else ["bash"]
+    if runtime == "docker":
+        user, env = docker_env(os.geteuid(), os.getuid(), os.getgid(), dict(os.environ))
+        return Launch(launch.docker_run(image, bash, workdir="/work", mount=str(Path.cwd()), client=docker.command(),
+                                        init=True, user=user, env=env, interactive=interactive))
+    fixes = {**root_fixes(os.geteuid()), **one_node_fixes(dict(os.environ), "linux")}
+    container = launch.Apptainer(str(sif), command=host_apptainer() or "apptainer", env=tuple(fixes.items()))
+    return Launch(container.run(bash))
+
+
 def apptainer_launch(job: Job) -> Launch:
     """One node, the launcher inside the image: apptainer exec --env ... SIF mpiexec ..."""
     assert job.sif is not None

@@ -60,6 +60,19 @@ CASES = [
     (["verify", "VERIFY_KEY=README.md"], "is not PEM"),
     (["sbom", "RUNTIME=apptainer", "SIF=examples/no-such.sif"], "examples/no-such.sif: build it first (make sif)"),
     (["run-rank", "VERIFY_KEY=/no/such/key.pub"], "is not a readable public key"),
+    # REQUIREMENTS (tests/envs/): what would break the image's MPI, refused before anything is built.
+    (["run-rank", "RUNTIME=docker", "REQUIREMENTS=tests/envs/mpich.txt"], "line 2: mpich brings an MPI of its own"),
+    (["image", "REQUIREMENTS=tests/envs/mpi4py.txt"], "mpi4py: the image's mpi4py"),
+    (["sif", "REQUIREMENTS=tests/envs/old-numpy.txt"], "numpy==2.2.6 conflicts with the image's numpy"),
+    (["run-rank", "REQUIREMENTS=tests/envs/environment.yml"], "is a conda environment, which brings its own MPI"),
+    (["run-rank", "REQUIREMENTS=tests/envs/no-such.txt"], "REQUIREMENTS=tests/envs/no-such.txt: no such file"),
+    (["run-rank", "REQUIREMENTS=../requirements.txt"], "is outside the current folder"),
+    (["run-rank", "RUNTIME=native", "REQUIREMENTS=tests/envs/science.txt"], "RUNTIME=native runs the kit's own"),
+    (["sbom", "REQUIREMENTS=tests/envs/science.txt"], "make sbom does not take REQUIREMENTS yet"),
+    (["run-rank", "RUNTIME=docker", "IMAGE=mpi4py-kit:trixie", "REQUIREMENTS=tests/envs/science.txt"],
+     "REQUIREMENTS and IMAGE= together are not taken"),
+    (["shell", "RUNTIME=docker"], "make shell needs a terminal (standard input is not one)"),
+    (["shell", "RUNTIME=srun", "COMMAND=true"], "make shell opens a shell in the image on this machine"),
 ]
 
 

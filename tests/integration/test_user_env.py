@@ -1,0 +1,143 @@
+"""REQUIREMENTS=file (issue 30), as users run it: a requirements file with scipy, pandas and a local package whose
+C extension calls MPI (compiled with the image's mpicc) gives a derived image, built on the kit's without
+rebuilding it, that runs under Docker and, as a SIF, across the test cluster's two nodes; h5py is built
+parallel and 4 ranks on 2 nodes write one file collectively; a second MPI that arrives as a dependency is
+refused when the build resolves the file, with nothing tagged."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from conftest import ROOT, explain, make
+from mpikit import config, docker, environment, knobs
+
+SCIENCE = "tests/envs/science.txt"
+SCRIPT = "tests/scripts/uses_environment.py"
+
+
+def derived_names(requirements: str) -> tuple[str, str]:
+    """The image and SIF the kit names for `requirements` (the same functions make run calls)."""
+    base, platform = config.default_base(), knobs.parse_platform("")
+    reqs = environment.read(requirements, ROOT)
+    digest = environment.digest(reqs, base, platform, ROOT)
+    return (environment.image_name(digest, base, platform),
+            str(environment.sif_path(digest, base, platform).relative_to(ROOT)))
+
+
+def assert_ran(proc: subprocess.CompletedProcess, np: int, command: str, hosts: int = 1) -> None:
+    out = proc.stdout + proc.stderr
+    ranks = sorted(int(r) for r in re.findall(r"^rank: (\d+) of (?:\d+) on ", proc.stdout, re.M))
+    assert proc.returncode == 0 and ranks == list(range(np)), explain(proc, command)
+    assert f"check passed: {np} ranks imported scipy and pandas" in proc.stdout, explain(proc, command)
+    assert "Traceback" not in out, explain(proc, command)
+    seen = re.search(r"\(hosts: ([^)]*)\)", proc.stdout)
+    assert seen and len(seen.group(1).split(", ")) == hosts, explain(proc, command)
+
+
+@pytest.fixture(scope="module")
+def science(docker_image: str) -> str:
+    """The derived image for tests/envs/science.txt, built once (make image REQUIREMENTS=...), on the kit's."""
+    image, _ = derived_names(SCIENCE)
+    before = docker.image_id(docker_image)
+    proc = make("image", f"REQUIREMENTS={SCIENCE}", timeout=1800)
+    command = f"make image REQUIREMENTS={SCIENCE}"
+    assert proc.returncode == 0 and docker.image_exists(image), explain(proc, command)
+    assert docker.image_id(docker_image) == before, "the kit's own image was rebuilt"
+    return image
+
+
+def test_the_environment_runs_under_docker(science: str) -> None:
+    command = f"make run SCRIPT={SCRIPT} NP=2 RUNTIME=docker REQUIREMENTS={SCIENCE}"
+    proc = make("run", f"SCRIPT={SCRIPT}", "NP=2", "RUNTIME=docker", f"REQUIREMENTS={SCIENCE}", timeout=300)
+    assert_ran(proc, 2, command)
+    assert f"environment: {science} ({SCIENCE}, on " in proc.stderr and "is built already" in proc.stderr, \
+        explain(proc, command)
+    # The kit's mpi4py and numpy are the ones imported, from the kit's own venv.
+    probe = ("import mpi4py, numpy, scipy; print(mpi4py.__file__, mpi4py.__version__, numpy.__version__, "
+             "scipy.__file__)")
+    seen = subprocess.run([docker.command(), "run", "--rm", science, "python", "-c", probe], capture_output=True,
+                          text=True, timeout=120)
+    pins = config.python_pins()
+    assert seen.stdout.split()[1:3] == [pins["mpi4py"], pins["numpy"]], explain(seen, f"docker run {science}")
+    assert seen.stdout.startswith("/opt/venv/lib/") and " /opt/venv/lib/" in seen.stdout, explain(seen, "probe")
+
+
+def test_make_shell_runs_a_command_in_the_environment(science: str) -> None:
+    """Without a terminal, make shell runs COMMAND in the image as make run's ranks see it (/work mounted)."""
+    command = "python -c 'import scipy, os; print(scipy.__version__, os.getcwd())'"
+    proc = make("shell", "RUNTIME=docker", f"REQUIREMENTS={SCIENCE}", f"COMMAND={command}", timeout=300)
+    shown = f"make shell RUNTIME=docker REQUIREMENTS={SCIENCE} COMMAND=\"{command}\""
+    assert proc.returncode == 0 and re.fullmatch(r"\d+\.\d+\.\d+ /work\n", proc.stdout), explain(proc, shown)
+    assert f" {science} bash -c " in proc.stderr, explain(proc, shown)
+
+
+def test_the_runtime_image_has_no_compiler_but_the_mpi_extension_is_linked_to_its_open_mpi(science: str) -> None:
+    script = ("for tool in gcc cc g++ c++; do command -v $tool && exit 1; done; "
+              "ldd $(python -c 'import mpirank._rank as m; print(m.__file__)') "
+              "| grep -Eq 'libmpi.so.40 => /(usr/)?lib/'")
+    proc = subprocess.run([docker.command(), "run", "--rm", science, "bash", "-c", script], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, explain(proc, f"docker run --rm {science} bash -c {script!r}")
+
+
+def test_the_environment_runs_across_the_clusters_nodes(science: str, cluster: str) -> None:
+    _, sif = derived_names(SCIENCE)
+    command = f"make run SCRIPT={SCRIPT} NP=4 RUNTIME=cluster REQUIREMENTS={SCIENCE}"
+    proc = make("run", f"SCRIPT={SCRIPT}", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={SCIENCE}", timeout=900)
+    assert_ran(proc, 4, command, hosts=2)
+    assert (ROOT / sif).is_file(), f"no {sif}" + explain(proc, command)
+    # make line names the environment's SIF, as make run used it.
+    line = make("line", f"SCRIPT={SCRIPT}", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={SCIENCE}", timeout=120)
+    assert line.returncode == 0 and sif in line.stdout, explain(line, command.replace("make run", "make line"))
+
+
+# ---- parallel h5py: built from its sdist against HDF5 with MPI, written collectively across nodes ----
+
+H5PY = "tests/envs/h5py.txt"
+H5PY_SCRIPT = "tests/scripts/h5py_collective.py"
+
+
+@pytest.fixture(scope="module")
+def h5py_env(docker_image: str) -> str:
+    image, _ = derived_names(H5PY)
+    proc = make("image", f"REQUIREMENTS={H5PY}", timeout=2400)
+    command = f"make image REQUIREMENTS={H5PY}"
+    assert proc.returncode == 0 and docker.image_exists(image), explain(proc, command)
+    return image
+
+
+def assert_written(proc: subprocess.CompletedProcess, np: int, command: str, hosts: int) -> None:
+    ranks = sorted(int(r) for r in re.findall(r"^rank: (\d+) of \d+ on \S+: wrote values", proc.stdout, re.M))
+    assert proc.returncode == 0 and ranks == list(range(np)), explain(proc, command)
+    done = re.search(r"^check passed: (\d+) ranks wrote one HDF5 file collectively .* \(hosts: ([^)]*)\)$",
+                     proc.stdout, re.M)
+    assert done and int(done.group(1)) == np and len(done.group(2).split(", ")) == hosts, explain(proc, command)
+    assert "Traceback" not in proc.stdout + proc.stderr, explain(proc, command)
+
+
+def test_parallel_h5py_writes_one_file_collectively_under_docker(h5py_env: str) -> None:
+    command = f"make run SCRIPT={H5PY_SCRIPT} NP=4 RUNTIME=docker REQUIREMENTS={H5PY} ARGS=1000"
+    proc = make("run", f"SCRIPT={H5PY_SCRIPT}", "NP=4", "RUNTIME=docker", f"REQUIREMENTS={H5PY}", "ARGS=1000",
+                timeout=300)
+    assert_written(proc, 4, command, hosts=1)
+
+
+def test_parallel_h5py_writes_one_file_collectively_across_the_clusters_nodes(h5py_env: str, cluster: str) -> None:
+    command = f"make run SCRIPT={H5PY_SCRIPT} NP=4 RUNTIME=cluster REQUIREMENTS={H5PY}"
+    proc = make("run", f"SCRIPT={H5PY_SCRIPT}", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={H5PY}", timeout=900)
+    assert_written(proc, 4, command, hosts=2)
+    assert "/scratch/" in proc.stdout, "not written on the cluster's shared scratch" + explain(proc, command)
+
+
+def test_a_second_mpi_brought_by_a_dependency_is_refused_and_nothing_is_tagged(docker_image: str) -> None:
+    requirements = "tests/envs/needs-mpich.txt"
+    image, _ = derived_names(requirements)
+    command = f"make image REQUIREMENTS={requirements}"
+    proc = make("image", f"REQUIREMENTS={requirements}", timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, explain(proc, command)
+    assert "error: REQUIREMENTS: mpich " in out and "brings an MPI of its own" in out, explain(proc, command)
+    assert "error: the environment's build failed" in out and "Traceback" not in out, explain(proc, command)
+    assert not docker.image_exists(image), f"{image} was tagged"

