@@ -51,14 +51,18 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     # compiled mpi4py again (17 minutes in a cold run).
     "reproduce": ("bench", (["reproduce"],)),
     "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
+    # The users' environments test_user_env.py runs (REQUIREMENTS): parallel h5py compiles for minutes.
+    "envs": ("image", (["image", "--requirements", "tests/envs/h5py.txt"],
+                       ["image", "--requirements", "tests/envs/science.txt"])),
 }
 # Fixtures whose tests need a background build, beside the tests marked for one.
 PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
 # What the background builds change while other tests run, which a test of "nothing changed" must leave out:
 # their files, the images they make and the Apptainer helper's containers.
-PREBUILD_PATHS = ("build/prebuild/", "build/sif/")
+PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/")
 PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie",
                    "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie")
+PREBUILD_IMAGE_PREFIXES = ("mpi4py-kit-env:",)  # the environments' images, named by their content
 
 
 class Prebuild:

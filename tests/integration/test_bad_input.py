@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import PREBUILD_IMAGES, PREBUILD_PATHS, ROOT, explain, leftovers, make
+from conftest import PREBUILD_IMAGE_PREFIXES, PREBUILD_IMAGES, PREBUILD_PATHS, ROOT, explain, leftovers, make
 from mpikit import docker
 from mpikit.ui import EXIT_MISSING, EXIT_USAGE
 
@@ -90,7 +90,8 @@ def snapshot() -> tuple[str, str]:
         for listing in (["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Image}}"],
                         ["images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"]):
             out = subprocess.run([client, *listing], capture_output=True, text=True).stdout
-            kept = [line for line in out.splitlines(keepends=True) if line.split()[-1] not in PREBUILD_IMAGES]
+            kept = [line for line in out.splitlines(keepends=True) if line.split()[-1] not in PREBUILD_IMAGES
+                    and not line.split()[-1].startswith(PREBUILD_IMAGE_PREFIXES)]
             state += "".join(sorted(kept))
     return tree, state
 

@@ -27,9 +27,11 @@ def in_clone(clone: Path, *args: str, timeout: int = 600) -> subprocess.Complete
 @pytest.fixture
 def clone_with_an_edit(tmp_path: Path, docker_image: str):
     """A clone of this checkout with one committed change to an example, as a `git pull` brings; the default
-    image tag is this checkout's build again afterwards (the clone's build moves it meanwhile), and make reproduce
-    (in the background) has compared that image before the tag moves."""
+    image tag is this checkout's build again afterwards (the clone's build moves it meanwhile). The background
+    builds that read that tag have ended first: make reproduce compares that image, and the users' environments
+    are built on it."""
     wait_for_prebuild("reproduce")
+    wait_for_prebuild("envs")
     before = docker.image_id(IMAGE)
     clone = tmp_path / "kit"
     git = ["git", "-c", "user.name=kit test", "-c", "user.email=test@example.invalid"]

@@ -10,11 +10,14 @@ import re
 import subprocess
 
 import pytest
-from conftest import ROOT, explain, make
+from conftest import ROOT, explain, make, wait_for_prebuild
 from mpikit import config, docker, environment, knobs
 
 SCIENCE = "tests/envs/science.txt"
 SCRIPT = "tests/scripts/uses_environment.py"
+# The environments are built in the background from the session's first image (conftest.PREBUILDS "envs"); each
+# fixture's own make image then finds its image built, or builds it in the open.
+pytestmark = pytest.mark.prebuilt("envs")
 
 
 def derived_names(requirements: str) -> tuple[str, str]:
@@ -39,6 +42,7 @@ def assert_ran(proc: subprocess.CompletedProcess, np: int, command: str, hosts: 
 @pytest.fixture(scope="module")
 def science(docker_image: str) -> str:
     """The derived image for tests/envs/science.txt, built once (make image REQUIREMENTS=...), on the kit's."""
+    wait_for_prebuild("envs")
     image, _ = derived_names(SCIENCE)
     before = docker.image_id(docker_image)
     proc = make("image", f"REQUIREMENTS={SCIENCE}", timeout=1800)
@@ -101,6 +105,7 @@ H5PY_SCRIPT = "tests/scripts/h5py_collective.py"
 
 @pytest.fixture(scope="module")
 def h5py_env(docker_image: str) -> str:
+    wait_for_prebuild("envs")
     image, _ = derived_names(H5PY)
     proc = make("image", f"REQUIREMENTS={H5PY}", timeout=2400)
     command = f"make image REQUIREMENTS={H5PY}"
