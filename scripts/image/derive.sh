@@ -11,6 +11,7 @@
 #   derive.sh finish    in the final stage: those Debian packages, if missing, pins checked again
 set -euo pipefail
 umask 022
+# The image's manifest exists only inside the image being derived, so shellcheck cannot follow it.
 # shellcheck source=/dev/null
 . /opt/mpi4py-kit/stack.env
 export DEBIAN_FRONTEND=noninteractive
