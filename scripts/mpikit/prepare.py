@@ -7,7 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import apptainer, bind, choose, cluster, docker, environment, platforms, provenance, runtimes, slurm, venv
+from . import (
+    apptainer,
+    bind,
+    choose,
+    cluster,
+    config,
+    docker,
+    environment,
+    platforms,
+    provenance,
+    runtimes,
+    slurm,
+    venv,
+)
 from .config import ROOT
 from .knobs import Settings
 from .ui import UsageError, say
@@ -124,7 +137,8 @@ def environment_names(settings: Settings, runtime: str) -> None:
                          "cluster), or install them into an environment of your own (python -m pip, with -r "
                          f"{settings.raw.get('REQUIREMENTS')})")
     digest = environment.digest(reqs, settings.base, settings.platform, settings.cwd)
-    settings.kit_image = settings.image
+    # make sif reads no IMAGE: the kit's default image for BASE and PLATFORM, as SIF_FROM=image uses.
+    settings.kit_image = settings.image or platforms.image_tag(config.image_name(), settings.base, settings.platform)
     settings.image = environment.image_name(digest, settings.base, settings.platform)
     settings.sif = environment.sif_path(digest, settings.base, settings.platform)
 

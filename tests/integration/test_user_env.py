@@ -88,6 +88,9 @@ def test_the_runtime_image_has_no_compiler_but_the_mpi_extension_is_linked_to_it
 
 def test_the_environment_runs_across_the_clusters_nodes(science: str, cluster: str) -> None:
     _, sif = derived_names(SCIENCE)
+    made = make("sif", f"REQUIREMENTS={SCIENCE}", timeout=900)
+    assert made.returncode == 0 and f"environment SIF: {ROOT / sif}" in made.stderr, explain(
+        made, f"make sif REQUIREMENTS={SCIENCE}")
     command = f"make run SCRIPT={SCRIPT} NP=4 RUNTIME=cluster REQUIREMENTS={SCIENCE}"
     proc = make("run", f"SCRIPT={SCRIPT}", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={SCIENCE}", timeout=900)
     assert_ran(proc, 4, command, hosts=2)

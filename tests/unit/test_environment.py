@@ -161,3 +161,15 @@ def test_a_run_with_requirements_uses_the_environments_names_and_never_native(tm
     assert settings.sif == environment.sif_path(digest, settings.base, platforms.host())
     with pytest.raises(UsageError, match="RUNTIME=native runs the kit's own venv"):
         prepare.environment_names(settings, "native")
+
+
+def test_make_sif_builds_the_environment_on_the_kits_default_image(tmp_path: Path) -> None:
+    """make sif reads no IMAGE knob: the environment still starts from the kit's image for BASE and PLATFORM."""
+    from mpikit import platforms, prepare
+
+    write(tmp_path, "scipy\n")
+    settings = kit_settings("sif", tmp_path, REQUIREMENTS="requirements.txt")
+    assert settings.image == ""
+    prepare.environment_names(settings, "apptainer")
+    assert settings.kit_image == platforms.image_tag(config.image_name(), settings.base, platforms.host())
+    assert settings.image.startswith("mpi4py-kit-env:")
