@@ -173,3 +173,14 @@ def test_make_sif_builds_the_environment_on_the_kits_default_image(tmp_path: Pat
     prepare.environment_names(settings, "apptainer")
     assert settings.kit_image == platforms.image_tag(config.image_name(), settings.base, platforms.host())
     assert settings.image.startswith("mpi4py-kit-env:")
+
+
+def test_the_docs_name_what_the_code_refuses_and_keeps() -> None:
+    """docs/environment.md's list of MPI distributions and its cache figure are the code's (OWN_MPI, ENV_SIFS_KEPT)."""
+    from mpikit import apptainer
+
+    text = (config.ROOT / "docs" / "environment.md").read_text()
+    listed = re.search(r"an MPI of its own \(([^)]*)\)", text)
+    assert listed and re.findall(r"`([^`]+)`", listed.group(1)) == list(environment.OWN_MPI)
+    words = {2: "two", 3: "three", 4: "four"}
+    assert f"the {words[apptainer.ENV_SIFS_KEPT]} most recently used environments" in text
