@@ -115,6 +115,21 @@ def test_the_hosts_own_image_and_base_keep_their_names() -> None:
 
 
 @emulated
+def test_the_bytecode_compiled_on_the_build_host_is_the_arm64_interpreters_own() -> None:
+    """The Dockerfile compiles /opt/venv on the build host's platform (amd64 here, install.sh hooks); the
+    arm64 interpreter finds each .pyc where it looks, with its magic number, the source's hash and the code it
+    would compile itself (tests/scripts/bytecode_check.py; amd64's are the twin test's)."""
+    site = "/opt/venv/lib/python3.13/site-packages"
+    paths = [f"{site}/mpi4py", f"{site}/numpy/_core", f"{site}/mpi4py_kit_abort.py", f"{site}/mpi4py_kit_guard.py"]
+    argv = [docker.client(), "run", "--rm", "-v", f"{ROOT / 'tests' / 'scripts'}:/check:ro", IMAGE,
+            "python", "-S", "/check/bytecode_check.py", *paths]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    command = " ".join(argv)
+    assert proc.returncode == 0 and " .pyc files match" in proc.stdout, explain(proc, command)
+    assert int(proc.stdout.split()[-4]) > 100, explain(proc, command)  # mpi4py's, numpy core's, the hooks
+
+
+@emulated
 def test_smoke_passes_under_emulation() -> None:
     start = time.monotonic()
     proc = make("smoke", f"PLATFORM={PLATFORM}", "RUNTIME=docker", "NP=2", timeout=1800)

@@ -91,16 +91,22 @@ def _stages(text: str, header: str) -> list[tuple[str, list[str]]]:
             for chunk in chunks]
 
 
-def test_the_twin_recipes_have_the_same_stages_and_steps() -> None:
-    """builder (on the build host's platform), assembler, final: the same install.sh steps in each twin;
-    only the builder's base is the build host's, and both tell install.sh the target's architecture."""
+def test_the_twin_recipes_run_the_same_steps() -> None:
+    """The same install.sh steps in each twin, each once. The Dockerfile's stages start from one another
+    (system: the runtime step, then the assembler from it and the final image from it too; the compiled stage
+    from the builder, on the build host's platform), Apptainer.def's each from a base; only the builder's base
+    is the build host's, and both tell install.sh the target's architecture."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     docker_stages = _stages(dockerfile, r"^FROM .*?(?: AS |$)")
     recipe = (ROOT / "Apptainer.def").read_text()
     apptainer_stages = _stages(recipe, r"^Stage: ")
-    assert docker_stages == apptainer_stages, (docker_stages, apptainer_stages)
-    assert docker_stages == [("builder", ["builder"]), ("assembler", ["assemble", "hooks"]),
-                             ("final", ["runtime", "sbom"])]
+    assert docker_stages == [("builder", ["builder"]), ("system", ["runtime"]), ("assembler", ["assemble"]),
+                             ("compiled", ["hooks"]), ("final", ["sbom"])]
+    assert apptainer_stages == [("builder", ["builder"]), ("assembler", ["assemble", "hooks"]),
+                                ("final", ["runtime", "sbom"])]
+    froms = re.findall(r"^FROM (.*)$", dockerfile, re.M)
+    assert froms[1:] == ["${BASE_IMAGE} AS system", "system AS assembler", "builder AS compiled", "system"], froms
+    assert "COPY --from=compiled /opt/venv /opt/venv" in dockerfile
     assert re.search(r"^FROM --platform=\$BUILDPLATFORM \$\{BUILDER_IMAGE\} AS builder$", dockerfile, re.M)
     assert "TARGET_ARCH=$TARGETARCH /kit/install.sh builder" in dockerfile
     before, after = recipe.split("Stage: builder", 1)
