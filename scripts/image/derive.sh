@@ -118,6 +118,38 @@ PY
   done | sort -u > /stage-meta/packages.txt
   echo "environment: $(grep -c . /tmp/new.txt) new files; Debian packages their extensions load:" \
     "$(tr '\n' ' ' < /stage-meta/packages.txt)"
+  # The packages whose extensions link an MPI (directly, or through a library such as HDF5's): "NAME VERSION
+  # SONAME" in the image, for the bind model, which refuses a site MPI of another family for them
+  # (scripts/mpikit/bind.py, LINKED).
+  mkdir -p /stage/opt/mpi4py-kit
+  "$py" -S - /tmp/new.txt > /stage/opt/mpi4py-kit/environment-mpi.txt <<'PY'
+import csv, re, subprocess, sys
+from pathlib import Path
+new = [line.strip() for line in open(sys.argv[1]) if line.strip()]
+owner = {}
+for path in new:
+    if path.endswith(".dist-info/RECORD"):
+        info = Path(path).parent
+        meta = (info / "METADATA").read_text(errors="replace")
+        name, version = (re.search(rf"^{key}: *(\S+)", meta, re.M).group(1) for key in ("Name", "Version"))
+        with open(info / "RECORD", newline="") as record:
+            for row in csv.reader(record):
+                owner[str((info.parent / row[0]).resolve())] = f"{name} {version}"
+found = set()
+for path in new:
+    if re.search(r"\.so(\.[0-9]+)*$", path) and Path(path).is_file():
+        ldd = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+        for soname in re.findall(r"^\s*(libmpi(?:_abi)?\.so\.[0-9]+) ", ldd, re.M):
+            found.add(f"{owner.get(str(Path(path).resolve()), path)} {soname}")
+for line in sorted(found):
+    print(line)
+PY
+  if [ -s /stage/opt/mpi4py-kit/environment-mpi.txt ]; then
+    echo "environment: built against the image's Open MPI: $(cut -d' ' -f1,2 /stage/opt/mpi4py-kit/environment-mpi.txt \
+      | sort -u | paste -sd, | sed 's/,/, /g')"
+  else
+    echo "environment: no package links an MPI"
+  fi
 }
 
 # The final stage: the run-time Debian packages the build found (already there for most), without moving

@@ -41,6 +41,9 @@ C_RUNTIME = re.compile(r"^(libc|libm|libdl|libpthread|librt|libutil|libresolv|li
 SITE_STACK = re.compile(r"^(libfabric|libucp|libuct|libucs|libucm|libibverbs|librdmacm|libmlx5|libefa|libpsm2|"
                         r"libpsm_infinipath|libcxi|libxpmem|libpmi|libpmi2|libpmix|libpals|libhcoll|libnl-3|"
                         r"libnl-route-3|libslurm)\b")
+# A derived image's list of its packages whose extensions link an MPI (REQUIREMENTS; scripts/image/derive.sh
+# writes it): one line per package, "NAME VERSION SONAME". The kit's own image has none.
+LINKED = "/opt/mpi4py-kit/environment-mpi.txt"
 # Configuration and plugin folders a library reads, bound when they exist on the node ({dir}: the library's folder).
 CONFIG = {"libfabric": ("{dir}/libfabric",), "libibverbs": ("/etc/libibverbs.d", "{dir}/libibverbs"),
           "libucp": ("/etc/ucx", "{dir}/ucx"), "libpmix": ("{dir}/pmix", "{dir}/pmix2")}
@@ -92,6 +95,7 @@ class Plan:
     version: str = ""  # its MPI_Get_library_version, first line
     abi: str = ""  # its MPI_Abi_get_version, "major.minor" ("" when it has none)
     dlopened: Dlopened | None = None
+    linked: list[tuple[str, str]] = field(default_factory=list)  # the image's packages linking an MPI (LINKED)
 
     def binds_options(self) -> tuple[str, ...]:
         return tuple(b.option() for b in self.binds)
@@ -106,8 +110,36 @@ class Plan:
                   for b in self.binds]
         lines += [f"image  {soname}  ({why})" for soname, why in self.from_image]
         lines += [f"env    {k}={v}  ({self.env_why[k]})" for k, v in self.env.items()]
+        lines += [f"linked {package}  ({soname}, {FAMILY_NAMES.get(FAMILIES.get(soname, ''), soname)}: "
+                  + ("the site's family, loads the site's library)" if FAMILIES.get(soname) == self.family
+                     else "not the site's family)") for package, soname in self.linked]
         lines.append(f"srun   --mpi={self.srun_mpi}  ({self.srun_mpi_why})")
         return lines
+
+
+def parse_linked(text: str) -> list[tuple[str, str]]:
+    """LINKED's lines -> (the package "NAME VERSION", the MPI soname its extensions need)."""
+    found = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            found.append((f"{parts[0]} {parts[1]}", parts[2]))
+    return found
+
+
+def linked_problem(p: Plan) -> str | None:
+    """A package of the image compiled against one MPI's library cannot run on another family's: the bind model
+    swaps mpi4py's MPI, not the package's, whose extension would then load the image's libmpi beside the site's
+    (or fail). Pure-Python packages and mpi4py's own variants are not in the list."""
+    other = [(package, soname) for package, soname in p.linked if FAMILIES.get(soname) != p.family]
+    if not other:
+        return None
+    names = ", ".join(package for package, _ in other)
+    sonames = ", ".join(sorted({soname for _, soname in other}))
+    return (f"{names} in this environment {'was' if len(other) == 1 else 'were'} compiled against {sonames} (the "
+            f"image's Open MPI), but the bind model loads {p.libmpi} ({FAMILY_NAMES[p.family]}): its extensions "
+            f"would not run on the site's MPI; use a site MPI of the image's family, drop HOST_MPI to run the image's "
+            f"Open MPI, or leave those packages out (pure-Python packages are fine)")
 
 
 def abi_name(family: str, abi: str = "") -> str:
@@ -404,8 +436,10 @@ def gather(prefix: str, site: Site, abi: str = "auto") -> tuple[Plan, dict[str, 
         providers = lib_dir if any(name.endswith("-fi.so") for name in listing.get(lib_dir, [])) else None
         dlopened = Dlopened("Intel MPI", pmi, parse_ldd(pmi_ldd.stdout), providers)
     image = site.run([site.apptainer, "exec", site.sif, "sh", "-c",
-                      "ldconfig -p; echo MPIKIT-STACK; cat /opt/mpi4py-kit/stack.env"]).stdout
-    sonames, _, stack_text = image.partition("MPIKIT-STACK")
+                      f"ldconfig -p; echo MPIKIT-STACK; cat /opt/mpi4py-kit/stack.env; echo MPIKIT-LINKED; "
+                      f"cat {LINKED} 2>/dev/null"]).stdout
+    sonames, _, rest = image.partition("MPIKIT-STACK")
+    stack_text, _, linked = rest.partition("MPIKIT-LINKED")
     candidates = sorted({c.format(dir=(n.path or "").rpartition("/")[0]) for n in needed if n.path
                          for c in CONFIG.get(n.soname.split(".so")[0], ())})
     present: set[str] = set()
@@ -414,6 +448,7 @@ def gather(prefix: str, site: Site, abi: str = "auto") -> tuple[Plan, dict[str, 
         present = set(_lines(found.stdout))
     p = plan(prefix, libmpi, family, needed, parse_ldconfig(sonames), present.__contains__, site.offered, dlopened,
              family_why)
+    p.linked = parse_linked(linked)
     stack = dict(line.split("=", 1) for line in _lines(stack_text) if "=" in line)
     return p, stack
 
@@ -538,7 +573,7 @@ def resolve(host_mpi: str | None, srun_mpi: str, sif, runtime: str, abi: str = "
         elif problem:
             raise UsageError(f"HOST_MPI={host_mpi}: {problem}")
     p.loaded, p.version, p.abi = loaded.path, loaded.version, loaded.abi
-    problem = compatible(p.family, p.version, upstream_version(stack.get("OPENMPI_DEB", "0")))
+    problem = linked_problem(p) or compatible(p.family, p.version, upstream_version(stack.get("OPENMPI_DEB", "0")))
     if problem:
         raise UsageError(f"HOST_MPI={host_mpi}: {problem}")
     if srun_mpi != "auto":

@@ -170,10 +170,14 @@ def bind_plan_command(settings: Settings) -> int:
     if not settings.host_mpi:
         raise UsageError("make bind-plan needs HOST_MPI=<the site MPI's prefix> (and RUNTIME=srun or cluster)")
     choice = prepare.choose_runtime(settings)
+    bind.check_runtime(settings.host_mpi, choice.runtime)
+    if settings.requirements is not None:  # the environment's SIF, and its packages that link an MPI
+        prepare.environment_names(settings, choice.runtime)
     if choice.runtime == "cluster":
         cluster.require_up()
     if not settings.sif.is_file():
-        raise UsageError(f"no {settings.sif}: the plan compares the site's libraries with the image's; make sif first")
+        build = f"make sif REQUIREMENTS={settings.raw.get('REQUIREMENTS')}" if settings.requirements else "make sif"
+        raise UsageError(f"no {settings.sif}: the plan compares the site's libraries with the image's; {build} first")
     plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime, settings.host_mpi_abi)
     assert plan is not None
     for line in plan.describe():

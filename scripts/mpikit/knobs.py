@@ -357,7 +357,7 @@ def _apply_sif(s: Settings, value: str) -> None:
 
 
 # Commands that do not take REQUIREMENTS yet: refused in one line rather than silently about the kit's image.
-UNDERIVED = ("sbom", "sign", "verify", "reproduce", "reproduce-sif", "twin", "doctor", "bind-plan", "batch",
+UNDERIVED = ("sbom", "sign", "verify", "reproduce", "reproduce-sif", "twin", "doctor", "batch",
              *BENCH_COMMANDS)
 
 
@@ -368,11 +368,10 @@ def _apply_requirements(s: Settings, value: str) -> None:
         target = {"batch": "cluster-batch"}.get(s.command, s.command)
         raise UsageError(f"make {target} does not take REQUIREMENTS yet: it works on the kit's own image; "
                          f"run yours with make run REQUIREMENTS={value}")
-    for knob in ("IMAGE", "SIF", "HOST_MPI"):
+    for knob in ("IMAGE", "SIF"):
         if s.raw.get(knob):
-            why = ("the bind model's check of which MPI your compiled packages link is not built yet"
-                   if knob == "HOST_MPI" else "the environment's image and SIF are named by their content")
-            raise UsageError(f"REQUIREMENTS and {knob}= together are not taken: {why}; drop {knob}=")
+            raise UsageError(f"REQUIREMENTS and {knob}= together are not taken: the environment's image and SIF are "
+                             f"named by their content; drop {knob}=")
     if not platforms.is_host(s.platform):
         raise UsageError(f"REQUIREMENTS with PLATFORM={s.platform} is not built: a package with compiled code would "
                          "be compiled under emulation for an hour; build your environment on the host's platform")
@@ -478,7 +477,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("REQUIREMENTS", "", "your own packages: a pip requirements file under the current folder (names, "
          "versions, --hash, ./local packages); runs use an image and SIF with them built on the kit's, MPI-linked "
          "packages compiled against its Open MPI; docs/environment.md",
-         (*LIKE_RUN, "smoke", "shell", "image", "sif", *UNDERIVED), apply=lambda s, v: _apply_requirements(s, v)),
+         (*LIKE_RUN, "smoke", "shell", "image", "sif", "bind-plan", *UNDERIVED),
+         apply=lambda s, v: _apply_requirements(s, v)),
     Knob("COMMAND", "", "make shell without a terminal (CI, no standard input): the command to run in the image "
          "instead (bash -c), with the same mounts, user and environment as make run",
          ("shell",), apply=lambda s, v: setattr(s, 'shell_command', v or None)),

@@ -53,7 +53,8 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
     # The users' environments test_user_env.py runs (REQUIREMENTS): parallel h5py compiles for minutes.
     "envs": ("image", (["image", "--requirements", "tests/envs/h5py.txt"],
-                       ["image", "--requirements", "tests/envs/science.txt"])),
+                       ["image", "--requirements", "tests/envs/science.txt"],
+                       ["image", "--requirements", "tests/envs/pure.txt"])),
 }
 # Fixtures whose tests need a background build, beside the tests marked for one.
 PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}

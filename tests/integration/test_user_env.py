@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 from conftest import ROOT, explain, make, wait_for_prebuild
-from mpikit import config, docker, environment, knobs
+from mpikit import bind, config, docker, environment, knobs
+from mpikit.checks import mpi_library
 
 SCIENCE = "tests/envs/science.txt"
 SCRIPT = "tests/scripts/uses_environment.py"
@@ -77,7 +78,18 @@ def test_make_shell_runs_a_command_in_the_environment(science: str) -> None:
     assert f" {science} bash -c " in proc.stderr, explain(proc, shown)
 
 
+def linked(image: str) -> str:
+    """The environment's list of its packages that link an MPI (bind.LINKED), as derive.sh wrote it."""
+    proc = subprocess.run([docker.command(), "run", "--rm", image, "cat", bind.LINKED], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, explain(proc, f"docker run --rm {image} cat {bind.LINKED}")
+    return proc.stdout
+
+
 def test_the_runtime_image_has_no_compiler_but_the_mpi_extension_is_linked_to_its_open_mpi(science: str) -> None:
+    # The environment lists its local package's C extension as linked to the image's libmpi; scipy and pandas
+    # link none.
+    assert re.fullmatch(r"mpirank \S+ libmpi\.so\.40\n", linked(science)), linked(science)
     script = ("for tool in gcc cc g++ c++; do command -v $tool && exit 1; done; "
               "ldd $(python -c 'import mpirank._rank as m; print(m.__file__)') "
               "| grep -Eq 'libmpi.so.40 => /(usr/)?lib/'")
@@ -137,6 +149,54 @@ def test_parallel_h5py_writes_one_file_collectively_across_the_clusters_nodes(h5
     proc = make("run", f"SCRIPT={H5PY_SCRIPT}", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={H5PY}", timeout=900)
     assert_written(proc, 4, command, hosts=2)
     assert "/scratch/" in proc.stdout, "not written on the cluster's shared scratch" + explain(proc, command)
+
+
+# ---- the bind model with an environment: the site's MPI must be of the family its compiled packages link ----
+
+def test_the_bind_model_refuses_a_site_mpi_of_another_family_for_the_h5py_environment(h5py_env: str,
+                                                                                      cluster: str) -> None:
+    """h5py's extensions load the image's libmpi.so.40 through HDF5: with a site MPICH (standard ABI) they would
+    run beside it. Refused before any rank starts, in one line naming the package and both libraries; make
+    bind-plan says the same."""
+    for target, extra in (("run", (f"SCRIPT={H5PY_SCRIPT}", "NP=2")), ("bind-plan", ())):
+        command = f"make {target} {' '.join(extra)} RUNTIME=cluster REQUIREMENTS={H5PY} HOST_MPI=/opt/site/mpich"
+        proc = make(target, *extra, "RUNTIME=cluster", f"REQUIREMENTS={H5PY}", "HOST_MPI=/opt/site/mpich",
+                    timeout=900)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode != 0 and len(errors) == 1, explain(proc, command)
+        assert re.search(r"h5py \S+ in this environment was compiled against libmpi\.so\.40 \(the image's Open MPI\), "
+                         r"but the bind model loads /opt/site/mpich/lib/libmpi_abi\.so\.1", errors[0]), \
+            explain(proc, command)
+        assert "rank: " not in proc.stdout and "Traceback" not in proc.stderr, explain(proc, command)
+
+
+def test_the_h5py_environment_runs_on_a_site_open_mpi_through_the_bind_model(h5py_env: str, cluster: str) -> None:
+    """The same family: h5py's HDF5 and mpi4py load the site's Open MPI 5.0.11 (one libmpi.so.40 per process), and
+    4 ranks on 2 nodes write one file collectively; make bind-plan lists h5py as linked to the site's family."""
+    site = "/opt/site/openmpi"
+    command = f"make run SCRIPT={H5PY_SCRIPT} NP=4 RUNTIME=cluster REQUIREMENTS={H5PY} HOST_MPI={site}"
+    proc = make("run", f"SCRIPT={H5PY_SCRIPT}", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={H5PY}",
+                f"HOST_MPI={site}", timeout=900)
+    assert_written(proc, 4, command, hosts=2)
+    assert f"bind model: the site's MPI {site}/lib/libmpi.so.40 (Open MPI v5.0.11" in proc.stderr, \
+        explain(proc, command)
+    plan = make("bind-plan", "RUNTIME=cluster", f"REQUIREMENTS={H5PY}", f"HOST_MPI={site}", timeout=600)
+    assert plan.returncode == 0 and re.search(r"^linked h5py \S+  \(libmpi\.so\.40, Open MPI ABI \(libmpi\.so\.40\): "
+                                              r"the site's family, loads the site's library\)$", plan.stdout, re.M), \
+        explain(plan, f"make bind-plan RUNTIME=cluster REQUIREMENTS={H5PY} HOST_MPI={site}")
+
+
+def test_a_pure_python_environment_runs_on_a_site_mpich(cluster: str) -> None:
+    """Nothing in tests/envs/pure.txt links an MPI: its SIF runs with a site MPICH, and every rank reports it."""
+    pure = "tests/envs/pure.txt"
+    command = f"make run-rank NP=4 RUNTIME=cluster REQUIREMENTS={pure} HOST_MPI=/opt/site/mpich"
+    proc = make("run-rank", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={pure}", "HOST_MPI=/opt/site/mpich",
+                timeout=900)
+    ranks = sorted(int(r) for r in re.findall(r"^rank: (\d+)\b", proc.stdout, re.M))
+    assert proc.returncode == 0 and ranks == [0, 1, 2, 3], explain(proc, command)
+    assert "bind model: the site's MPI /opt/site/mpich/lib/libmpi_abi.so.1" in proc.stderr, explain(proc, command)
+    assert (mpi_library(proc.stdout) or "").startswith("MPICH Version:"), explain(proc, command)
+    assert linked(derived_names(pure)[0]) == "", "tests/envs/pure.txt links no MPI"
 
 
 def test_a_second_mpi_brought_by_a_dependency_is_refused_and_nothing_is_tagged(docker_image: str) -> None:

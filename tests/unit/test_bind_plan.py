@@ -234,3 +234,46 @@ def test_the_nodes_own_pmi2_is_found_or_intel_mpi_is_refused_in_one_line() -> No
 def test_a_plain_mpich_plan_names_no_dlopened_library() -> None:
     p = mpich_plan()
     assert "I_MPI_PMI_LIBRARY" not in p.env and p.dlopened is None
+
+
+# ---- an environment's packages that link an MPI (REQUIREMENTS; derive.sh writes bind.LINKED) ----
+
+LINKED = "h5py 3.16.0 libmpi.so.40\nmpirank 0.1 libmpi.so.40\n"
+
+
+def test_the_environments_list_of_mpi_linked_packages_is_parsed() -> None:
+    assert bind.parse_linked(LINKED) == [("h5py 3.16.0", "libmpi.so.40"), ("mpirank 0.1", "libmpi.so.40")]
+    assert bind.parse_linked("") == []  # the kit's own image, or an environment that links no MPI
+
+
+def test_a_package_linked_against_another_family_refuses_the_site_mpi_in_one_line() -> None:
+    p = mpich_plan(family="standard", libmpi="/opt/site/mpich/lib/libmpi_abi.so.1")
+    p.linked = bind.parse_linked(LINKED)
+    problem = bind.linked_problem(p)
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith("h5py 3.16.0, mpirank 0.1 in this environment were compiled against libmpi.so.40 "
+                              "(the image's Open MPI), but the bind model loads /opt/site/mpich/lib/libmpi_abi.so.1")
+    assert "pure-Python packages are fine" in problem
+    p.linked = [("h5py 3.16.0", "libmpi.so.40")]
+    assert bind.linked_problem(p).startswith("h5py 3.16.0 in this environment was compiled against")
+    legacy = mpich_plan()
+    legacy.linked = [("h5py 3.16.0", "libmpi.so.40")]
+    assert "loads /opt/site/mpich/lib/libmpi.so.12 (MPICH ABI" in bind.linked_problem(legacy)
+
+
+def test_the_same_family_or_no_linked_package_is_fine_and_bind_plan_says_which() -> None:
+    site = bind.plan("/opt/site/openmpi", "/opt/site/openmpi/lib/libmpi.so.40", "openmpi",
+                     bind.parse_ldd(LDD_MPICH), IMAGE, lambda path: False, ["pmix"])
+    site.linked = bind.parse_linked(LINKED)
+    assert bind.linked_problem(site) is None
+    assert "linked h5py 3.16.0  (libmpi.so.40, Open MPI ABI (libmpi.so.40): the site's family, loads the site's " \
+           "library)" in site.describe()
+    pure = mpich_plan()
+    assert pure.linked == [] and bind.linked_problem(pure) is None
+    assert not any(line.startswith("linked") for line in pure.describe())
+
+
+def test_derive_writes_the_list_where_the_bind_model_reads_it() -> None:
+    from mpikit.config import ROOT
+
+    assert f"/stage{bind.LINKED}" in (ROOT / "scripts" / "image" / "derive.sh").read_text()

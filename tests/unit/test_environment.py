@@ -126,9 +126,20 @@ def kit_settings(command: str, tmp_path: Path, **raw: str):
 def test_the_knob_reads_the_file_for_the_commands_that_build_or_run(tmp_path: Path) -> None:
     write(tmp_path, "scipy\n")
     (tmp_path / "x.py").write_text("")
-    for command in ("run", "smoke", "line", "sbatch", "shell", "image", "sif"):
+    for command in ("run", "smoke", "line", "sbatch", "shell", "image", "sif", "bind-plan"):
         settings = kit_settings(command, tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py")
         assert settings.requirements is not None and settings.requirements.items[0].name == "scipy", command
+
+
+def test_the_bind_model_takes_an_environment(tmp_path: Path) -> None:
+    """HOST_MPI with REQUIREMENTS: the bind model checks, inside the environment's SIF, which MPI its packages
+    link (bind.linked_problem) instead of refusing them all."""
+    write(tmp_path, "scipy\n")
+    (tmp_path / "x.py").write_text("")
+    for command in ("run", "line", "sbatch", "bind-plan"):
+        settings = kit_settings(command, tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py",
+                                HOST_MPI="/opt/site/mpich", RUNTIME="cluster")
+        assert settings.requirements is not None and settings.host_mpi == "/opt/site/mpich", command
 
 
 @pytest.mark.parametrize("command, raw, said", [
@@ -136,7 +147,6 @@ def test_the_knob_reads_the_file_for_the_commands_that_build_or_run(tmp_path: Pa
     ("batch", {}, "make cluster-batch does not take REQUIREMENTS yet"),
     ("run", {"IMAGE": "lab/mpi:1"}, "REQUIREMENTS and IMAGE= together are not taken"),
     ("run", {"SIF": "mine.sif"}, "REQUIREMENTS and SIF= together are not taken"),
-    ("run", {"HOST_MPI": "/opt/site/mpich", "RUNTIME": "cluster"}, "REQUIREMENTS and HOST_MPI= together"),
     ("run", {"PLATFORM": "linux/arm64", "RUNTIME": "docker"}, "REQUIREMENTS with PLATFORM=linux/arm64 is not built"),
 ])
 def test_what_the_knob_does_not_take_yet_is_one_line(tmp_path: Path, command: str, raw: dict, said: str) -> None:
