@@ -8,7 +8,8 @@
 #   derive.sh tools     compilers, the pinned Open MPI's headers and mpicc, Debian's pip in a throwaway venv
 #   derive.sh install   the user's packages into /opt/venv; only the new files go to /stage, with the
 #                       Debian packages their extensions load (/stage-meta/packages.txt)
-#   derive.sh finish    in the final stage: those Debian packages, if missing, pins checked again
+#   derive.sh finish    in the final stage: those Debian packages, if missing, pins checked again; then the
+#                       kit's SBOM rewritten for the environment (sbom_env.py, from pip's installation reports)
 set -euo pipefail
 umask 022
 # The image's manifest exists only inside the image being derived, so shellcheck cannot follow it.
@@ -90,9 +91,10 @@ PY
     echo "environment: h5py $h5py from its sdist, against HDF5 with MPI (libhdf5-openmpi-dev) and the image's mpi4py"
     PYTHONPATH=/opt/env-build HDF5_MPI=ON HDF5_DIR="/usr/lib/$(gcc -dumpmachine)/hdf5/openmpi" \
       $pip --python "$py" install -q --no-compile --no-deps --no-build-isolation --no-binary h5py \
-      -c /env/constraints.txt "h5py==$h5py"
+      --report /tmp/report-h5py.json -c /env/constraints.txt "h5py==$h5py"
   fi
-  $pip --python "$py" install -q --no-compile -c /env/constraints.txt -r /env/requirements.txt
+  $pip --python "$py" install -q --no-compile --report /tmp/report-env.json -c /env/constraints.txt \
+    -r /env/requirements.txt
   # The kit's own distributions are untouched: the constraints hold their versions, this their files.
   if [ "$(cat /opt/venv/lib/python3*/site-packages/{mpi4py,numpy}-*.dist-info/RECORD | sha256sum)" != "$kit_records" ]; then
     echo "error: REQUIREMENTS: pip reinstalled the kit's mpi4py or numpy; remove what asks for another" >&2
@@ -103,6 +105,9 @@ PY
     | PYTHONHASHSEED=0 "$py" -S -m compileall -q -j 1 --invalidation-mode checked-hash -i - >/dev/null
   find /opt/venv -xdev | sort | comm -13 /tmp/before.txt - > /tmp/new.txt
   mkdir -p /stage /stage-meta
+  # What pip installed and from which file (the SBOM's record), and what the environment was built from.
+  cp /tmp/report-*.json /stage-meta/
+  echo "requirements.txt sha256:$(sha256sum /env/requirements.txt | cut -d' ' -f1)" > /stage-meta/environment.txt
   tar -C / --no-recursion -cf - -T <(sed 's|^/||' /tmp/new.txt) | tar -C /stage -xf -
   # The Debian packages the new extensions load (h5py's libhdf5_openmpi, say), for the final stage.
   local so lib
@@ -165,6 +170,12 @@ finish() {
     apt_install "${missing[@]}"
     check_pins
   fi
+  # The kit's SBOM, rewritten for what the image now holds: the Debian packages read again, and each
+  # distribution pip installed with the hash of the file it came from.
+  local reports=()
+  for report in /stage-meta/report-*.json; do reports+=(--report "$report"); done
+  PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -S /env/sbom_env.py /opt/mpi4py-kit/sbom.cdx.json --base "$BASE" \
+    --environment "$(cat /stage-meta/environment.txt)" "${reports[@]}"
   rm -rf /stage-meta
 }
 

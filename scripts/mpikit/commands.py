@@ -284,15 +284,17 @@ def sbom(settings: Settings) -> int:
     from . import sbom as sbom_io
 
     runtime = settings.runtime
+    environment_sif(settings)  # REQUIREMENTS: the environment's image and SIF
+    shown = f" REQUIREMENTS={settings.raw.get('REQUIREMENTS')}" if settings.requirements else ""
     if runtime == "auto":
         runtime = "docker" if docker.engine_problem() is None and docker.image_exists(settings.image) else "apptainer"
     if runtime in ("docker", "native"):
         docker.require_engine("make sbom of a Docker image")
         if not docker.image_exists(settings.image):
-            raise UsageError(f"no image {settings.image}: build it first (make image), or RUNTIME=apptainer for "
-                             f"the SIF")
+            raise UsageError(f"no image {settings.image}: build it first (make image{shown}), or RUNTIME=apptainer "
+                             f"for the SIF")
     elif not settings.sif.is_file():
-        raise UsageError(f"no {settings.sif}: build it first (make sif), or SIF=path")
+        raise UsageError(f"no {settings.sif}: build it first (make sif{shown}), or SIF=path")
     venv.reexec_inside()  # the schema check and the SIF reader are in .venv
     if runtime in ("docker", "native"):
         data, source, name = sbom_io.from_image(settings.image), settings.image, settings.image
@@ -455,13 +457,22 @@ def keypair(settings: Settings) -> int:
     return 0
 
 
+def environment_sif(settings: Settings) -> None:
+    """REQUIREMENTS: the commands that work on a SIF or image (sbom, sign, verify) take the environment's, named
+    by its content as make run names them."""
+    if settings.requirements is not None:
+        prepare.environment_names(settings, "apptainer")
+
+
 def sign(settings: Settings) -> int:
     """make sign KEY=private.pem: sign SIF."""
     from . import signing
 
     assert settings.key is not None
+    environment_sif(settings)
     if not settings.sif.is_file():
-        raise UsageError(f"no {settings.sif} to sign: make sif first (or SIF=path)")
+        build = f"make sif REQUIREMENTS={settings.raw.get('REQUIREMENTS')}" if settings.requirements else "make sif"
+        raise UsageError(f"no {settings.sif} to sign: {build} first (or SIF=path)")
     signing.sign(settings.sif, settings.key)
     say(f"signed {settings.sif} with {settings.key}; check it with: make verify SIF={settings.sif} "
         f"VERIFY_KEY={settings.key}.pub")
@@ -473,6 +484,7 @@ def verify(settings: Settings) -> int:
     from . import signing
 
     assert settings.verify_key is not None
+    environment_sif(settings)
     if not settings.sif.is_file():
         raise UsageError(f"no {settings.sif} to verify (SIF=path)")
     problem = signing.verify(settings.sif, settings.verify_key)

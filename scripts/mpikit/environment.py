@@ -197,7 +197,11 @@ def allows(spec: str, version: str) -> bool:
 
 # ---- the derived image's name: everything it is built from ----
 
-DERIVE_INPUTS = ("scripts/image/Dockerfile.env", "scripts/image/derive.sh", "requirements/env-build.txt")
+# The derived build's own files: where each lies in the checkout, and its name in the build's context. The
+# kit's SBOM writer comes along for its helpers (sbom_env.py imports them); it is unchanged by an environment.
+DERIVE_INPUTS = {"scripts/image/Dockerfile.env": "Dockerfile", "scripts/image/derive.sh": "derive.sh",
+                 "requirements/env-build.txt": "env-build.txt", "scripts/image/sbom.py": "sbom.py",
+                 "scripts/image/sbom_env.py": "sbom_env.py"}
 
 
 def local_files(path: Path) -> list[Path]:
@@ -252,12 +256,11 @@ def stage(reqs: Requirements, env_digest: str, cwd: Path) -> Path:
     if context.exists():
         shutil.rmtree(context)
     (context / "src").mkdir(parents=True)
-    shutil.copyfile(config.ROOT / "scripts" / "image" / "Dockerfile.env", context / "Dockerfile")
-    shutil.copy2(config.ROOT / "scripts" / "image" / "derive.sh", context / "derive.sh")
+    for source, name in DERIVE_INPUTS.items():
+        shutil.copy2(config.ROOT / source, context / name)  # with its mode: derive.sh runs
     (context / "requirements.txt").write_text(reqs.text)
     (context / "constraints.txt").write_text(constraints())
     (context / "own-mpi.txt").write_text("\n".join(OWN_MPI) + "\n")
-    shutil.copyfile(config.REQUIREMENTS / "env-build.txt", context / "env-build.txt")
     for local in reqs.locals:
         for path in local_files(local):
             target = context / "src" / path.relative_to(cwd.resolve())

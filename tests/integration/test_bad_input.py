@@ -68,7 +68,7 @@ CASES = [
     (["run-rank", "REQUIREMENTS=tests/envs/no-such.txt"], "REQUIREMENTS=tests/envs/no-such.txt: no such file"),
     (["run-rank", "REQUIREMENTS=../requirements.txt"], "is outside the current folder"),
     (["run-rank", "RUNTIME=native", "REQUIREMENTS=tests/envs/science.txt"], "RUNTIME=native runs the kit's own"),
-    (["sbom", "REQUIREMENTS=tests/envs/science.txt"], "make sbom does not take REQUIREMENTS yet"),
+    (["reproduce", "REQUIREMENTS=tests/envs/science.txt"], "make reproduce does not take REQUIREMENTS yet"),
     (["run-rank", "RUNTIME=docker", "IMAGE=mpi4py-kit:trixie", "REQUIREMENTS=tests/envs/science.txt"],
      "REQUIREMENTS and IMAGE= together are not taken"),
     (["shell", "RUNTIME=docker"], "make shell needs a terminal (standard input is not one)"),

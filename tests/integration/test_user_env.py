@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, explain, make, wait_for_prebuild
@@ -110,6 +111,58 @@ def test_the_environment_runs_across_the_clusters_nodes(science: str, cluster: s
     # make line names the environment's SIF, as make run used it.
     line = make("line", f"SCRIPT={SCRIPT}", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={SCIENCE}", timeout=120)
     assert line.returncode == 0 and sif in line.stdout, explain(line, command.replace("make run", "make line"))
+
+
+# ---- the kit's guarantees carry over: the SBOM lists the user's packages, the SIF is signed and verified ----
+
+def test_the_environments_sbom_lists_every_package_in_its_image(science: str, tmp_path) -> None:
+    """make sbom REQUIREMENTS=...: reconciled with the derived image as test_sbom.py reconciles the kit's (every
+    Debian package and distribution, nothing more), schema-valid, each user's distribution vouched for by its
+    installation report: a wheel's or sdist's hash, or the local folder it was built from."""
+    from test_sbom import in_image, packages, written
+
+    command = f"make sbom RUNTIME=docker REQUIREMENTS={SCIENCE}"
+    doc = written(make("sbom", "RUNTIME=docker", f"REQUIREMENTS={SCIENCE}", timeout=300,
+                       MPIKIT_RESULTS=str(tmp_path)), command)
+    debs, dists = packages(doc)
+    dpkg = in_image(science, "dpkg-query", "-W", "-f", "${binary:Package}\\t${Version}\\t${Architecture}\\n")
+    assert debs == {(n.split(":")[0], v, a) for n, v, a in (line.split("\t") for line in dpkg.splitlines())}
+    found = in_image(science, "sh", "-c", "ls -d /opt/venv/lib/python3*/site-packages/*.dist-info "
+                                          "/opt/venv/mpi4py-abi/*.dist-info")
+    listed = {(re.sub(r"[-_.]+", "-", info.rsplit("-", 1)[0]).lower(), info.rsplit("-", 1)[1], folder)
+              for folder, _, info in (p.removesuffix(".dist-info").rpartition("/") for p in found.split())}
+    assert dists == listed
+    assert {"scipy", "pandas", "mpirank"} <= {name for name, _, _ in dists}
+    by = {c["name"].lower(): c for c in doc["components"] if c.get("purl", "").startswith("pkg:pypi/")}
+    artifact = {c: next(p["value"] for p in by[c]["properties"] if p["name"] == "mpi4py-kit:artifact") for c in by}
+    assert artifact["mpirank"] == "built in the image from the local folder tests/envs/mpirank", artifact
+    assert artifact["scipy"] == "wheel" and re.fullmatch(r"[0-9a-f]{64}", by["scipy"]["hashes"][0]["content"])
+    environment = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
+    assert environment["mpi4py-kit:environment"].startswith("requirements.txt sha256:"), environment
+
+
+def test_the_environments_sif_is_signed_and_verified(science: str, cluster: str, tmp_path) -> None:
+    """make sign and make verify with REQUIREMENTS act on the environment's SIF, and a run with VERIFY_KEY
+    checks it before its ranks start on the cluster's nodes."""
+    key = tmp_path / "lab.pem"
+    made = make("keypair", f"KEY={key}", timeout=60)
+    assert made.returncode == 0, explain(made, f"make keypair KEY={key}")
+    _, sif = derived_names(SCIENCE)
+    built = make("sif", f"REQUIREMENTS={SCIENCE}", timeout=900)
+    assert built.returncode == 0 and (ROOT / sif).is_file(), explain(built, f"make sif REQUIREMENTS={SCIENCE}")
+    public = ROOT / "build" / "test" / "lab.pem.pub"  # where the cluster sees it (/shared)
+    public.parent.mkdir(parents=True, exist_ok=True)
+    public.write_bytes(Path(f"{key}.pub").read_bytes())
+    signed = make("sign", f"REQUIREMENTS={SCIENCE}", f"KEY={key}", timeout=300)
+    assert signed.returncode == 0 and f"signed {ROOT / sif}" in signed.stderr, \
+        explain(signed, f"make sign REQUIREMENTS={SCIENCE} KEY={key}")
+    checked = make("verify", f"REQUIREMENTS={SCIENCE}", f"VERIFY_KEY={public.relative_to(ROOT)}", timeout=300)
+    assert checked.returncode == 0 and f"verified: {ROOT / sif} is signed" in checked.stderr, \
+        explain(checked, f"make verify REQUIREMENTS={SCIENCE} VERIFY_KEY={public.relative_to(ROOT)}")
+    command = f"make run SCRIPT={SCRIPT} NP=2 RUNTIME=cluster REQUIREMENTS={SCIENCE} VERIFY_KEY=build/test/lab.pem.pub"
+    proc = make("run", f"SCRIPT={SCRIPT}", "NP=2", "RUNTIME=cluster", f"REQUIREMENTS={SCIENCE}",
+                f"VERIFY_KEY={public.relative_to(ROOT)}", timeout=900)
+    assert_ran(proc, 2, command, hosts=2)
 
 
 # ---- parallel h5py: built from its sdist against HDF5 with MPI, written collectively across nodes ----

@@ -143,7 +143,7 @@ def test_the_bind_model_takes_an_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command, raw, said", [
-    ("sbom", {}, "make sbom does not take REQUIREMENTS yet"),
+    ("reproduce", {}, "make reproduce does not take REQUIREMENTS yet"),
     ("batch", {}, "make cluster-batch does not take REQUIREMENTS yet"),
     ("run", {"IMAGE": "lab/mpi:1"}, "REQUIREMENTS and IMAGE= together are not taken"),
     ("run", {"SIF": "mine.sif"}, "REQUIREMENTS and SIF= together are not taken"),
