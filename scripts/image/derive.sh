@@ -174,7 +174,7 @@ finish() {
   # distribution pip installed with the hash of the file it came from.
   local reports=()
   for report in /stage-meta/report-*.json; do reports+=(--report "$report"); done
-  PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -S /env/sbom_env.py /opt/mpi4py-kit/sbom.cdx.json --base "$BASE" \
+  PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /env/sbom_env.py /opt/mpi4py-kit/sbom.cdx.json --base "$BASE" \
     --environment "$(cat /stage-meta/environment.txt)" "${reports[@]}"
   rm -rf /stage-meta
 }
