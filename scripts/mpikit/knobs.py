@@ -372,6 +372,8 @@ def _apply_requirements(s: Settings, value: str) -> None:
         if s.raw.get(knob):
             raise UsageError(f"REQUIREMENTS and {knob}= together are not taken: the environment's image and SIF are "
                              f"named by their content; drop {knob}=")
+    # make sign and verify read no PLATFORM: the environment's names are those make run gives on this host.
+    s.platform = s.platform or platforms.host()
     if not platforms.is_host(s.platform):
         raise UsageError(f"REQUIREMENTS with PLATFORM={s.platform} is not built: a package with compiled code would "
                          "be compiled under emulation for an hour; build your environment on the host's platform")
@@ -401,7 +403,8 @@ KNOBS: tuple[Knob, ...] = (
                                                    "shell"),
          apply=lambda s, v: setattr(s, 'runtime', parse_runtime(v))),
     Knob("BASE", config.default_base(), "Debian base of the image: "
-         + " | ".join(config.supported_bases()), (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom"),
+         + " | ".join(config.supported_bases()),
+         (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom", "sign", "verify"),  # sign, verify: REQUIREMENTS'
          apply=lambda s, v: setattr(s, 'base', parse_base(v))),
     # Empty means this host's platform; the default is not written here, so the README's
     # table (generated from these lines) reads the same on every host.

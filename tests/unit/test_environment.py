@@ -131,6 +131,25 @@ def test_the_knob_reads_the_file_for_the_commands_that_build_or_run(tmp_path: Pa
         assert settings.requirements is not None and settings.requirements.items[0].name == "scipy", command
 
 
+def test_sign_and_verify_name_the_environment_as_make_run_does(tmp_path: Path) -> None:
+    """make sign and verify read no PLATFORM: with REQUIREMENTS they take the host's, so their SIF is the one
+    make run builds and runs."""
+    from mpikit import platforms, prepare
+
+    write(tmp_path, "scipy\n")
+    (tmp_path / "x.py").write_text("")
+    (tmp_path / "lab.pem").write_text("")
+    (tmp_path / "lab.pem.pub").write_text("-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n")
+    run = kit_settings("run", tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py")
+    prepare.environment_names(run, "apptainer")
+    for command, raw in (("sign", {"KEY": str(tmp_path / "lab.pem")}),
+                         ("verify", {"VERIFY_KEY": str(tmp_path / "lab.pem.pub")})):
+        settings = kit_settings(command, tmp_path, REQUIREMENTS="requirements.txt", **raw)
+        assert settings.platform == platforms.host(), command
+        prepare.environment_names(settings, "apptainer")
+        assert settings.sif == run.sif, command
+
+
 def test_the_bind_model_takes_an_environment(tmp_path: Path) -> None:
     """HOST_MPI with REQUIREMENTS: the bind model checks, inside the environment's SIF, which MPI its packages
     link (bind.linked_problem) instead of refusing them all."""
