@@ -176,8 +176,8 @@ def bind_plan_command(settings: Settings) -> int:
     if choice.runtime == "cluster":
         cluster.require_up()
     if not settings.sif.is_file():
-        build = f"make sif REQUIREMENTS={settings.raw.get('REQUIREMENTS')}" if settings.requirements else "make sif"
-        raise UsageError(f"no {settings.sif}: the plan compares the site's libraries with the image's; {build} first")
+        raise UsageError(f"no {settings.sif}: the plan compares the site's libraries with the image's; "
+                         f"{prepare.sif_build_line(settings)} first")
     plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime, settings.host_mpi_abi)
     assert plan is not None
     for line in plan.describe():
@@ -285,16 +285,15 @@ def sbom(settings: Settings) -> int:
 
     runtime = settings.runtime
     environment_sif(settings)  # REQUIREMENTS: the environment's image and SIF
-    shown = f" REQUIREMENTS={settings.raw.get('REQUIREMENTS')}" if settings.requirements else ""
     if runtime == "auto":
         runtime = "docker" if docker.engine_problem() is None and docker.image_exists(settings.image) else "apptainer"
     if runtime in ("docker", "native"):
         docker.require_engine("make sbom of a Docker image")
         if not docker.image_exists(settings.image):
-            raise UsageError(f"no image {settings.image}: build it first (make image{shown}), or RUNTIME=apptainer "
-                             f"for the SIF")
+            raise UsageError(f"no image {settings.image}: build it first ({prepare.image_build_line(settings)}), or "
+                             f"RUNTIME=apptainer for the SIF")
     elif not settings.sif.is_file():
-        raise UsageError(f"no {settings.sif}: build it first (make sif{shown}), or SIF=path")
+        raise UsageError(f"no {settings.sif}: build it first ({prepare.sif_build_line(settings)}), or SIF=path")
     venv.reexec_inside()  # the schema check and the SIF reader are in .venv
     if runtime in ("docker", "native"):
         data, source, name = sbom_io.from_image(settings.image), settings.image, settings.image
@@ -471,8 +470,7 @@ def sign(settings: Settings) -> int:
     assert settings.key is not None
     environment_sif(settings)
     if not settings.sif.is_file():
-        build = f"make sif REQUIREMENTS={settings.raw.get('REQUIREMENTS')}" if settings.requirements else "make sif"
-        raise UsageError(f"no {settings.sif} to sign: {build} first (or SIF=path)")
+        raise UsageError(f"no {settings.sif} to sign: {prepare.sif_build_line(settings)} first (or SIF=path)")
     signing.sign(settings.sif, settings.key)
     say(f"signed {settings.sif} with {settings.key}; check it with: make verify SIF={settings.sif} "
         f"VERIFY_KEY={settings.key}.pub")

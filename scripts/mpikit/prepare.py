@@ -27,18 +27,24 @@ from .ui import UsageError, say
 
 
 def _platform_knobs(settings: Settings) -> str:
-    return f" BASE={settings.base}" + ("" if platforms.is_host(settings.platform) else f" PLATFORM={settings.platform}")
+    return f" BASE={settings.base}" + ("" if not settings.platform or platforms.is_host(settings.platform)
+                                      else f" PLATFORM={settings.platform}")
+
+
+def _requirements_knob(settings: Settings) -> str:
+    """REQUIREMENTS as given: the environment's image and SIF are built by the same line with it."""
+    return f" REQUIREMENTS={settings.raw.get('REQUIREMENTS')}" if settings.requirements is not None else ""
 
 
 def image_build_line(settings: Settings) -> str:
     named = "" if settings.image_is_default else f" IMAGE={settings.image}"
-    return f"make image{named}{_platform_knobs(settings)}"
+    return f"make image{named}{_platform_knobs(settings)}{_requirements_knob(settings)}"
 
 
 def sif_build_line(settings: Settings) -> str:
     named = "" if settings.sif_is_default else f" SIF={settings.sif}"
     then = f", then make sign SIF={settings.sif}" if settings.verify_key is not None else ""
-    return f"make sif{named}{_platform_knobs(settings)}{then}"
+    return f"make sif{named}{_platform_knobs(settings)}{_requirements_knob(settings)}{then}"
 
 
 def kept_because(settings: Settings, verdict: provenance.Verdict, named: bool) -> str:
@@ -94,13 +100,12 @@ def note_stale(settings: Settings, runtime: str) -> None:
     """make line and sbatch build nothing: a stale or foreign image or SIF gets one line (on stderr) with
     the command that builds the checkout's."""
     if settings.requirements is not None:  # the environment's names are its content's: built, or not yet
-        shown = settings.raw.get("REQUIREMENTS")
         if runtime == "docker" and not docker.image_exists(settings.image):
             say(f"note: the environment's image {settings.image} is not built yet; make run builds it first, or "
-                f"now: make image REQUIREMENTS={shown}")
+                f"now: {image_build_line(settings)}")
         elif runtime != "docker" and not settings.sif.is_file():
             say(f"note: the environment's SIF {settings.sif} is not built yet; make run builds it first, or now: "
-                f"make sif REQUIREMENTS={shown}")
+                f"{sif_build_line(settings)}")
         return
     if runtime == "docker" and docker.image_exists(settings.image):
         verdict, what, build = (provenance.image_verdict(settings.image, settings.base, settings.platform),
@@ -159,7 +164,7 @@ def ensure_environment(settings: Settings, runtime: str) -> None:
     settings.image = derived
     if runtime in ("apptainer", "srun", "cluster") and not settings.sif.is_file():
         venv.reexec_inside()  # spython, in the kit's venv; this command continues there
-        say(f"{settings.sif} not found: making it from {settings.image} (make sif REQUIREMENTS={shown})")
+        say(f"{settings.sif} not found: making it from {settings.image} ({sif_build_line(settings)})")
         apptainer.build_sif_from_image(settings.base, settings.sif, settings.ca_cert, settings.platform,
                                        image=settings.image)
 

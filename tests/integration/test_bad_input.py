@@ -58,7 +58,7 @@ CASES = [
     (["sign", "KEY=/no/such/key.pem"], "is not a readable private key file"),
     (["verify"], "make verify needs VERIFY_KEY="),
     (["verify", "VERIFY_KEY=README.md"], "is not PEM"),
-    (["sbom", "RUNTIME=apptainer", "SIF=examples/no-such.sif"], "examples/no-such.sif: build it first (make sif)"),
+    (["sbom", "RUNTIME=apptainer", "SIF=examples/no-such.sif"], "examples/no-such.sif: build it first (make sif SIF="),
     (["run-rank", "VERIFY_KEY=/no/such/key.pub"], "is not a readable public key"),
     # REQUIREMENTS (tests/envs/): what would break the image's MPI, refused before anything is built.
     (["run-rank", "RUNTIME=docker", "REQUIREMENTS=tests/envs/mpich.txt"], "line 2: mpich brings an MPI of its own"),

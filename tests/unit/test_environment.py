@@ -150,6 +150,23 @@ def test_sign_and_verify_name_the_environment_as_make_run_does(tmp_path: Path) -
         assert settings.sif == run.sif, command
 
 
+def test_the_lines_that_build_an_environment_carry_requirements(tmp_path: Path) -> None:
+    """Every "build it first" line (make line's note, make sbom, sign, bind-plan) is the one that builds the
+    environment's image or SIF; without REQUIREMENTS, the kit's, and make sign (no PLATFORM knob) names none."""
+    from mpikit import config, prepare
+
+    base = config.default_base()
+    write(tmp_path, "scipy\n")
+    (tmp_path / "x.py").write_text("")
+    (tmp_path / "lab.pem").write_text("")
+    settings = kit_settings("run", tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py")
+    prepare.environment_names(settings, "docker")
+    assert prepare.image_build_line(settings) == f"make image BASE={base} REQUIREMENTS=requirements.txt"
+    assert prepare.sif_build_line(settings) == f"make sif BASE={base} REQUIREMENTS=requirements.txt"
+    plain = kit_settings("sign", tmp_path, KEY=str(tmp_path / "lab.pem"))
+    assert prepare.sif_build_line(plain) == f"make sif BASE={base}"
+
+
 def test_the_bind_model_takes_an_environment(tmp_path: Path) -> None:
     """HOST_MPI with REQUIREMENTS: the bind model checks, inside the environment's SIF, which MPI its packages
     link (bind.linked_problem) instead of refusing them all."""
