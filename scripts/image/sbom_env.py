@@ -17,6 +17,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from sbom import ABI_MPI4PY, DPKG_FORMAT, PROPERTY, Deb, Dist, archive_sha256, find_dists, normalize, parse_dpkg
 
@@ -50,19 +51,26 @@ def parse_reports(reports: list[dict], src: str = "/env/src/") -> dict[str, Inst
     return found
 
 
+def purl_part(text: str) -> str:
+    """A purl's name or version as packageurl writes it (the kit's document): percent-encoded, ':' kept."""
+    return quote(text).replace("%3A", ":")
+
+
 def deb_component(deb: Deb, base: str) -> dict:
     """A Debian package's component, as build() writes it."""
     props = [{"name": f"{PROPERTY}:arch", "value": deb.arch}, {"name": f"{PROPERTY}:kind", "value": "deb"}]
     if (deb.source, deb.source_version) != (deb.name, deb.version):
         props.append({"name": f"{PROPERTY}:source", "value": f"{deb.source} {deb.source_version}"})
     return {"bom-ref": f"deb:{deb.name}:{deb.arch}", "name": deb.name, "type": "library", "version": deb.version,
-            "purl": f"pkg:deb/debian/{deb.name}@{deb.version}?arch={deb.arch}&distro=debian-{base}",
+            "purl": f"pkg:deb/debian/{purl_part(deb.name)}@{purl_part(deb.version)}?arch={deb.arch}"
+                    f"&distro=debian-{base}",
             "properties": sorted(props, key=lambda p: p["name"])}
 
 
 def dist_component(dist: Dist, installed: Installed) -> dict:
     component = {"bom-ref": f"pypi:{normalize(dist.name)}@{dist.version}:{dist.folder}", "name": dist.name,
-                 "type": "library", "version": dist.version, "purl": f"pkg:pypi/{normalize(dist.name)}@{dist.version}",
+                 "type": "library", "version": dist.version,
+                 "purl": f"pkg:pypi/{purl_part(normalize(dist.name))}@{purl_part(dist.version)}",
                  "properties": [{"name": f"{PROPERTY}:artifact", "value": installed.how},
                                 {"name": f"{PROPERTY}:kind", "value": "pypi"},
                                 {"name": f"{PROPERTY}:path", "value": dist.folder}]}

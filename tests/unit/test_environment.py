@@ -230,3 +230,11 @@ def test_the_docs_name_what_the_code_refuses_and_keeps() -> None:
     assert listed and re.findall(r"`([^`]+)`", listed.group(1)) == list(environment.OWN_MPI)
     words = {2: "two", 3: "three", 4: "four"}
     assert f"the {words[apptainer.ENV_SIFS_KEPT]} most recently used environments" in text
+    # The commands that refuse REQUIREMENTS (knobs.UNDERIVED), as the page names them.
+    from mpikit import knobs
+
+    said = re.search(r"on the kit's own image only \((.*?)\)\.", text, re.S)
+    named = {name.removeprefix("make ") for name in re.findall(r"`([^`]+)`", said.group(1).replace("\n", " "))}
+    named |= set(knobs.BENCH_COMMANDS) if "the benchmarks" in said.group(1) else set()
+    want = {{"batch": "cluster-batch", "reproduce-sif": "reproduce"}.get(c, c) for c in knobs.UNDERIVED}
+    assert named == want, (named, want)
