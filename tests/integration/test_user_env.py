@@ -148,6 +148,9 @@ def test_the_environments_sif_is_signed_and_verified(science: str, cluster: str,
     made = make("keypair", f"KEY={key}", timeout=60)
     assert made.returncode == 0, explain(made, f"make keypair KEY={key}")
     _, sif = derived_names(SCIENCE)
+    # Unsigned to start with, whatever an earlier run in this checkout signed: make sif copies it again from the
+    # SIF cache, which signing never touches (a second key's signature beside the first would not verify alone).
+    (ROOT / sif).unlink(missing_ok=True)
     built = make("sif", f"REQUIREMENTS={SCIENCE}", timeout=900)
     assert built.returncode == 0 and (ROOT / sif).is_file(), explain(built, f"make sif REQUIREMENTS={SCIENCE}")
     public = ROOT / "build" / "test" / "lab.pem.pub"  # where the cluster sees it (/shared)
