@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -55,7 +56,12 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     "envs": ("image", (["image", "--requirements", "tests/envs/h5py.txt"],
                        ["image", "--requirements", "tests/envs/science.txt"],
                        ["image", "--requirements", "tests/envs/pure.txt"])),
+    # The README's two commands on a newcomer's machine (test_newcomer.py): a script, not a kit command.
+    "newcomer": ("image", (["tests/scripts/newcomer.py", str(PREBUILD / "newcomer.json")],)),
 }
+# Lanes that run on their own beside the builds above instead of after them: they build nothing and wait
+# mostly on the network (apt and pip in a clean container), so they need not queue behind the compiles.
+BESIDE = {"newcomer"}
 # Fixtures whose tests need a background build, beside the tests marked for one.
 PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
 # What the background builds change while other tests run, which a test of "nothing changed" must leave out:
@@ -64,6 +70,7 @@ PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/")
 PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie",
                    "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie")
 PREBUILD_IMAGE_PREFIXES = ("mpi4py-kit-env:",)  # the environments' images, named by their content
+PREBUILD_CONTAINER_PREFIXES = ("mpikit-newcomer-",)  # the newcomer's machine (tests/scripts/newcomer.py)
 
 
 class Prebuild:
@@ -169,17 +176,29 @@ def start_prebuilds(when: str) -> None:
              if after == when and name in _prebuilds_wanted and name not in _prebuilds]
     for name in names:
         _prebuilds[name] = Prebuild(name)
-    if names:
-        threading.Thread(target=_run_in_turn, args=(names,), daemon=True).start()
-        print(f"\nbackground builds started, in turn: {', '.join(names)} (logs: {PREBUILD}/NAME.log)")
+    beside = [name for name in names if name in BESIDE]
+    in_turn = [name for name in names if name not in BESIDE]
+    for lane in [in_turn, *([name] for name in beside)]:
+        if lane:
+            threading.Thread(target=_run_in_turn, args=(lane,), daemon=True).start()
+    if in_turn:
+        print(f"\nbackground builds started, in turn: {', '.join(in_turn)} (logs: {PREBUILD}/NAME.log)")
+    if beside:
+        print(f"\nstarted beside them: {', '.join(beside)} (logs: {PREBUILD}/NAME.log)")
+
+
+def command(argv: list[str]) -> list[str]:
+    """A lane's step: a script of the tests (tests/scripts/NAME.py ARGS) or a kit command (scripts/kit ARGS)."""
+    if argv[0].startswith("tests/scripts/"):
+        return [str(ROOT / argv[0]), *argv[1:]]
+    return [str(ROOT / "scripts" / "kit"), *argv]
 
 
 def _run_in_turn(names: list[str]) -> None:
     for name in names:
         build = _prebuilds[name]
         if not _stopping.is_set():
-            lines = " && ".join(" ".join([sys.executable, str(ROOT / "scripts" / "kit"), *argv])
-                                for argv in PREBUILDS[name][1])
+            lines = " && ".join(shlex.join([sys.executable, *command(argv)]) for argv in PREBUILDS[name][1])
             with open(PREBUILD / f"{name}.log", "w") as log:
                 build.started = time.monotonic()
                 build.proc = subprocess.Popen(["nice", "-n", "19", "sh", "-c", lines], cwd=ROOT,

@@ -9,7 +9,16 @@ import subprocess
 import time
 
 import pytest
-from conftest import PREBUILD_IMAGE_PREFIXES, PREBUILD_IMAGES, PREBUILD_PATHS, ROOT, explain, leftovers, make
+from conftest import (
+    PREBUILD_CONTAINER_PREFIXES,
+    PREBUILD_IMAGE_PREFIXES,
+    PREBUILD_IMAGES,
+    PREBUILD_PATHS,
+    ROOT,
+    explain,
+    leftovers,
+    make,
+)
 from mpikit import docker
 from mpikit.ui import EXIT_MISSING, EXIT_USAGE
 
@@ -76,6 +85,13 @@ CASES = [
 ]
 
 
+def from_background(fields: list[str]) -> bool:
+    """A container or image line (ID, image, and a container's name) that the background lanes make."""
+    image, name = fields[1], "".join(fields[2:3])
+    return image in PREBUILD_IMAGES or image.startswith(PREBUILD_IMAGE_PREFIXES) or \
+        (bool(name) and name.startswith(PREBUILD_CONTAINER_PREFIXES))
+
+
 def snapshot() -> tuple[str, str]:
     """What a failed command must not change: the work tree and Docker's state, less what the session's
     background builds change meanwhile (conftest.PREBUILD_PATHS and PREBUILD_IMAGES: none of the commands
@@ -87,11 +103,11 @@ def snapshot() -> tuple[str, str]:
     client = docker.client()
     state = ""
     if client and docker.engine_problem() is None:
-        for listing in (["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Image}}"],
+        # Each line: ID, image, and the container's name (containers) or nothing (images).
+        for listing in (["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Image}} {{.Names}}"],
                         ["images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"]):
             out = subprocess.run([client, *listing], capture_output=True, text=True).stdout
-            kept = [line for line in out.splitlines(keepends=True) if line.split()[-1] not in PREBUILD_IMAGES
-                    and not line.split()[-1].startswith(PREBUILD_IMAGE_PREFIXES)]
+            kept = [line for line in out.splitlines(keepends=True) if not from_background(line.split())]
             state += "".join(sorted(kept))
     return tree, state
 

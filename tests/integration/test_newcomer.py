@@ -1,99 +1,70 @@
-"""A newcomer's machine: a clean debian:trixie-slim container (the kit's own
-local base) with only git, make and python3, a non-root user who clones the
-repository and types the README's two commands. No Docker engine inside, so
-the main job runs natively and the container tests are skipped, with the reason.
+"""A newcomer's machine: a clean debian:trixie-slim container (the kit's own local base) with only git, make
+and python3, a non-root user who clones the repository and types the README's two commands. No Docker engine
+inside, so the main job runs natively and the container tests are skipped, with the reason.
 
-The clone is of what is committed (HEAD), as a fresh clone would be. pip in
-the container trusts this host's proxy CA when there is one; a real newcomer
-has no proxy and needs nothing of the kind.
+The clone is of what is committed (HEAD), as a fresh clone would be. pip in the container trusts this host's
+proxy CA when there is one; a real newcomer has no proxy and needs nothing of the kind.
+
+The steps are tests/scripts/newcomer.py's, which the session runs beside the other tests (they wait mostly on
+apt and pip); this test judges what it recorded, or runs it here when the session did not.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import shlex
 import subprocess
-import uuid
-from pathlib import Path
+import sys
 
 import pytest
-from conftest import ROOT, assert_example, explain
-from mpikit import docker, knobs
+from conftest import PREBUILD, ROOT, assert_example, clean_env, explain, wait_for_prebuild
 
-USER = "newcomer"
-
-
-class Machine:
-    """A long-running container; each step is a docker exec, as root or as the newcomer."""
-
-    def __init__(self, bundle: Path) -> None:
-        self.name = f"mpikit-newcomer-{uuid.uuid4().hex[:8]}"
-        options = ["--shm-size=1g", "-v", f"{bundle.parent}:/bundle:ro"]  # /dev/shm as on a real machine
-        ca = knobs.pip_ca_cert(os.environ, Path.home())
-        if ca:
-            options += ["-v", f"{ca}:/etc/mpikit-proxy-ca.pem:ro", "-e", "PIP_CERT=/etc/mpikit-proxy-ca.pem"]
-        docker.run("run", "-d", "--name", self.name, *options, "debian:trixie-slim", "sleep", "infinity")
-
-    def __call__(self, script: str, user: str = USER, timeout: int = 900,
-                 workdir: str = f"/home/{USER}/kit") -> subprocess.CompletedProcess:
-        argv = [docker.command(), "exec", "-u", user, "-w", workdir if user == USER else "/",
-                self.name, "bash", "-c", script]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-
-    def remove(self) -> None:
-        docker.run("rm", "-f", self.name, check=False)
+pytestmark = pytest.mark.prebuilt("newcomer")
+RECORD = PREBUILD / "newcomer.json"
 
 
-@pytest.fixture
-def machine(docker_image: str, tmp_path: Path):
-    bundle = tmp_path / "kit.bundle"
-    subprocess.run(["git", "-C", str(ROOT), "bundle", "create", str(bundle), "HEAD"], check=True,
-                   capture_output=True)
-    tmp_path.chmod(0o755)
-    bundle.chmod(0o644)
-    box = Machine(bundle)
-    try:
-        yield box
-    finally:
-        box.remove()
-
-
-def step(box: Machine, script: str, user: str = USER, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = box(script, user, timeout)
-    assert "Traceback" not in proc.stdout + proc.stderr, "a Python traceback" + explain(proc, script)
+def step(record: dict, name: str) -> subprocess.CompletedProcess:
+    """A recorded step as a finished process; a step that was not reached fails the test here."""
+    steps = record["steps"]
+    assert name in steps, f"the newcomer's step {name!r} did not run; the steps that did: " + \
+        "; ".join(f"{n}: exit status {s['code']}\n{s['stdout']}\n{s['stderr']}" for n, s in steps.items())
+    s = steps[name]
+    proc = subprocess.CompletedProcess(s["script"], s["code"], s["stdout"], s["stderr"])
+    assert "Traceback" not in proc.stdout + proc.stderr, "a Python traceback" + explain(proc, s["script"])
     return proc
 
 
-def test_the_readme_commands_on_a_fresh_machine(machine: Machine) -> None:
-    setup = step(machine, "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
-                 "apt-get install -y -qq --no-install-recommends git make python3 >/dev/null && "
-                 f"useradd --create-home {USER}", user="root", timeout=600)
+def test_the_readme_commands_on_a_fresh_machine(docker_image: str) -> None:
+    if wait_for_prebuild("newcomer") != 0:  # the session did not run it, or it failed: here, in the open
+        RECORD.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "newcomer.py"), str(RECORD)], cwd=ROOT,
+                       env=clean_env(), check=True, timeout=3000)
+    record = json.loads(RECORD.read_text())
+    main_job, test_command = record["main_job"], record["test_command"]
+
+    setup = step(record, "setup")
     assert setup.returncode == 0, explain(setup, "apt-get install git make python3; useradd")
-    clone = machine(f"git clone -q /bundle/kit.bundle /home/{USER}/kit", user=USER, workdir=f"/home/{USER}")
+    clone = step(record, "clone")
     assert clone.returncode == 0, explain(clone, "git clone")
-    readme = (ROOT / "README.md").read_text()
-    main_job = next(line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("make run-scatter"))
-    test_command = next(line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("make test"))
 
     # Without python3-venv: one error line naming the package, the exit status of a missing
     # prerequisite, and no half-made .venv.
-    first = step(machine, main_job)
+    first = step(record, "first")
     errors = [line for line in first.stderr.splitlines() if line.startswith("error:")]
     assert first.returncode != 0 and len(errors) == 1 and "python3-venv" in errors[0], explain(first, main_job)
     assert "Error 3" in first.stderr, explain(first, main_job)
-    leftover = machine("test -e .venv && echo LEFT || echo NONE")
+    leftover = step(record, "leftover")
     assert leftover.stdout.strip() == "NONE", "a half-made .venv was left behind"
 
-    installed = step(machine, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null",
-                     user="root")
+    installed = step(record, "install")
     assert installed.returncode == 0, explain(installed, "apt-get install python3-venv")
 
-    run = step(machine, main_job)
+    run = step(record, "run")
     assert "runtime: native (auto: no Docker engine" in run.stderr, explain(run, main_job)
     assert_example("scatter", run, 4, main_job + "   (newcomer, after installing python3-venv)", 100_000_000)
 
-    tests = step(machine, test_command + " PYTEST_ARGS='-q -p no:cacheprovider'", timeout=1500)
+    tests = step(record, "tests")
     command = f"{test_command}   (newcomer, non-root, no Docker engine)"
     assert tests.returncode == 0, explain(tests, command)
     summary = tests.stdout.strip().splitlines()[-1]
