@@ -8,12 +8,17 @@ plan() and the parsers are pure and unit-tested; gather() asks a node.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from . import config
 from .config import upstream_version
 from .slurm import offered_plugins
 from .ui import UsageError
@@ -96,6 +101,10 @@ class Plan:
     abi: str = ""  # its MPI_Abi_get_version, "major.minor" ("" when it has none)
     dlopened: Dlopened | None = None
     linked: list[tuple[str, str]] = field(default_factory=list)  # the image's packages linking an MPI (LINKED)
+    # What the plan was worked out from on the node: the prefix's library folders, the site's libmpi, every
+    # library ldd resolved, the configuration folders looked for. A run reuses the plan while these are as they
+    # were (reused_plan).
+    watched: list[str] = field(default_factory=list)
 
     def binds_options(self) -> tuple[str, ...]:
         return tuple(b.option() for b in self.binds)
@@ -449,6 +458,8 @@ def gather(prefix: str, site: Site, abi: str = "auto") -> tuple[Plan, dict[str, 
     p = plan(prefix, libmpi, family, needed, parse_ldconfig(sonames), present.__contains__, site.offered, dlopened,
              family_why)
     p.linked = parse_linked(linked)
+    p.watched = sorted({*listing, libmpi, *(n.path for n in needed if n.path), *candidates,
+                        *([dlopened.pmi, *(n.path for n in dlopened.pmi_needed if n.path)] if dlopened else [])})
     stack = dict(line.split("=", 1) for line in _lines(stack_text) if "=" in line)
     return p, stack
 
@@ -550,12 +561,26 @@ def check_runtime(host_mpi: str | None, runtime: str) -> None:
                          f"RUNTIME={runtime} has no Slurm (drop HOST_MPI to run the image's own Open MPI)")
 
 
-def resolve(host_mpi: str | None, srun_mpi: str, sif, runtime: str, abi: str = "auto") -> Plan | None:
-    """HOST_MPI: work out the binds on a node, load the site's libmpi in the image with them, check it fits."""
+def resolve(host_mpi: str | None, srun_mpi: str, sif, runtime: str, abi: str = "auto",
+            reuse: bool = False) -> Plan | None:
+    """HOST_MPI: work out the binds on a node, load the site's libmpi in the image with them, check it fits.
+    reuse: a plan that passed before for the same site MPI, SIF and node state is taken as it is (make run and
+    its kin; make bind-plan and make doctor always work it out)."""
     if not host_mpi:
         return None
     check_runtime(host_mpi, runtime)
     site = site_for(runtime, sif)
+    key = plan_key(host_mpi, abi, site, sif)
+    p = reused_plan(key, site) if reuse else None
+    if p is None:
+        p = _resolved(host_mpi, site, sif, abi)
+        keep_plan(key, p, site)
+    if srun_mpi != "auto":
+        p.srun_mpi, p.srun_mpi_why = srun_mpi, "SRUN_MPI, given"
+    return p
+
+
+def _resolved(host_mpi: str, site: Site, sif, abi: str) -> Plan:
     p, stack = gather(host_mpi, site, abi)
     loaded = preflight(p, site)
     if p.family == "standard":
@@ -576,6 +601,82 @@ def resolve(host_mpi: str | None, srun_mpi: str, sif, runtime: str, abi: str = "
     problem = linked_problem(p) or compatible(p.family, p.version, upstream_version(stack.get("OPENMPI_DEB", "0")))
     if problem:
         raise UsageError(f"HOST_MPI={host_mpi}: {problem}")
-    if srun_mpi != "auto":
-        p.srun_mpi, p.srun_mpi_why = srun_mpi, "SRUN_MPI, given"
     return p
+
+
+# ---- a plan kept: working one out asks the node about ten questions and starts the image twice (a second
+# of every run); a run with the same site MPI, SIF and node state takes the one that passed before ----
+PLAN_CACHE = config.CACHE / "bind"
+PLAN_CACHE_KEEP = 50  # plans kept, newest first
+# The user's environment that changes the plan where the kit asks this node (RUNTIME=srun): ldd's search
+# path and the PMI library Intel MPI is told to open.
+PLAN_ENVIRON = ("LD_LIBRARY_PATH", "I_MPI_PMI_LIBRARY")
+
+
+def plan_key(host_mpi: str, abi: str, site: Site, sif) -> str:
+    """What a plan is worked out for: the site MPI and the ABI asked for, the node and what Slurm offers
+    there, the SIF (its path there, and this file's identity here), the user's environment that counts, and
+    the kit's own rules (this file)."""
+    try:
+        st = os.stat(sif)
+        identity = [st.st_size, st.st_mtime_ns, st.st_ino]
+    except OSError:
+        identity = []
+    what = [host_mpi, abi, site.where, site.sif, identity, list(site.offered),
+            {k: site.environ.get(k, "") for k in PLAN_ENVIRON},
+            hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
+
+
+# One command on the node: each watched path's size, change time and inode (a folder's times move when a
+# file comes or goes), or "-" when it is not there.
+STAT = 'for p; do stat -L -c "%n %s %Z %i" -- "$p" 2>/dev/null || echo "$p -"; done'
+
+
+def node_state(site: Site, paths: Sequence[str]) -> str | None:
+    proc = site.run(["sh", "-c", STAT, "sh", *paths])
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def plan_to_json(p: Plan) -> dict:
+    return dataclasses.asdict(p)
+
+
+def plan_from_json(data: dict) -> Plan:
+    data = dict(data)
+    data["binds"] = [Bind(**b) for b in data["binds"]]
+    data["from_image"] = [tuple(x) for x in data["from_image"]]
+    data["linked"] = [tuple(x) for x in data["linked"]]
+    if data["dlopened"]:
+        d = dict(data["dlopened"])
+        d["pmi_needed"] = [Needed(**n) for n in d["pmi_needed"]]
+        data["dlopened"] = Dlopened(**d)
+    return Plan(**data)
+
+
+def reused_plan(key: str, site: Site) -> Plan | None:
+    """The plan kept under `key`, when the node's watched files are as they were; else None."""
+    try:
+        kept = json.loads((PLAN_CACHE / f"{key}.json").read_text())
+        p = plan_from_json(kept["plan"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    state = node_state(site, p.watched)
+    return p if state is not None and state == kept["state"] else None
+
+
+def keep_plan(key: str, p: Plan, site: Site) -> None:
+    """Keep a plan that passed, with the state of what it was worked out from; a cache that cannot be written
+    costs the next run its second, nothing else."""
+    state = node_state(site, p.watched)
+    if state is None:
+        return
+    try:
+        PLAN_CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = PLAN_CACHE / f".{key}.{os.getpid()}"
+        tmp.write_text(json.dumps({"plan": plan_to_json(p), "state": state}))
+        tmp.replace(PLAN_CACHE / f"{key}.json")
+        for old in sorted(PLAN_CACHE.glob("*.json"), key=lambda f: f.stat().st_mtime, reverse=True)[PLAN_CACHE_KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -255,7 +255,8 @@ def prepare(settings: Settings, *, build: bool = True) -> Prepared:
     if settings.host_mpi and not settings.sif.is_file():
         raise UsageError(f"no {settings.sif}: the bind model compares the site's libraries with the image's; "
                          "make sif first")
-    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime, settings.host_mpi_abi)
+    plan = bind.resolve(settings.host_mpi, settings.srun_mpi, settings.sif, choice.runtime, settings.host_mpi_abi,
+                        reuse=True)
     mpi = srun_mpi_for(settings, choice.runtime, plan)
     say_bind(plan)
     return Prepared(settings, choice.runtime, plan, mpi, digest)

@@ -277,3 +277,72 @@ def test_derive_writes_the_list_where_the_bind_model_reads_it() -> None:
     from mpikit.config import ROOT
 
     assert f"/stage{bind.LINKED}" in (ROOT / "scripts" / "image" / "derive.sh").read_text()
+
+
+# ---- a plan kept between runs (bind.resolve(reuse=True): make run and its kin) ----
+
+class FakeNode:
+    """A node whose files are a dict path -> (size, ctime, inode); answers the kit's stat command."""
+
+    def __init__(self, files: dict[str, tuple[int, int, int]]) -> None:
+        self.files, self.asked = files, 0
+
+    def run(self, argv: list[str]):
+        import subprocess
+
+        assert argv[:3] == ["sh", "-c", bind.STAT]
+        self.asked += 1
+        out = "".join(f"{p} {' '.join(map(str, self.files[p]))}\n" if p in self.files else f"{p} -\n"
+                      for p in argv[4:])
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+
+def kept_site(node: FakeNode, **kw) -> bind.Site:
+    args = {"where": "node1", "run": node.run, "sif": "/shared/mpi.sif", "offered": ("pmi2", "pmix")}
+    args.update(kw)
+    return bind.Site(**args)
+
+
+def test_a_plan_survives_its_round_trip_through_the_cache_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bind, "PLAN_CACHE", tmp_path)
+    p = impi_plan()
+    p.watched = ["/opt/site/impi/lib", "/usr/lib/x86_64-linux-gnu/libpmi2.so.0"]
+    p.linked = [("h5py", "libmpi.so.40")]
+    node = FakeNode({"/opt/site/impi/lib": (4096, 10, 1)})
+    bind.keep_plan("k", p, kept_site(node))
+    assert bind.reused_plan("k", kept_site(node)) == p
+    assert bind.plan_from_json(bind.plan_to_json(mpich_plan())) == mpich_plan()
+
+
+def test_a_kept_plan_is_dropped_when_a_watched_file_changes_comes_or_goes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bind, "PLAN_CACHE", tmp_path)
+    p = mpich_plan()
+    p.watched = ["/opt/site/mpich/lib", "/opt/site/mpich/lib/libmpi.so.12", "/etc/ucx"]
+    files = {"/opt/site/mpich/lib": (4096, 10, 1), "/opt/site/mpich/lib/libmpi.so.12": (999, 10, 2)}
+    node = FakeNode(dict(files))
+    bind.keep_plan("k", p, kept_site(node))
+    assert bind.reused_plan("k", kept_site(node)) == p
+    for changed in ({"/opt/site/mpich/lib/libmpi.so.12": (999, 11, 2)},  # rewritten in place
+                    {"/opt/site/mpich/lib/libmpi.so.12": (999, 10, 3)},  # replaced
+                    {"/etc/ucx": (4096, 12, 7)}):  # a configuration folder appeared
+        node.files = {**files, **changed}
+        assert bind.reused_plan("k", kept_site(node)) is None, changed
+    node.files = {k: v for k, v in files.items() if k != "/opt/site/mpich/lib/libmpi.so.12"}  # gone
+    assert bind.reused_plan("k", kept_site(node)) is None
+    assert bind.reused_plan("no-such-key", kept_site(node)) is None
+
+
+def test_the_key_names_everything_the_plan_is_worked_out_for(tmp_path) -> None:
+    sif = tmp_path / "mpi.sif"
+    sif.write_bytes(b"one")
+    node = FakeNode({})
+    key = bind.plan_key("/opt/site/mpich", "auto", kept_site(node), sif)
+    assert key == bind.plan_key("/opt/site/mpich", "auto", kept_site(node), sif)
+    others = [bind.plan_key("/opt/site/impi", "auto", kept_site(node), sif),
+              bind.plan_key("/opt/site/mpich", "legacy", kept_site(node), sif),
+              bind.plan_key("/opt/site/mpich", "auto", kept_site(node, where="this node"), sif),
+              bind.plan_key("/opt/site/mpich", "auto", kept_site(node, offered=("pmix",)), sif),
+              bind.plan_key("/opt/site/mpich", "auto", kept_site(node, environ={"LD_LIBRARY_PATH": "/x"}), sif)]
+    assert key not in others and len(set(others)) == len(others)
+    sif.write_bytes(b"another")  # the SIF rebuilt at the same path
+    assert bind.plan_key("/opt/site/mpich", "auto", kept_site(node), sif) != key
