@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+# The kit's own modules, from the path set just above (so not at the top).
 from mpikit import docker, knobs  # noqa: E402
 
 USER = "newcomer"
