@@ -51,6 +51,8 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     # the cache beside or before it left the cache's entries for the same steps unused, and bench-build
     # compiled mpi4py again (17 minutes in a cold run).
     "reproduce": ("bench", (["reproduce"],)),
+    # The forky cluster's images, for test_forky.py at the very end (87 s of a cold run's last minutes).
+    "forky": ("bench", (["tests/scripts/cluster_images.py", "forky"],)),
     "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
     # The users' environments test_user_env.py runs (REQUIREMENTS): parallel h5py compiles for minutes.
     "envs": ("image", (["image", "--requirements", "tests/envs/h5py.txt"],
@@ -62,13 +64,28 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
 # Lanes that run on their own beside the builds above instead of after them: they build nothing and wait
 # mostly on the network (apt and pip in a clean container), so they need not queue behind the compiles.
 BESIDE = {"newcomer"}
+# The order the background builds end in on a fresh machine (the cold run of 2026-12-06: the newcomer's machine
+# about 10 minutes in, make reproduce 20, the bookworm image, Apptainer.def and the environments by 27, the
+# emulated arm64 chain 37): the late tests run in this order, so those whose build is done run while the arm64
+# chain still builds (they waited behind its tests, 4 minutes of that run).
+LATE_ORDER = ("newcomer", "reproduce", "forky", "bookworm", "recipe", "envs", "arm64")
+assert set(LATE_ORDER) == set(PREBUILDS), "every background build has its place in LATE_ORDER"
+
+
+def late_rank(item: pytest.Item) -> int:
+    """A late test's place: after every build it waits for (a test of no known build: first)."""
+    names = [name for mark in item.iter_markers("prebuilt") for name in mark.args]
+    return max((LATE_ORDER.index(n) + 1 for n in names if n in LATE_ORDER), default=0)
+
+
 # Fixtures whose tests need a background build, beside the tests marked for one.
 PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
 # What the background builds change while other tests run, which a test of "nothing changed" must leave out:
 # their files, the images they make and the Apptainer helper's containers.
 PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/")
 PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie",
-                   "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie")
+                   "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie",
+                   "debian:forky-slim", "mpi4py-kit-apptainer:forky", "mpi4py-kit-slurm:forky")
 PREBUILD_IMAGE_PREFIXES = ("mpi4py-kit-env:",)  # the environments' images, named by their content
 PREBUILD_CONTAINER_PREFIXES = ("mpikit-newcomer-",)  # the newcomer's machine (tests/scripts/newcomer.py)
 
@@ -108,7 +125,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             last.append(item)
         elif any(mark.kwargs.get("late", True) for mark in item.iter_markers("prebuilt")):
             late.append(item)
-    # Tests of a background build run after the rest, which the build overlaps, and before the last ones.
+    # Tests of a background build run after the rest, which the build overlaps, and before the last ones; among
+    # them, those whose build ends first come first (LATE_ORDER), so none waits while another's build is done.
+    late.sort(key=late_rank)
     for item in late:
         items.remove(item)
         items.append(item)
@@ -346,9 +365,10 @@ def in_cluster(*command: str, timeout: int = 300) -> subprocess.CompletedProcess
     return subprocess.run(cluster.on_login(command), capture_output=True, text=True, timeout=timeout)
 
 
-def user_processes(settle: float = 10) -> list[str]:
+def user_processes(settle: float = 10, ignore: str = "") -> list[str]:
     """The cluster user's processes and APPTAINER_MODE=join state left on the compute nodes, once
-    `settle` seconds have passed for them to go (a join watcher looks every 0.2 s)."""
+    `settle` seconds have passed for them to go (a join watcher looks every 0.2 s). A process whose command
+    line holds `ignore` (when given) is not counted: waiting for one that stays by design was 10 s a test."""
     from mpikit import cluster
 
     deadline = time.monotonic() + settle
@@ -356,7 +376,8 @@ def user_processes(settle: float = 10) -> list[str]:
         found = []
         for node in cluster.COMPUTE:
             ps = docker.run("exec", node, "ps", "-u", cluster.USER, "-o", "pid=,args=", check=False).stdout
-            found += [f"{node}: {line.strip()}" for line in ps.splitlines() if line.strip()]
+            found += [f"{node}: {line.strip()}" for line in ps.splitlines()
+                      if line.strip() and not (ignore and ignore in line)]
             state = docker.run("exec", node, "sh", "-c", "ls -d /tmp/mpi4py-kit-*/join-* 2>/dev/null",
                                check=False).stdout
             found += [f"{node}: {path}" for path in state.split()]

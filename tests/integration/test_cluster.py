@@ -156,9 +156,8 @@ def nothing_left(script: str, mode: str) -> None:
     assert (left := squeue()) == "", "a Slurm job remained: " + left
     assert (left := leftovers(script)) == [], f"ranks remained: {left}"
     assert (left := instances_left()) == [], f"Apptainer instances remained: {left}"
-    left = user_processes()
+    left = user_processes(ignore=SIF_MOUNT if mode in ("exec", "sharens") else "")
     if mode in ("exec", "sharens"):
-        left = [line for line in left if SIF_MOUNT not in line]
         for node in cluster_module.COMPUTE:  # what the next tests would find: gone, as a cgroup would do
             docker.run("exec", node, "pkill", "-u", cluster_module.USER, "-x", SIF_MOUNT, check=False)
     assert left == [], f"processes of {cluster_module.USER} remained: {left}"
