@@ -121,6 +121,19 @@ def stage_context() -> Path:
     return CONTEXT
 
 
+def build_images(name: str = DEFAULT_CLUSTER) -> str:
+    """The images the cluster `name` runs, built or found up to date in the cache: the Apptainer helper (its
+    base and Apptainer) and the node image; returns the node image's tag."""
+    apptainer.ensure_helper(name)  # the base image and Apptainer, cached
+    image = node_image(name)
+    say(f"cluster: building {image} ({CLUSTERS[name]}, munge, Apptainer, the site MPIs; a few minutes the "
+        "first time)")
+    pin = stack_pins(name)["OPENMPI_DEB"] if name == BASELINE_CLUSTER else ""
+    docker.build_quietly(image, NODE_DIR / "Dockerfile", context=stage_context(),
+                         build_args={"BASE": name, "OPENMPI_DEB": pin})
+    return image
+
+
 def up(name: str = DEFAULT_CLUSTER) -> None:
     """Start the cluster `name` (idempotent): images, network, key, volumes, three nodes."""
     docker.require_engine("make cluster-up")
@@ -136,13 +149,7 @@ def up(name: str = DEFAULT_CLUSTER) -> None:
         wait_ready()
         return
     down(quiet=True)
-    apptainer.ensure_helper(name)  # the base image and Apptainer, cached
-    image = node_image(name)
-    say(f"cluster: building {image} ({CLUSTERS[name]}, munge, Apptainer, the site MPIs; a few minutes the "
-        "first time)")
-    pin = stack_pins(name)["OPENMPI_DEB"] if name == BASELINE_CLUSTER else ""
-    docker.build_quietly(image, NODE_DIR / "Dockerfile", context=stage_context(),
-                         build_args={"BASE": name, "OPENMPI_DEB": pin})
+    image = build_images(name)
     say("cluster: network, volumes, and a munge key made for this cluster only")
     docker.run("network", "create", "--internal", NETWORK)
     for volume in VOLUMES:

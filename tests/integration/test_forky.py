@@ -10,16 +10,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import assert_example, explain, kit, make, need_engine
+from conftest import assert_example, explain, kit, make, need_engine, wait_for_prebuild
 from mpikit import cluster as cluster_module
 
-pytestmark = pytest.mark.last(2)
+# Last, after the default cluster's tests; its images are built in the background meanwhile (conftest.PREBUILDS).
+pytestmark = [pytest.mark.last(2), pytest.mark.prebuilt("forky")]
 SCATTER_SIZE = 999_983
 
 
 @pytest.fixture(scope="module")
 def forky(sif: str, sif_bookworm: str):
     need_engine("the forky cluster")
+    wait_for_prebuild("forky")  # its images: cluster-up then finds them built (or builds them, in the open)
     make("cluster-down", timeout=300)
     proc = make("cluster-up", "CLUSTER=forky", timeout=2400)
     assert proc.returncode == 0, explain(proc, "make cluster-up CLUSTER=forky")
