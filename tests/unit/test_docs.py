@@ -305,3 +305,21 @@ def test_every_integration_module_has_a_row_in_the_time_table() -> None:
     modules = {p.name for p in (ROOT / "tests" / "integration").glob("test_*.py")}
     assert rows == modules, f"missing from the table: {sorted(modules - rows)}; gone: {sorted(rows - modules)}"
     assert re.search(r"measured 20\d\d-\d\d-\d\d", section, re.I), "the table's figures carry no date"
+
+
+def test_every_table_row_has_its_headers_cells() -> None:
+    """A row with more or fewer cells than its table's header (an edit meant for one table that reached
+    another: docs/testing.md's 'what it proves' rows twice got the timing table's figures appended)."""
+    bad = []
+    for name, text in DOCS.items():
+        header = None
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.startswith("|"):
+                header = None
+                continue
+            cells = len(re.findall(r"(?<!\\)\|", line.replace("&#124;", ""))) - 1
+            if header is None:
+                header = cells
+            elif cells != header:
+                bad.append(f"{name}:{number}: {cells} cells, its header has {header}")
+    assert not bad, "\n".join(bad)
