@@ -604,7 +604,7 @@ def _resolved(host_mpi: str, site: Site, sif, abi: str) -> Plan:
     return p
 
 
-# ---- a plan kept: working one out asks the node about ten questions and starts the image twice (a second
+# ---- a plan kept: working one out asks the node six to eight questions and starts the image twice (a second
 # of every run); a run with the same site MPI, SIF and node state takes the one that passed before ----
 PLAN_CACHE = config.CACHE / "bind"
 PLAN_CACHE_KEEP = 50  # plans kept, newest first
