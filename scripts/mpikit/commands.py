@@ -510,11 +510,13 @@ def cluster_shell(settings: Settings) -> int:
 
 def make_venv(settings: Settings) -> int:
     venv.ensure(venv.TOOLS)
+    venv.compile_kit()
     return 0
 
 
 def _pytest(settings: Settings, paths: list[str]) -> int:
     venv.ensure(venv.TOOLS)
+    venv.compile_kit()
     argv = [str(venv.python()), "-m", "pytest", *paths, *settings.pytest_args]
     say("+ " + show(argv))
     sys.stdout.flush()

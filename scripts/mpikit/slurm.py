@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from collections.abc import Sequence
@@ -55,9 +56,12 @@ def fit_plugin(srun_mpi: str, plan: Plan | None, offered: Sequence[str]) -> str:
                      f"offers only {listed} (srun --mpi=list): use a site MPI that speaks one of them")
 
 
-def offered_plugins(runtime: str) -> list[str]:
+@functools.cache
+def offered_plugins(runtime: str) -> tuple[str, ...]:
     """srun --mpi=list where srun's ranks start: this node, or the test cluster's login node. When it gives
-    no answer the plugin cannot be checked before the launch, and the kit says so."""
+    no answer the plugin cannot be checked before the launch, and the kit says so. Asked once per command:
+    the bind plan's key and the plugin check both read it (a second `srun --mpi=list` through docker exec
+    cost about 0.1 s of every cluster run)."""
     from . import cluster
 
     argv = cluster.on_login(["srun", "--mpi=list"]) if runtime == "cluster" else ["srun", "--mpi=list"]
@@ -70,4 +74,4 @@ def offered_plugins(runtime: str) -> list[str]:
     if not plugins:
         say(f"warning: srun --mpi=list gave no plugins ({said[0] if said else 'no output'}), so the --mpi plugin is "
             "not checked before the launch: srun itself will refuse one this Slurm lacks")
-    return plugins
+    return tuple(plugins)

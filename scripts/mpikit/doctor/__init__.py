@@ -28,7 +28,11 @@ from .judge import Finding
 
 PROBE = MPI_PROGRAMS / "probe.py"
 PROBE_TIMEOUT = 180
-SPAWN_TIMEOUT = 30  # a launcher that cannot spawn may fail slowly (or hang: MPICH under pmi2); longer is a hang
+# A launcher that cannot spawn may fail slowly, or hang (MPICH under Slurm's pmi2: the wait is all of it).
+# A spawn that works took 0.3 s natively and 1 s under docker (2026-12-07); under qemu the Python of the
+# new process starts several times slower, so emulated ranks wait EMULATED_SLOWDOWN times as long.
+SPAWN_TIMEOUT = 12
+EMULATED_SLOWDOWN = 3
 NP = 2
 GUARD = "MPI4PY_KIT_GUARD"  # scripts/image/site/mpi4py_kit_guard.py's switch (a unit test holds them equal)
 
@@ -255,7 +259,8 @@ def diagnose(settings: Settings, choice: Choice) -> int:
             report.add(oversubscription(runtime))
         if probes:
             section("dynamic processes: 1 rank starts one more (MPI_Comm_spawn, as a mpi4py.futures pool does)")
-            spawned = run_probe(report, replace(job, np=1, args=["--spawn"], timeout=SPAWN_TIMEOUT), SPAWN_TIMEOUT,
+            wait = SPAWN_TIMEOUT * (EMULATED_SLOWDOWN if settings.platform != host else 1)
+            spawned = run_probe(report, replace(job, np=1, args=["--spawn"], timeout=wait), wait,
                                 silence_is_a_problem=False)
-            report.add(judge.spawn(runtime, spawned, SPAWN_TIMEOUT))
+            report.add(judge.spawn(runtime, spawned, wait))
     return report.summary()
