@@ -8,6 +8,7 @@ the image), sif (a SIF built by make sif), cluster (the test Slurm cluster).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -43,8 +44,11 @@ PREBUILD = ROOT / "build" / "prebuild"
 # Builds that start together run one after another, in this order (the first needed first): three compiles of
 # mpi4py side by side starved the tests' own builds (the cluster's image, make bench-build's) of the CPU.
 PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
+    # Then the emulated tests themselves (LANE_TESTS), on the core qemu leaves: 132 s at the end of a warm run.
     "arm64": ("start", (["image", "--platform", "linux/arm64"],
-                        ["sif", "--platform", "linux/arm64", "--sif", str(PREBUILD / "mpi-arm64.sif")])),
+                        ["sif", "--platform", "linux/arm64", "--sif", str(PREBUILD / "mpi-arm64.sif")],
+                        ["tests/scripts/lane_tests.py", str(PREBUILD / "arm64-tests.json"),
+                         "tests/integration/test_arm64.py", "-m", "emulated"])),
     "bookworm": ("image", (["image", "--base", "bookworm"],
                            ["sif", "--base", "bookworm", "--sif", str(PREBUILD / "mpi-bookworm.sif")])),
     # After make bench-build (test_bench.py), which builds on the build cache as it stands: a build without
@@ -61,6 +65,12 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     # The README's two commands on a newcomer's machine (test_newcomer.py): a script, not a kit command.
     "newcomer": ("image", (["tests/scripts/newcomer.py", str(PREBUILD / "newcomer.json")],)),
 }
+# Lanes whose last step runs tests (tests/scripts/lane_tests.py), with the file that step records their verdicts
+# in: a test recorded there is not run again; the session gives the recorded verdict as its own (a failure with
+# what pytest said in the lane). A test the lane did not record (its build failed first) runs in the open.
+LANE_TESTS = {"arm64": PREBUILD / "arm64-tests.json"}
+# A lane's own test session (tests/scripts/lane_tests.py sets it) starts no lanes and leaves the CPU weights.
+IN_LANE = os.environ.get("MPIKIT_LANE") == "1"
 # Lanes that run on their own beside the builds above instead of after them: they build nothing and wait
 # mostly on the network (apt and pip in a clean container), so they need not queue behind the compiles.
 BESIDE = {"newcomer"}
@@ -82,7 +92,7 @@ def late_rank(item: pytest.Item) -> int:
 PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
 # What the background builds change while other tests run, which a test of "nothing changed" must leave out:
 # their files, the images they make and the Apptainer helper's containers.
-PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/")
+PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/", "build/test/mpi-arm64.sif")
 PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie",
                    "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie",
                    "debian:forky-slim", "mpi4py-kit-apptainer:forky", "mpi4py-kit-slurm:forky")
@@ -167,13 +177,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Note the background builds the selected tests need and start those that start with the session, when an
     engine answers (without one those tests skip or fail on their own, and nothing is started)."""
     wanted = {name for item in session.items for mark in item.iter_markers("prebuilt") for name in mark.args}
-    if not wanted or session.config.option.collectonly or docker.engine_problem() is not None:
+    if IN_LANE or not wanted or session.config.option.collectonly or docker.engine_problem() is not None:
         return
     from mpikit import platforms
 
     if platforms.is_host("linux/arm64") or platforms.emulation_problem("linux/arm64"):
         wanted.discard("arm64")
     _prebuilds_wanted.update(wanted)
+    for record in LANE_TESTS.values():
+        record.unlink(missing_ok=True)  # an earlier session's verdicts are never given
     _bench_last[:] = [item.nodeid for item in session.items if item.nodeid.startswith(BENCH_MODULE)][-1:]
     PREBUILD.mkdir(parents=True, exist_ok=True)
     _yield_builds()
@@ -228,6 +240,37 @@ def _run_in_turn(names: list[str]) -> None:
         build.done.set()
 
 
+def lane_verdict(item: pytest.Item) -> tuple[str, dict] | None:
+    """The lane of this session that ran `item`, and the verdict it recorded; or None."""
+    for name, record in LANE_TESTS.items():
+        build = _prebuilds.get(name)
+        if build is not None and build.done.is_set() and record.is_file():
+            verdict = json.loads(record.read_text()).get(item.nodeid)
+            if verdict is not None:
+                return name, verdict
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A test its lane ran already (its fixtures have waited for that lane) is not run again: its verdict is
+    the lane's."""
+    found = lane_verdict(pyfuncitem)
+    if found is None:
+        return None
+    name, verdict = found
+    _lane_given.append(verdict["seconds"])
+    if verdict["outcome"] == "failed":
+        pytest.fail(f"failed in the background lane {name} (log: {PREBUILD / (name + '.log')}):\n{verdict['text']}",
+                    pytrace=False)
+    if verdict["outcome"] == "skipped":
+        pytest.skip(f"skipped in its background lane: {verdict['text']}")
+    return True
+
+
+_lane_given: list[float] = []  # the lane's seconds for each test whose verdict the session gave
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """A background build still running when the session ends (a failure, -x, Ctrl-C) is stopped, and the
     ones after it are not started."""
@@ -244,6 +287,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter) -> None:
     """The background builds' own times, which no test module's time includes (only the waits for them)."""
+    if _lane_given:
+        terminalreporter.write_line(f"{len(_lane_given)} tests ran in a background lane ({sum(_lane_given):.0f} s "
+                                    "there); their verdicts are the lane's")
     for name, build in _prebuilds.items():
         if build.ended:
             terminalreporter.write_line(
