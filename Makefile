@@ -119,11 +119,13 @@ test-fast: ## the unit tests only: the kit's logic, in-process, in seconds
 lint: venv ## ruff, shellcheck and hadolint
 	@.venv/bin/python -m pytest tests/integration/test_lint.py $(PYTEST_ARGS)
 
-lock: venv ## refresh the hashes in requirements/*.txt after editing requirements/*.in
-	@cd requirements && for f in image native build build-abi sbom dev site env-build; do \
+# With REQUIREMENTS=my.in the kit locks the user's file (docs/environment.md); without, the kit's own.
+lock: ## refresh the hashes in requirements/*.txt after editing requirements/*.in; REQUIREMENTS=my.in: lock yours
+	@if [ -n "$(REQUIREMENTS)" ]; then $(KIT) lock; else $(MAKE) --no-print-directory venv && \
+	  cd requirements && for f in image native build build-abi sbom dev site env-build lock-tools; do \
 	  echo "locking requirements/$$f.txt"; \
 	  ../.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
-	    --no-emit-index-url --no-emit-find-links -o $$f.txt $$f.in || exit 1; done
+	    --no-emit-index-url --no-emit-find-links -o $$f.txt $$f.in || exit 1; done; fi
 
 clean: ## remove .venv, build/ and caches (images, SIF files and the SIF cache stay)
 	rm -rf .venv build .pytest_cache .ruff_cache .hypothesis

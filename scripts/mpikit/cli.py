@@ -56,6 +56,8 @@ COMMANDS: dict[str, Command] = {
     "cluster-up": Command(commands.cluster_up, "start the test Slurm cluster"),
     "cluster-down": Command(commands.cluster_down, "remove the test Slurm cluster"),
     "cluster-shell": Command(commands.cluster_shell, "a login shell on the cluster's controller"),
+    "lock": Command(commands.lock_requirements, "REQUIREMENTS=my.in: lock your file to my.txt (pins and hashes), "
+                    "resolved in the image for its Python"),
     "venv": Command(commands.make_venv, "create .venv: the native runtime and the tools"),
     "test": Command(commands.test, "provision Docker if possible, then run the whole test suite"),
     "test-fast": Command(commands.test_fast, "the unit tests only (seconds)"),

@@ -508,6 +508,20 @@ def cluster_shell(settings: Settings) -> int:
     return subprocess.call(cluster.on_login(["bash", "-l"], interactive=True))
 
 
+def lock_requirements(settings: Settings) -> int:
+    """make lock REQUIREMENTS=my.in (scripts/mpikit/lock.py); the Makefile's lock without it refreshes the
+    kit's own requirements/*.txt."""
+    from . import lock
+
+    if settings.requirements is None:
+        raise UsageError("make lock without REQUIREMENTS refreshes the kit's own requirements/*.txt; to lock your "
+                         "own file: make lock REQUIREMENTS=my.in")
+    lock.output_for(settings.requirements, settings.cwd)  # refused before anything is built
+    prepare.ensure_image(settings)
+    lock.lock(settings.requirements, settings.image, settings.cwd, settings.ca_cert)
+    return 0
+
+
 def make_venv(settings: Settings) -> int:
     venv.ensure(venv.TOOLS)
     venv.compile_kit()

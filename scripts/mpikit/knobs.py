@@ -404,8 +404,8 @@ KNOBS: tuple[Knob, ...] = (
          apply=lambda s, v: setattr(s, 'runtime', parse_runtime(v))),
     Knob("BASE", config.default_base(), "Debian base of the image: "
          + " | ".join(config.supported_bases()),
-         (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom", "sign", "verify"),  # sign, verify: REQUIREMENTS'
-         apply=lambda s, v: setattr(s, 'base', parse_base(v))),
+         (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom", "sign", "verify", "lock"),  # sign, verify:
+         apply=lambda s, v: setattr(s, 'base', parse_base(v))),  # REQUIREMENTS'; lock: the image's Python
     # Empty means this host's platform; the default is not written here, so the README's
     # table (generated from these lines) reads the same on every host.
     Knob("PLATFORM", "", "image platform: " + " | ".join(platforms.SUPPORTED) + " (default: this host's); "
@@ -414,7 +414,7 @@ KNOBS: tuple[Knob, ...] = (
          (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom"),
          apply=_apply_platform),
     Knob("IMAGE", "", "Docker image (default mpi4py-kit:BASE, or mpi4py-kit:BASE-ARCH for another PLATFORM; "
-         "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image", "sbom", "reproduce"),
+         "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image", "sbom", "reproduce", "lock"),
          apply=_apply_image),
     Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
          "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif", "sign", "verify",
@@ -475,12 +475,12 @@ KNOBS: tuple[Knob, ...] = (
          (*LIKE_RUN, "smoke", "batch", "verify"),
          apply=lambda s, v: setattr(s, 'verify_key', parse_verify_key(v, s.command))),
     Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
-         (*RUN_COMMANDS, "bench", "bench-build", *BUILD_COMMANDS),
+         (*RUN_COMMANDS, "bench", "bench-build", *BUILD_COMMANDS, "lock"),
          apply=lambda s, v: setattr(s, 'ca_cert', parse_ca_cert(v))),
     Knob("REQUIREMENTS", "", "your own packages: a pip requirements file under the current folder (names, "
          "versions, --hash, ./local packages); runs use an image and SIF with them built on the kit's, MPI-linked "
          "packages compiled against its Open MPI; docs/environment.md",
-         (*LIKE_RUN, "smoke", "shell", "image", "sif", "bind-plan", "sbom", "sign", "verify", *UNDERIVED),
+         (*LIKE_RUN, "smoke", "shell", "image", "sif", "bind-plan", "sbom", "sign", "verify", "lock", *UNDERIVED),
          apply=lambda s, v: _apply_requirements(s, v)),
     Knob("COMMAND", "", "make shell without a terminal (CI, no standard input): the command to run in the image "
          "instead (bash -c), with the same mounts, user and environment as make run",

@@ -80,6 +80,8 @@ CASES = [
     (["reproduce", "REQUIREMENTS=tests/envs/science.txt"], "make reproduce does not take REQUIREMENTS yet"),
     (["run-rank", "RUNTIME=docker", "IMAGE=mpi4py-kit:trixie", "REQUIREMENTS=tests/envs/science.txt"],
      "REQUIREMENTS and IMAGE= together are not taken"),
+    (["lock", "REQUIREMENTS=tests/envs/science.txt"], "give the loose file, named *.in (my.in)"),
+    (["lock", "REQUIREMENTS=tests/envs/with-local.in"], "line 3 (./tests/envs/mpirank) is a local package"),
     (["shell", "RUNTIME=docker"], "make shell needs a terminal (standard input is not one)"),
     (["shell", "RUNTIME=srun", "COMMAND=true"], "make shell opens a shell in the image on this machine"),
 ]

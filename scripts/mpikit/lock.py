@@ -1,0 +1,97 @@
+"""make lock REQUIREMENTS=my.in: a user's loose requirements locked to my.txt beside it, every package
+pinned with its hashes, resolved where it will be installed. pip-compile (the tool make lock runs for the
+kit's own requirements/*.txt) runs in a container of the kit's image, so it resolves for the image's Python
+and platform (the host's Python may be another version), with the kit's pins as constraints (numpy, when a
+package needs it, is locked at the image's version; mpi4py is never added). Then pip checks the lock against
+the image's own /opt/venv in the same container (--dry-run, --require-hashes), and only a lock that passes
+replaces my.txt. Without REQUIREMENTS, make lock refreshes the kit's own files, as before.
+
+A local package (./mypkg) cannot be in a locked file: pip refuses hash-checking for a folder, and one line
+with a hash puts the whole file in hash-checking mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from . import config, docker, environment
+from .ui import RunError, UsageError, say
+
+TOOLS = config.REQUIREMENTS / "lock-tools.txt"  # pip-tools, hash-pinned (make lock refreshes it)
+TOOLS_IN_CONTAINER = "/kit/lock-tools.txt"
+CA_IN_CONTAINER = "/kit/ca.pem"
+WORK = "/work"  # the current folder, in the container
+
+# Runs as root in the kit's image (apt for python3-venv, which the runtime image leaves out); the lock is
+# written in the container's /tmp and reaches the current folder only after pip has checked it.
+SCRIPT = r"""set -eu
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+  echo "lock: python3-venv for a throwaway venv with pip-tools (the image has no pip)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
+python3 -m venv /tmp/lock
+/tmp/lock/bin/pip install -q --require-hashes -r "$LOCK_TOOLS"
+mkdir -p /kit && printf '%s' "$LOCK_CONSTRAINTS" > /kit/image-pins.txt  # named in the lock's "via" lines
+cd "$LOCK_WORK"
+[ ! -f "$LOCK_OUT" ] || cp "$LOCK_OUT" /tmp/lock.txt  # the pins it has are kept where they still fit
+echo "lock: pip-compile for $(python3 -V) on $(uname -m), the kit's pins as constraints"
+CUSTOM_COMPILE_COMMAND="make lock REQUIREMENTS=$LOCK_IN" /tmp/lock/bin/pip-compile -q --generate-hashes \
+  --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -c /kit/image-pins.txt \
+  -o /tmp/lock.txt "$LOCK_IN"
+echo "lock: pip installs it into the image's /opt/venv (a dry run, every hash required)"
+/tmp/lock/bin/pip --python /opt/venv/bin/python install -q --dry-run --require-hashes \
+  -c /kit/image-pins.txt -r /tmp/lock.txt
+cp /tmp/lock.txt "$LOCK_OUT"
+chown "$LOCK_OWNER" "$LOCK_OUT"
+"""
+
+
+def output_for(reqs: environment.Requirements, cwd: Path) -> Path:
+    """Where the lock of `reqs` goes (my.in -> my.txt, beside it); refused in one line for a file that is
+    not a loose *.in or names a local package."""
+    shown = reqs.path.relative_to(cwd.resolve()).as_posix()
+    if reqs.path.suffix != ".in":
+        raise UsageError(f"make lock REQUIREMENTS={shown}: give the loose file, named *.in (my.in); its lock is "
+                         f"written beside it as *.txt, the file make image REQUIREMENTS= then takes")
+    for item in reqs.items:
+        if item.local is not None:
+            raise UsageError(f"make lock REQUIREMENTS={shown}: line {item.line} ({item.text}) is a local package, "
+                             "which pip cannot hash-check (no --hash for a folder); lock the packages from PyPI "
+                             "alone, or give the loose file itself as REQUIREMENTS")
+    return reqs.path.with_suffix(".txt")
+
+
+def docker_argv(client: str, image: str, reqs: environment.Requirements, out: Path, cwd: Path,
+                ca_cert: str | None) -> list[str]:
+    """The container that locks `reqs` into `out`: the current folder at /work (read-write: the lock is
+    written there), the pip-tools lock and the CA bundle read-only."""
+    rel = reqs.path.relative_to(cwd.resolve()).as_posix()
+    env = {"LOCK_TOOLS": TOOLS_IN_CONTAINER, "LOCK_CONSTRAINTS": environment.constraints(), "LOCK_WORK": WORK,
+           "LOCK_IN": rel, "LOCK_OUT": out.relative_to(cwd.resolve()).as_posix(),
+           "LOCK_OWNER": f"{os.getuid()}:{os.getgid()}"}
+    argv = [client, "run", "--rm", "--user", "0", "-v", f"{cwd.resolve()}:{WORK}",
+            "-v", f"{TOOLS}:{TOOLS_IN_CONTAINER}:ro"]
+    if ca_cert:
+        argv += ["-v", f"{ca_cert}:{CA_IN_CONTAINER}:ro", "-e", f"PIP_CERT={CA_IN_CONTAINER}"]
+    for name, value in env.items():
+        argv += ["-e", f"{name}={value}"]
+    return [*argv, "--entrypoint", "sh", image, "-c", SCRIPT]
+
+
+def lock(reqs: environment.Requirements, image: str, cwd: Path, ca_cert: str | None) -> Path:
+    """Lock `reqs` in a container of `image` (built already); the path of the lock written."""
+    out = output_for(reqs, cwd)
+    client = docker.require_engine("make lock REQUIREMENTS=")
+    shown = reqs.path.relative_to(cwd.resolve()).as_posix()
+    say(f"lock: {shown} -> {out.relative_to(cwd.resolve()).as_posix()}, resolved in {image}")
+    proc = subprocess.run(docker_argv(client, image, reqs, out, cwd, ca_cert))
+    if proc.returncode != 0:
+        raise RunError(f"locking {shown} failed (pip's error is above); nothing was written; after a fix: "
+                       f"make lock REQUIREMENTS={shown}")
+    pinned = sum(1 for line in out.read_text().splitlines() if "==" in line and not line.startswith("#"))
+    say(f"lock: wrote {out.relative_to(cwd.resolve()).as_posix()} ({pinned} packages, each with its hashes); "
+        f"build with: make image REQUIREMENTS={out.relative_to(cwd.resolve()).as_posix()}")
+    return out
