@@ -160,6 +160,8 @@ def doctor(settings: Settings) -> int:
         choice = choose.choose(settings.runtime, choose.look())
         if choice.runtime == "cluster":
             cluster.require_up()
+        if settings.requirements is not None:  # the environment's image and SIF, as make run names them
+            prepare.environment_names(settings, choice.runtime)
     except KitError as exc:
         return doc.diagnose_failed_choice(exc)
     return doc.diagnose(settings, choice)

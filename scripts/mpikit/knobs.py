@@ -357,7 +357,7 @@ def _apply_sif(s: Settings, value: str) -> None:
 
 
 # Commands that do not take REQUIREMENTS yet: refused in one line rather than silently about the kit's image.
-UNDERIVED = ("reproduce", "reproduce-sif", "twin", "doctor", "batch",
+UNDERIVED = ("reproduce", "reproduce-sif", "twin", "batch",
              *BENCH_COMMANDS)
 
 
@@ -480,7 +480,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("REQUIREMENTS", "", "your own packages: a pip requirements file under the current folder (names, "
          "versions, --hash, ./local packages); runs use an image and SIF with them built on the kit's, MPI-linked "
          "packages compiled against its Open MPI; docs/environment.md",
-         (*LIKE_RUN, "smoke", "shell", "image", "sif", "bind-plan", "sbom", "sign", "verify", "lock", *UNDERIVED),
+         (*LIKE_RUN, "smoke", "shell", "image", "sif", "bind-plan", "doctor", "sbom", "sign", "verify", "lock",
+          *UNDERIVED),
          apply=lambda s, v: _apply_requirements(s, v)),
     Knob("COMMAND", "", "make shell without a terminal (CI, no standard input): the command to run in the image "
          "instead (bash -c), with the same mounts, user and environment as make run",

@@ -226,6 +226,16 @@ def test_the_bind_model_refuses_a_site_mpi_of_another_family_for_the_h5py_enviro
                          r"but the bind model loads /opt/site/mpich/lib/libmpi_abi\.so\.1", errors[0]), \
             explain(proc, command)
         assert "rank: " not in proc.stdout and "Traceback" not in proc.stderr, explain(proc, command)
+    # make doctor names it as its PROBLEM, from the environment's SIF, before its probe starts a rank.
+    command = f"make doctor RUNTIME=cluster REQUIREMENTS={H5PY} HOST_MPI=/opt/site/mpich"
+    proc = make("doctor", "RUNTIME=cluster", f"REQUIREMENTS={H5PY}", "HOST_MPI=/opt/site/mpich", timeout=900)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, explain(proc, command)
+    sif = Path(derived_names(H5PY)[1]).name
+    assert re.search(rf"ok +\S*/{re.escape(sif)} was built from this checkout's inputs", proc.stdout), \
+        explain(proc, command)
+    assert re.search(r"PROBLEM  HOST_MPI=/opt/site/mpich: h5py \S+ in this environment was compiled against "
+                     r"libmpi\.so\.40", proc.stdout), explain(proc, command)
+    assert "ranks form one communicator" not in proc.stdout, explain(proc, command)
 
 
 def test_the_h5py_environment_runs_on_a_site_open_mpi_through_the_bind_model(h5py_env: str, cluster: str) -> None:

@@ -126,7 +126,7 @@ def kit_settings(command: str, tmp_path: Path, **raw: str):
 def test_the_knob_reads_the_file_for_the_commands_that_build_or_run(tmp_path: Path) -> None:
     write(tmp_path, "scipy\n")
     (tmp_path / "x.py").write_text("")
-    for command in ("run", "smoke", "line", "sbatch", "shell", "image", "sif", "bind-plan"):
+    for command in ("run", "smoke", "line", "sbatch", "shell", "image", "sif", "bind-plan", "doctor", "lock"):
         settings = kit_settings(command, tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py")
         assert settings.requirements is not None and settings.requirements.items[0].name == "scipy", command
 
