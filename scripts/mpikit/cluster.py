@@ -159,12 +159,9 @@ def up(name: str = DEFAULT_CLUSTER) -> None:
     for container, (host, role) in NODES.items():
         say(f"cluster: starting {host} ({role})")
         # --init: an init that reaps orphaned processes, as on a real node (slurmd as PID 1 does
-        # not, and an unreaped rank keeps its job COMPLETING forever). /tmp in memory, as on a diskless
-        # node: the sandboxes APPTAINER_MODE=sandbox and join unpack there (326 MB and 8,700 files for
-        # mpi.sif) otherwise land in the container's own layer, and removing a node that held a test run's
-        # sandboxes took most of cluster-down's 33 s (3.6 s for one sandbox, 0.2 s for none).
+        # not, and an unreaped rank keeps its job COMPLETING forever).
         docker.run("run", "-d", "--init", "--name", container, "--hostname", host, "--network", NETWORK,
-                   "--label", f"{LABEL}={name}", "--tmpfs", TMP_MOUNT,
+                   "--label", f"{LABEL}={name}",
                    *apptainer.HELPER_OPTIONS, f"--shm-size={launch.DOCKER_SHM_SIZE}",
                    "-v", f"{KEY_VOLUME}:/run/munge-key:ro",
                    "-v", f"{HOME_VOLUME}:/home/{USER}",
@@ -173,10 +170,6 @@ def up(name: str = DEFAULT_CLUSTER) -> None:
     wait_ready()
     say(f"cluster: up ({name}: {CLUSTERS[name]}): slurmctld + node1 + node2 (make cluster-shell; "
         "make run-scatter RUNTIME=cluster)")
-
-
-# The nodes' /tmp (docker run --tmpfs): programs run from it (a sandbox's), as from a disk's /tmp.
-TMP_MOUNT = "/tmp:rw,exec,nosuid,nodev,mode=1777"
 
 
 def down(quiet: bool = False) -> None:
