@@ -61,7 +61,8 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     # The users' environments test_user_env.py runs (REQUIREMENTS): parallel h5py compiles for minutes.
     "envs": ("image", (["image", "--requirements", "tests/envs/h5py.txt"],
                        ["image", "--requirements", "tests/envs/science.txt"],
-                       ["image", "--requirements", "tests/envs/pure.txt"])),
+                       ["image", "--requirements", "tests/envs/pure.txt"],
+                       ["image", "--base", "bookworm", "--requirements", "tests/envs/science.txt"])),
     # The README's two commands on a newcomer's machine (test_newcomer.py): a script, not a kit command.
     "newcomer": ("image", (["tests/scripts/newcomer.py", str(PREBUILD / "newcomer.json")],)),
 }

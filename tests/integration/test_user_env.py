@@ -72,6 +72,19 @@ def test_the_environment_runs_under_docker(science: str) -> None:
     assert seen.stdout.startswith("/opt/venv/lib/") and " /opt/venv/lib/" in seen.stdout, explain(seen, "probe")
 
 
+def test_the_environment_builds_and_runs_on_the_bookworm_image(docker_image: str) -> None:
+    """BASE=bookworm (Python 3.11, Open MPI 4.1): the same file gives an image of its own, named for that base
+    and built on the kit's bookworm image, whose mpicc compiles the C extension; 2 ranks import scipy and
+    pandas and the extension's MPI_Comm_rank agrees with mpi4py's."""
+    wait_for_prebuild("envs")
+    command = f"make run SCRIPT={SCRIPT} NP=2 RUNTIME=docker BASE=bookworm REQUIREMENTS={SCIENCE}"
+    proc = make("run", f"SCRIPT={SCRIPT}", "NP=2", "RUNTIME=docker", "BASE=bookworm", f"REQUIREMENTS={SCIENCE}",
+                timeout=1800)
+    assert_ran(proc, 2, command)
+    assert re.search(rf"environment: (building )?mpi4py-kit-env:bookworm-[0-9a-f]{{12}} (\({SCIENCE}, on|from "
+                     rf"{SCIENCE} on) mpi4py-kit:bookworm", proc.stderr), explain(proc, command)
+
+
 def test_make_shell_runs_a_command_in_the_environment(science: str) -> None:
     """Without a terminal, make shell runs COMMAND in the image as make run's ranks see it (/work mounted)."""
     command = "python -c 'import scipy, os; print(scipy.__version__, os.getcwd())'"
