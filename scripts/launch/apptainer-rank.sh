@@ -203,6 +203,22 @@ tasks_here() {
   done
 }
 
+# verified_holder, allowing the holder a moment when its process is this user's and alive but does not read
+# as holding the step (its image's shell becoming the command, exec: a full test run once saw a second holder
+# start beside a live first one on one node). Up to 1 s in steps of 5 ms; a stale or foreign PID still fails.
+settled_holder() {
+  local pid="" i
+  verified_holder && return 0
+  [ -r "$state/holder.pid" ] && read -r pid <"$state/holder.pid"
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    nap 0.005
+    verified_holder && return 0
+  done
+  return 1
+}
+
 # The node's first rank of a step becomes the holder: it registers, hands the node's lock to a watcher
 # (which keeps it until this rank's image has published its PID), and runs its command with apptainer exec,
 # whose image process publishes its PID for the node's other ranks. It waits for nothing, and nothing of it
@@ -244,7 +260,7 @@ join() {
   if [ -e "$state/refused" ]; then
     refused=$(<"$state/refused")
     echo $$ >>"$state/ranks"
-  elif verified_holder; then
+  elif settled_holder; then
     echo $$ >>"$state/ranks"
   else
     become_holder "$@"  # none yet, or the one before failed
