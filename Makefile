@@ -11,6 +11,7 @@ KIT := python3 scripts/kit
 .PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image keypair sign verify sif sbom reproduce \
 	reproduce-sif twin pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
 	test-fast lint lock venv clean shell FORCE
+
 help: ## show this help
 	@echo "usage: make TARGET [KNOB=value ...]"
 	@echo

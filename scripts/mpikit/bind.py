@@ -478,8 +478,8 @@ def site_for(runtime: str, sif) -> Site:
             return local(cluster.on_node(cluster.COMPUTE[0], argv))
 
         return Site("node1 of the test cluster", on_node, cluster.shared_path(sif), "apptainer",
-                    tuple(offered_plugins(runtime)))
-    return Site("this node", local, str(sif), host_apptainer() or "apptainer", tuple(offered_plugins(runtime)),
+                    offered_plugins(runtime))
+    return Site("this node", local, str(sif), host_apptainer() or "apptainer", offered_plugins(runtime),
                 dict(os.environ))
 
 

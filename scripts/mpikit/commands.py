@@ -518,9 +518,9 @@ def lock_requirements(settings: Settings) -> int:
     if settings.requirements is None:
         raise UsageError("make lock without REQUIREMENTS refreshes the kit's own requirements/*.txt; to lock your "
                          "own file: make lock REQUIREMENTS=my.in")
-    lock.output_for(settings.requirements, settings.cwd)  # refused before anything is built
+    out = lock.output_for(settings.requirements, settings.cwd)  # refused before anything is built
     prepare.ensure_image(settings)
-    lock.lock(settings.requirements, settings.image, settings.cwd, settings.ca_cert)
+    lock.lock(settings.requirements, out, settings.image, settings.cwd, settings.ca_cert)
     return 0
 
 

@@ -404,8 +404,9 @@ KNOBS: tuple[Knob, ...] = (
          apply=lambda s, v: setattr(s, 'runtime', parse_runtime(v))),
     Knob("BASE", config.default_base(), "Debian base of the image: "
          + " | ".join(config.supported_bases()),
-         (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom", "sign", "verify", "lock"),  # sign, verify:
-         apply=lambda s, v: setattr(s, 'base', parse_base(v))),  # REQUIREMENTS'; lock: the image's Python
+         # sign, verify: REQUIREMENTS' environment; lock: the Python of the image it resolves in
+         (*RUN_COMMANDS, *BENCH_COMMANDS, *BUILD_COMMANDS, "sbom", "sign", "verify", "lock"),
+         apply=lambda s, v: setattr(s, 'base', parse_base(v))),
     # Empty means this host's platform; the default is not written here, so the README's
     # table (generated from these lines) reads the same on every host.
     Knob("PLATFORM", "", "image platform: " + " | ".join(platforms.SUPPORTED) + " (default: this host's); "

@@ -81,9 +81,8 @@ def docker_argv(client: str, image: str, reqs: environment.Requirements, out: Pa
     return [*argv, "--entrypoint", "sh", image, "-c", SCRIPT]
 
 
-def lock(reqs: environment.Requirements, image: str, cwd: Path, ca_cert: str | None) -> Path:
-    """Lock `reqs` in a container of `image` (built already); the path of the lock written."""
-    out = output_for(reqs, cwd)
+def lock(reqs: environment.Requirements, out: Path, image: str, cwd: Path, ca_cert: str | None) -> None:
+    """Lock `reqs` into `out` (output_for's) in a container of `image` (built already)."""
     client = docker.require_engine("make lock REQUIREMENTS=")
     shown = reqs.path.relative_to(cwd.resolve()).as_posix()
     say(f"lock: {shown} -> {out.relative_to(cwd.resolve()).as_posix()}, resolved in {image}")
@@ -94,4 +93,3 @@ def lock(reqs: environment.Requirements, image: str, cwd: Path, ca_cert: str | N
     pinned = sum(1 for line in out.read_text().splitlines() if "==" in line and not line.startswith("#"))
     say(f"lock: wrote {out.relative_to(cwd.resolve()).as_posix()} ({pinned} packages, each with its hashes); "
         f"build with: make image REQUIREMENTS={out.relative_to(cwd.resolve()).as_posix()}")
-    return out
