@@ -35,9 +35,8 @@ RUN --mount=type=secret,id=ca_cert,required=false \
     CA_CERT_FILE=/run/secrets/ca_cert TARGET_ARCH=$TARGETARCH /kit/install.sh builder
 
 # ---- system: the distribution's Open MPI and Python, exactly the pinned versions ----
-# The final image's first layers, and the assembler's start: Python is installed (and its standard
-# library compiled by Debian's own scripts) once, not again for the assembler, which for another
-# platform runs under emulation.
+# The final image's first layers: for another platform the only apt run under emulation, without
+# byte-compiling Python's standard library there (the stdlib stage does, natively).
 FROM ${BASE_IMAGE} AS system
 ARG BASE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -46,29 +45,40 @@ COPY requirements/image.txt /kit/requirements/
 COPY scripts/image/install.sh scripts/image/without-rocm.sh /kit/
 RUN /kit/install.sh runtime
 
-# ---- assembler: /opt/venv on the image's platform; only /opt/venv leaves this stage ----
-FROM system AS assembler
+# ---- assembler: /opt/venv for the image's platform, on the build host's; only /opt/venv leaves ----
+# pip installs the target's wheels here by their platform tag; nothing of it runs under emulation.
+FROM builder AS assembler
 ARG BASE
+ARG TARGETARCH
 COPY requirements/sbom.txt /kit/requirements/
-COPY --from=builder /opt/build /opt/build
 RUN --mount=type=secret,id=ca_cert,required=false \
-    CA_CERT_FILE=/run/secrets/ca_cert /kit/install.sh assemble
+    CA_CERT_FILE=/run/secrets/ca_cert TARGET_ARCH=$TARGETARCH /kit/install.sh assemble
 
 # ---- compiled: the site hooks, and every module of /opt/venv compiled, on the build host's platform ----
 # The same CPython (the suite's) writes the same .pyc on any architecture; under emulation this
-# one step took most of the arm64 image's time. Checked: install.sh compares the interpreters.
-FROM builder AS compiled
+# one step took most of the arm64 image's time. The image checks the versions match (install.sh sbom).
+FROM assembler AS compiled
 ARG BASE
-COPY --from=assembler /opt/venv /opt/venv
 # The kit's site hooks after the compile: editing one does not rebuild mpi4py.
 COPY scripts/image/site/ /kit/site/
 RUN /kit/install.sh hooks
+
+# ---- stdlib: the image's standard library compiled, on the build host's platform ----
+# The target's own files (with their mtimes, which the .pyc files record); only the .pyc files leave.
+FROM builder AS stdlib
+ARG BASE
+COPY --from=system /usr/lib/ /target/usr/lib/
+COPY --from=system /usr/share/python3/ /target/usr/share/python3/
+COPY --from=system /var/lib/dpkg/ /target/var/lib/dpkg/
+COPY --from=system /etc/ /target/etc/
+RUN /kit/install.sh stdlib /target
 
 # ---- runtime: what users get ----
 FROM system
 ARG BASE
 # Set by BuildKit: the image's platform (linux/amd64), named in the SBOM.
 ARG TARGETPLATFORM
+COPY --from=stdlib /out/ /
 COPY --from=compiled /opt/venv /opt/venv
 # The venv's python comes first; packages in a user's ~/.local (bind-mounted
 # home on clusters) must not shadow the image's mpi4py and numpy. No

@@ -6,12 +6,15 @@
 #                        headers (the target's, when cross-building); builds mpi4py
 #                        from its sdist against this Open MPI, and its standard-ABI
 #                        variant for the bind model, into /opt/build
-#   install.sh assemble  on the target's platform: /opt/venv from /opt/build and the
-#                        hash-checked wheels of the other pins
+#   install.sh assemble  on the build host's platform too, after builder: /opt/venv for the target
+#                        from /opt/build and the hash-checked wheels of the other pins
 #   install.sh hooks     the kit's site hooks (/kit/site) into /opt/venv, and every module of it
-#                        compiled (on the build host's platform in the Dockerfile)
-#   install.sh runtime   Open MPI + Python only; the non-root user; the stack
-#                        manifest /opt/mpi4py-kit/stack.env
+#                        compiled (on the build host's platform)
+#   install.sh runtime   Open MPI + Python only, the standard library not yet compiled; the
+#                        non-root user; the stack manifest /opt/mpi4py-kit/stack.env
+#   install.sh stdlib [ROOT]  the standard library compiled, as Debian's scripts would have: in
+#                        this image, or (the Dockerfile) in the target's file system copied to ROOT,
+#                        by this platform's Python of the same version; prints nothing but errors
 #   install.sh sbom      the last step: the SBOM (/kit/sbom.py, with the tool the assembler
 #                        put in /opt/sbom-tool), then what would differ between two builds
 #                        of the same inputs is removed or fixed (make reproduce checks it)
@@ -42,7 +45,8 @@ OPENMPI_DEB=${!openmpi_var} PMIX_DEB=${!pmix_var}
 
 export DEBIAN_FRONTEND=noninteractive
 apt_install() {
-  apt-get update -qq
+  # The mirror's lists once per step (runtime reads them before it installs).
+  compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update -qq
   apt-get install -y -qq --no-install-recommends "$@" >/dev/null
   # The mirror's package lists, and apt's binary caches of them (94 MB; they also hold the lists' times,
   # which differ between builds): in the same step, so no layer keeps them.
@@ -171,9 +175,7 @@ builder() {
   # (direct_url.json, RECORD): any fixed time makes those bytes the same in every build. A constant,
   # not the build inputs' time, so a new commit does not recompile: 1980-01-01, the earliest a zip holds.
   export SOURCE_DATE_EPOCH=315532800
-  # Without debug information (-g0 after the interpreter's -g): with it, the two compiles side by side
-  # took 160 s instead of 78 on this project's 2-core machine, 13 of the extension's 15 MB were debug
-  # sections, and PyPI's mpi4py wheels ship none either (their dynamic symbols stay).
+  # Without debug information (-g0 after the interpreter's -g): faster and smaller (docs/image.md has the figures).
   # Two compiles side by side, each logged to its own file:
   #   openmpi  with this image's Open MPI: links the image's libmpi, never a wheel's bundled MPI;
   #   mpiabi   with MPICH's mpicc_abi: the MPI 5.0 standard ABI (libmpi_abi.so.1), which the bind
@@ -201,39 +203,53 @@ builder() {
   patchelf --remove-rpath "$extension"
 }
 
-# On the target's platform (emulated for another): /opt/venv from what the builder made, with
-# pip from the distribution's ensurepip, in a throwaway venv; the hash-checked wheels of every
-# other pin are downloaded here, so pip picks them for the target's own interpreter.
+# On the build host's platform, after builder (nothing of it under emulation): /opt/venv for the target,
+# made by this platform's Python of the same version (hooks checks, and sbom again in the image) from
+# what the builder compiled, with the distribution's own pip in a throwaway venv; the hash-checked
+# wheels of every other pin are the target's: pip picks them by the target's platform tag
+# (_PYTHON_HOST_PLATFORM, which packaging's tags read as sysconfig's platform), as it would there.
+# Under qemu this stage took 765 to 912 s of a cold CI run (emulated apt and six pip runs); here seconds.
 assemble() {
-  apt_install ca-certificates python3-venv
   pip_setup
+  local build target
+  build=$(dpkg --print-architecture)
+  target=${TARGET_ARCH:-native}
+  [ "$target" = native ] && target=$build
+  local cross=()
+  if [ "$target" != "$build" ]; then
+    local gnu
+    gnu=$(triplet "$target")
+    cross=(env "_PYTHON_HOST_PLATFORM=linux-${gnu%%-*}")
+  fi
   # Nothing installed here is compiled to .pyc (--no-compile): the hooks step compiles all of /opt/venv
-  # once, on the build host's platform; under emulation that compiling was most of this stage's time.
-  # The packaging tool itself comes from the distribution's wheel the same way (ensurepip compiles its
-  # 800 modules). Not PIP_NO_COMPILE: pip reads that variable as --compile.
+  # once, in one process, so two builds write the same bytes. The packaging tool itself comes from the
+  # distribution's wheel the same way. Not PIP_NO_COMPILE: pip reads that variable as --compile.
   python3 -m venv --without-pip /tmp/pipenv
   local wheel
   wheel=$(echo /usr/share/python-wheels/pip-*.whl)
   /tmp/pipenv/bin/python "$wheel/pip" install -q --no-compile --no-index "$wheel"
-  local pip=/tmp/pipenv/bin/pip
+  local pip=("${cross[@]}" /tmp/pipenv/bin/pip)
   mpi4py_pin > /tmp/mpi4py-pin.txt
   # numpy (and anything else pinned) as the hash-checked wheels.
-  $pip download -q --no-deps --require-hashes --only-binary :all: -r <(mpi4py_pin rest) -d /opt/build/wheels
+  "${pip[@]}" download -q --no-deps --require-hashes --only-binary :all: -r <(mpi4py_pin rest) -d /opt/build/wheels
   python3 -m venv --without-pip /opt/venv
-  $pip --python /opt/venv/bin/python install -q --no-compile --no-index --no-deps /opt/build/wheels/*.whl
+  "${pip[@]}" --python /opt/venv/bin/python install -q --no-compile --no-index --no-deps /opt/build/wheels/*.whl
   # The bind model (HOST_MPI): mpi4py's binary wheel, off sys.path unless the kit puts it there; its
   # MPICH variant loads a site's MPICH-ABI libmpi (libmpi.so.12), its Open MPI one libmpi.so.40.
   # Fetched first, then installed from the file, so the wheel's hash is recorded (direct_url.json)
   # for the SBOM.
-  $pip download -q --no-deps --require-hashes --only-binary mpi4py -r /tmp/mpi4py-pin.txt -d /tmp/abi-wheel
-  $pip install -q --no-compile --no-deps --no-index --target /opt/venv/mpi4py-abi /tmp/abi-wheel/mpi4py-*.whl
+  "${pip[@]}" download -q --no-deps --require-hashes --only-binary mpi4py -r /tmp/mpi4py-pin.txt -d /tmp/abi-wheel
+  "${pip[@]}" install -q --no-compile --no-deps --no-index --target /opt/venv/mpi4py-abi /tmp/abi-wheel/mpi4py-*.whl
   # ... and, beside them, the standard-ABI variant the builder compiled, registered as the wheel
   # registers its own. Not a file pip manages (no RECORD lists it).
-  local suffix sum
-  suffix=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-  install -m 0755 "/opt/build/mpiabi/MPI.mpiabi$suffix" /opt/venv/mpi4py-abi/mpi4py/
+  # (The builder named it for the target's interpreter: the one file there.)
+  local sum
+  install -m 0755 /opt/build/mpiabi/MPI.mpiabi.*.so /opt/venv/mpi4py-abi/mpi4py/
   echo "_mpiabi._register('mpi4py.MPI', 'mpiabi')" >> /opt/venv/mpi4py-abi/mpi4py/__init__.py
-  /opt/venv/bin/python -c 'import mpi4py, numpy; print("built mpi4py", mpi4py.__version__, "numpy", numpy.__version__)'
+  # Loading the extensions needs the target's platform: the final stage checks them there (mpi4py_kit_guard).
+  if [ ${#cross[@]} -eq 0 ]; then
+    /opt/venv/bin/python -c 'import mpi4py, numpy; print("built mpi4py", mpi4py.__version__, "numpy", numpy.__version__)'
+  fi
   PYTHONPATH=/opt/venv/mpi4py-abi /opt/venv/bin/python -c '
 import mpi4py, mpi4py._mpiabi as abi
 assert abi._registry["mpi4py.MPI"] == ["mpich", "openmpi", "mpiabi"], abi._registry
@@ -244,7 +260,8 @@ print("bind model: mpi4py", mpi4py.__version__, "variants", ", ".join(abi._regis
   # The SBOM's tool (cyclonedx-python-lib, pure Python, hash-checked) and the record of every wheel
   # installed here beside the builder's (bookworm's pip records no hash itself), for the last step of
   # the final stage; this folder never ships.
-  $pip install -q --no-compile --no-deps --require-hashes --only-binary :all: --target /opt/sbom-tool -r "$kit/requirements/sbom.txt"
+  "${pip[@]}" install -q --no-compile --no-deps --require-hashes --only-binary :all: --target /opt/sbom-tool \
+    -r "$kit/requirements/sbom.txt"
   local wheel name place
   for wheel in /opt/build/wheels/*.whl /tmp/abi-wheel/*.whl; do
     name=${wheel##*/}
@@ -262,16 +279,8 @@ print("bind model: mpi4py", mpi4py.__version__, "variants", ", ".join(abi._regis
 # world of 1 stops at once, and a host MPI loaded by accident is named (site/mpi4py_kit_guard.py).
 # A step of its own, after the compile: editing a hook does not rebuild mpi4py.
 hooks() {
-  # The Dockerfile runs this step on the build host's platform (a .pyc holds no machine code): its
-  # Python must be the one the venv was made with, or the image's would compile every module again.
-  local made running
-  made=$(sed -n 's/^version *= *//p' /opt/venv/pyvenv.cfg)
-  running=$(/opt/venv/bin/python -c 'import platform; print(platform.python_version())')
-  if [ "$made" != "$running" ]; then
-    echo "error: /opt/venv was made by Python $made, but this step runs Python $running;" \
-      "the suite's Python differs between the build host's platform and the image's" >&2
-    exit 1
-  fi
+  # On the build host's platform, as assemble: a .pyc holds no machine code, and the image's Python is
+  # the same version (sbom checks it in the image: with another, it would compile every module again).
   cp "$kit"/site/*.py "$kit"/site/*.pth \
     "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
   # Every module compiled once here, so no rank compiles one at start-up (the image is read-only
@@ -288,7 +297,28 @@ hooks() {
 runtime() {
   bash "$kit/without-rocm.sh"
   # openmpi-bin pulls the matching library (libopenmpi3 or libopenmpi40) and PMIx.
+  # Python's own scripts byte-compile its standard library as it installs (py_compile.py run on every
+  # module, py3compile for Debian's helpers): under emulation that was most of this step's 1015 to 1412 s
+  # in cold CI runs. Both are diverted to do nothing for this install, and `install.sh stdlib` compiles the
+  # same files after it (in the Dockerfile on the build host's platform); the diversions go again at once.
+  apt-get update -qq
+  local python
+  python=$(apt-cache depends python3-minimal | sed -n 's/.*Depends: \(python3\.[0-9]*\)-minimal.*/\1/p' | head -n 1)
+  [ -n "$python" ] || { echo "error: cannot tell which Python python3-minimal installs" >&2; exit 1; }
+  local diverted=("/usr/lib/$python/py_compile.py" /usr/bin/py3compile)
+  local file
+  for file in "${diverted[@]}"; do
+    dpkg-divert --quiet --local --rename --divert "$file.kit" --add "$file"
+  done
+  # The postinst runs `python3.X -E -S /usr/lib/python3.X/py_compile.py FILES`: an empty script in its
+  # place exits at once; without py3compile, its postinst skips the call.
+  mkdir -p "/usr/lib/$python"
+  : > "/usr/lib/$python/py_compile.py"
   apt_install python3 "openmpi-bin=$OPENMPI_DEB"
+  rm "/usr/lib/$python/py_compile.py"
+  for file in "${diverted[@]}"; do
+    dpkg-divert --quiet --local --rename --remove "$file"
+  done
   check_pins openmpi-bin
   check_pins "$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' 'libpmix2*' | awk '$2 == "installed" { print $1; exit }')"
   # Ranks run as an ordinary user: Open MPI refuses root without extra flags,
@@ -310,10 +340,73 @@ PYTHON_VERSION=$(python3 -c 'import platform; print(platform.python_version())')
 MANIFEST
 }
 
+# The standard library compiled, the files Debian's scripts compile at install (runtime diverted them):
+# the modules of libpython3.X-minimal and -stdlib under /usr/lib/python3.X, and Debian's helpers under
+# /usr/share/python3. As Debian does: by mtime (its .pyc files record the source's mtime and size), named
+# by the module's path in the image. ROOT (the Dockerfile's native stage): the target's file system,
+# copied there with its mtimes; this Python compiles it, after checking it is the target's own version,
+# and only the compiled files are left under /out. One process, in name order, hash seed 0, as hooks does.
+stdlib() {
+  local root=${1:-}
+  root=${root%/}
+  local admin=$root/var/lib/dpkg python version mine
+  # (The status file also knows packages that are not installed, such as libpython3.4-minimal.)
+  python=$(dpkg-query --admindir="$admin" -W -f='${db:Status-Status} ${Package}\n' 'libpython3.*-minimal' |
+    awk '$1 == "installed" { print $2; exit }')
+  version=$(dpkg-query --admindir="$admin" -W -f='${Version}' "$python")
+  python=${python#lib}
+  python=${python%-minimal}
+  if [ -n "$root" ]; then
+    mine=$(dpkg-query -W -f='${Version}' "lib$python-minimal:$(dpkg --print-architecture)" 2>/dev/null || true)
+    if [ "$mine" != "$version" ]; then
+      echo "error: the image's $python is $version but this platform's is ${mine:-not installed};" \
+        "the suite's Python differs between the build host's platform and the image's" >&2
+      exit 1
+    fi
+  fi
+  {
+    dpkg-query --admindir="$admin" -L "lib$python-minimal" "lib$python-stdlib" | grep -E "^/usr/lib/$python/.*\.py$"
+    dpkg-query --admindir="$admin" -L python3-minimal python3 | grep -E '^/usr/share/python3/.*\.py$'
+  } | LC_ALL=C sort -u > /tmp/stdlib.txt
+  PYTHONHASHSEED=0 "/usr/bin/$python" -S - "$root" /tmp/stdlib.txt > /tmp/stdlib-pyc.txt <<'COMPILE'
+import importlib.util, os, py_compile, sys
+
+root, listing = sys.argv[1], sys.argv[2]
+for name in open(listing).read().split():
+    path = root + name
+    if not os.path.lexists(path):
+        continue
+    source = path
+    if os.path.islink(path) and os.path.isabs(os.readlink(path)):
+        source = root + os.readlink(path)  # a link within the image, followed there, not on this platform
+    if not os.path.exists(source):
+        continue
+    cfile = importlib.util.cache_from_source(path)
+    py_compile.compile(source, cfile=cfile, dfile=name, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+    print(cfile[len(root):].lstrip("/"))
+COMPILE
+  if [ -n "$root" ]; then
+    mkdir -p /out
+    tar -C "$root" -cf - -T /tmp/stdlib-pyc.txt | tar -C /out -xf -
+  fi
+  rm -f /tmp/stdlib.txt /tmp/stdlib-pyc.txt
+}
+
 # The last step of the final stage. The SBOM first, then the build's own traces: two builds of the
 # same inputs (make reproduce) must give the same files, and each line below removes or fixes one
 # thing that differed, measured, with its reason.
 sbom() {
+  # /opt/venv was made and compiled on the build host's platform: by the image's own Python version, or
+  # every module would be compiled again at each start.
+  local made running
+  made=$(sed -n 's/^version *= *//p' /opt/venv/pyvenv.cfg)
+  running=$(python3 -c 'import platform; print(platform.python_version())')
+  if [ "$made" != "$running" ]; then
+    echo "error: /opt/venv was made by Python $made, but the image's is $running;" \
+      "the suite's Python differs between the build host's platform and the image's" >&2
+    exit 1
+  fi
   local epoch=${SOURCE_DATE_EPOCH:-}
   if [ -z "$epoch" ] || [ "$epoch" = unset ]; then
     epoch=$(date +%s)
@@ -340,4 +433,4 @@ tidy() {
   sed -i -E "s/^(mpi:[^:]*:)[0-9]+:/\1$((epoch / 86400)):/" /etc/shadow
 }
 
-"${1:?usage: install.sh builder|assemble|hooks|runtime|sbom}"
+"${1:?usage: install.sh builder|assemble|hooks|runtime|stdlib|sbom}" "${@:2}"

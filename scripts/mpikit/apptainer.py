@@ -489,7 +489,8 @@ def _build(base: str, args: dict[str, str], how: str, stage: Path, recipe: str =
         # no "does not match build arch" warning. Only for another platform: host builds stay as they were.
         options += ["--arch", platforms.arch(platform)]
     took = took or ("a few minutes" if platforms.is_host(platform) else
-                    "mpi4py cross-compiled on this host, the rest under qemu emulation: about half an hour cold")
+                    "/opt/venv built on this host (mpi4py cross-compiled), the final stage under qemu emulation "
+                    "(docs/arm.md)")
     say(f"building the SIF {what} (BASE={base}, PLATFORM={platform}) with {how}; {took}, %test runs at the end")
     say(f"+ singularity build {' '.join(options)} {staged} {recipe}")
     _, lines = _client().build(recipe=recipe, image=str(staged), sudo=False, stream=True,

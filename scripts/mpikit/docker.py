@@ -248,8 +248,8 @@ def build_image(base: str, image: str, ca_cert: str | None, context: Path = ROOT
     if ca_cert:
         cmd += ["--secret", f"id=ca_cert,src={ca_cert}"]
     cmd.append(str(context))
-    how = ("cross-compiled on this host, then assembled under qemu emulation (docs/arm.md)" if emulated
-           else "a cold build takes a few minutes (docs/image.md)")
+    how = ("built on this host (mpi4py cross-compiled), only apt and the last checks under qemu emulation "
+           "(docs/arm.md)" if emulated else "a cold build takes a few minutes (docs/image.md)")
     say(f"building image {image} (BASE={base}, PLATFORM={platform}{', CA bundle ' + ca_cert if ca_cert else ''}); "
         + how)
     say("+ " + " ".join(cmd))

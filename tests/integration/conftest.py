@@ -498,3 +498,18 @@ def cluster(sif: str):
     assert again.returncode == 0 and "already up" in again.stderr, explain(again, "make cluster-up (again)")
     yield sif
     make("cluster-down", timeout=300)  # harmless when the last test has done it already
+
+
+# The files Debian's own scripts byte-compile when Python installs (install.sh stdlib compiles them instead).
+STDLIB_SOURCES = ("dpkg -L $(dpkg-query -W -f='${db:Status-Status} ${Package}\\n' 'libpython3.*-minimal' "
+                  "'libpython3.*-stdlib' | awk '$1 == \"installed\" { print $2 }') python3-minimal python3 "
+                  "| grep -E '^/usr/(lib/python3[.][0-9]+|share/python3)/.*[.]py$' | sort -u")
+
+
+def stdlib_check(image: str, *, pick: str = "cat", timeout: int = 120) -> tuple[subprocess.CompletedProcess, str]:
+    """Every standard-library module Debian compiles has its .pyc, current for its source (timestamp mode:
+    mtime and size) and the code the image's own Python compiles (tests/scripts/bytecode_check.py)."""
+    command = f"{STDLIB_SOURCES} | {pick} | xargs python -S /check/bytecode_check.py"
+    argv = [docker.client(), "run", "--rm", "-v", f"{ROOT / 'tests' / 'scripts'}:/check:ro", image,
+            "bash", "-o", "pipefail", "-c", command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout), " ".join(argv)

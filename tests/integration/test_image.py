@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import explain
+from conftest import explain, stdlib_check
 from mpikit import config, docker, knobs
 
 
@@ -87,6 +87,15 @@ def test_no_compilers_or_build_tools_are_shipped(docker_image: str) -> None:
     proc = in_image(docker_image, "sh", "-c", "command -v gcc cc mpicc cython pip; ls /kit /tmp/wheels 2>&1")
     assert "gcc" not in proc.stdout and "cython" not in proc.stdout and "No such file" in proc.stdout, \
         explain(proc, "command -v gcc cc mpicc cython pip")
+
+
+def test_the_standard_library_is_compiled_for_the_images_python(docker_image: str) -> None:
+    """The runtime step skips Debian's byte-compile, and the stdlib stage compiles the same files (on the
+    build host's platform in the Dockerfile): none missing, none stale (a stale .pyc is compiled again in
+    memory at every import of every rank, never written: the image is read-only to them)."""
+    proc, command = stdlib_check(docker_image)
+    assert proc.returncode == 0 and " .pyc files match" in proc.stdout, explain(proc, command)
+    assert int(proc.stdout.split()[-4]) > 500, explain(proc, command)
 
 
 def test_default_command_runs_the_rank_example(docker_image: str) -> None:

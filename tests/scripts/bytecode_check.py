@@ -1,9 +1,11 @@
 """Checks the image's compiled modules against the interpreter that runs this script (in the image):
 every .pyc under the folders given is the one this Python would write for its source: its magic number,
-the checked-hash flag, the source's hash, and the same code object as compiling the source here.
+its flags and what they check (checked-hash: the source's hash, as /opt/venv's; timestamp: the source's
+mtime and size, as Debian's standard library), and the same code object as compiling the source here.
 
-The Dockerfile compiles /opt/venv on the build host's platform (install.sh hooks); for an image of another
-platform this proves its interpreter takes those files as its own (tests/integration/test_arm64.py).
+The Dockerfile compiles /opt/venv and the standard library on the build host's platform (install.sh hooks
+and stdlib); this proves the image's interpreter takes those files as its own (tests/integration/
+test_image.py, and test_arm64.py for another platform).
 
     python bytecode_check.py PATH [PATH ...]    prints "N .pyc files match", or each mismatch (exit 1)
 
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 CHECKED_HASH = 0b11  # PEP 552: hash-based, checked
+TIMESTAMP = 0  # PEP 552: the source's mtime and size
 
 
 def problems(pyc: Path) -> list[str]:
@@ -26,10 +29,18 @@ def problems(pyc: Path) -> list[str]:
     found = []
     if data[:4] != importlib.util.MAGIC_NUMBER:
         found.append(f"{pyc}: magic {data[:4].hex()}, this Python's is {importlib.util.MAGIC_NUMBER.hex()}")
-    if int.from_bytes(data[4:8], "little") != CHECKED_HASH:
-        found.append(f"{pyc}: flags {data[4:8].hex()}, not checked-hash")
-    if data[8:16] != importlib.util.source_hash(text):
-        found.append(f"{pyc}: the source hash differs from this Python's for {source}")
+    flags = int.from_bytes(data[4:8], "little")
+    if flags == CHECKED_HASH:
+        if data[8:16] != importlib.util.source_hash(text):
+            found.append(f"{pyc}: the source hash differs from this Python's for {source}")
+    elif flags == TIMESTAMP:
+        stat = source.stat()
+        mtime, size = int.from_bytes(data[8:12], "little"), int.from_bytes(data[12:16], "little")
+        if (mtime, size) != (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF):
+            found.append(f"{pyc}: records mtime {mtime} and size {size}, but {source} has "
+                         f"{int(stat.st_mtime)} and {stat.st_size} (stale: compiled again at each import)")
+    else:
+        found.append(f"{pyc}: flags {data[4:8].hex()}, neither checked-hash nor timestamp")
     if marshal.loads(data[16:]) != compile(text, str(source), "exec", dont_inherit=True):
         found.append(f"{pyc}: its code differs from this Python's compile of {source}")
     return found

@@ -92,26 +92,32 @@ def _stages(text: str, header: str) -> list[tuple[str, list[str]]]:
 
 
 def test_the_twin_recipes_run_the_same_steps() -> None:
-    """The same install.sh steps in each twin, each once. The Dockerfile's stages start from one another
-    (system: the runtime step, then the assembler from it and the final image from it too; the compiled stage
-    from the builder, on the build host's platform), Apptainer.def's each from a base; only the builder's base
-    is the build host's, and both tell install.sh the target's architecture."""
+    """The same install.sh steps in each twin, each once. The Dockerfile's stages start from one another:
+    system (the runtime step, on the target's platform) and the final image from it; the assembler, the
+    compiled stage and the stdlib stage from the builder, on the build host's platform, so nothing but apt
+    and the last step's checks runs under emulation. Apptainer.def's each from a base: the builder's is the
+    build host's and runs assemble and hooks too; the final stage compiles its standard library in place.
+    Both tell install.sh the target's architecture."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     docker_stages = _stages(dockerfile, r"^FROM .*?(?: AS |$)")
     recipe = (ROOT / "Apptainer.def").read_text()
     apptainer_stages = _stages(recipe, r"^Stage: ")
     assert docker_stages == [("builder", ["builder"]), ("system", ["runtime"]), ("assembler", ["assemble"]),
-                             ("compiled", ["hooks"]), ("final", ["sbom"])]
-    assert apptainer_stages == [("builder", ["builder"]), ("assembler", ["assemble", "hooks"]),
-                                ("final", ["runtime", "sbom"])]
+                             ("compiled", ["hooks"]), ("stdlib", ["stdlib"]), ("final", ["sbom"])]
+    assert apptainer_stages == [("builder", ["builder", "assemble", "hooks"]),
+                                ("final", ["runtime", "stdlib", "sbom"])]
     froms = re.findall(r"^FROM (.*)$", dockerfile, re.M)
-    assert froms[1:] == ["${BASE_IMAGE} AS system", "system AS assembler", "builder AS compiled", "system"], froms
+    assert froms[1:] == ["${BASE_IMAGE} AS system", "builder AS assembler", "assembler AS compiled",
+                         "builder AS stdlib", "system"], froms
+    assert "COPY --from=stdlib /out/ /" in dockerfile
+    assert "TARGET_ARCH=$TARGETARCH /kit/install.sh assemble" in dockerfile
     assert "COPY --from=compiled /opt/venv /opt/venv" in dockerfile
     assert re.search(r"^FROM --platform=\$BUILDPLATFORM \$\{BUILDER_IMAGE\} AS builder$", dockerfile, re.M)
     assert "TARGET_ARCH=$TARGETARCH /kit/install.sh builder" in dockerfile
     before, after = recipe.split("Stage: builder", 1)
     assert "From: {{ BUILDER_FROM }}" in before.rsplit("Bootstrap:", 1)[1]
     assert "TARGET_ARCH={{ ARCH }} CA_CERT_FILE=/kit/ca.pem /kit/install.sh builder" in after
+    assert "TARGET_ARCH={{ ARCH }} CA_CERT_FILE=/kit/ca.pem /kit/install.sh assemble" in after
 
 
 def test_build_inputs_are_one_list() -> None:
