@@ -56,7 +56,12 @@ class Plan:
 
     @property
     def startup_runs(self) -> int:
-        return 3 if self.quick else 9
+        return 1 if self.quick else 9
+
+    @property
+    def warm_up(self) -> bool:
+        """An untimed first run of each scenario, so one-time costs land in no figure; QUICK quotes none."""
+        return not self.quick
 
     @property
     def scatters(self) -> dict[str, tuple[int, int]]:
@@ -183,7 +188,7 @@ def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | 
                      "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
                      "scenarios": {s.name: {"baseline": s.baseline, "what": s.what} for s in chosen},
                      "apptainer_mode": mode, "targets": stats.TARGETS}
-    for s in chosen:  # warm-up, not timed: one-time costs (a sandbox's unpack, a cold page cache) land here
+    for s in chosen if plan.warm_up else ():  # not timed: one-time costs (a sandbox's unpack, a cold page cache)
         say(f"bench: warm-up {s.name}")
         _run(s, 2, STARTUP, [])
     results["pingpong"] = pingpong(chosen, plan)

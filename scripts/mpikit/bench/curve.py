@@ -68,10 +68,11 @@ def curve(sif: Path, mpi: str, rpns: tuple[int, ...], workloads: dict[str, tuple
     return found
 
 
-def breakdown(sif: Path, mpi: str, runs: int, run) -> dict:
+def breakdown(sif: Path, mpi: str, runs: int, run, cold_modes: tuple[str, ...] = MODES) -> dict:
     """At 2 nodes x 2 ranks, scatter of 10M values: the wall time and, inside the ranks, import, MPI_Init,
     barrier, scatter, finalize; the launch (before Python runs) is the wall time less those. Then the same
-    without single-copy (OMPI_MCA_smsc=^cma) and from a cold page cache."""
+    without single-copy (OMPI_MCA_smsc=^cma) and from a cold page cache (cold_modes: each empties the
+    whole machine's page cache, which slows whatever else runs)."""
     args = ["--size", "10000000"]
     variants = {mode: scenario(sif, mpi, mode) for mode in MODES}
     variants.update({f"{m}, no CMA": scenario(sif, mpi, m, {"OMPI_MCA_smsc": "^cma"}) for m in ("srun", "sharens")})
@@ -86,7 +87,7 @@ def breakdown(sif: Path, mpi: str, runs: int, run) -> dict:
             samples[name].append(phases)
     found = {name: {k: statistics.median(s[k] for s in rows) for k in rows[0]} for name, rows in samples.items()}
     cold = {}
-    for mode in MODES:
+    for mode in cold_modes:
         if not drop_page_cache():
             cold = {"note": "not measured: emptying the page cache needs root"}
             break
@@ -98,11 +99,12 @@ def breakdown(sif: Path, mpi: str, runs: int, run) -> dict:
     return found
 
 
-def sandbox_unpack(sif: Path, mpi: str, run) -> dict:
-    """The sandbox's one-time cost: the first job after the folders are removed, against the next."""
+def sandbox_unpack(sif: Path, mpi: str, run, runs: int = 3) -> dict:
+    """The sandbox's one-time cost: the first job after the folders are removed, against the median of the
+    next `runs`."""
     clear_sandboxes()
     first = run(scenario(sif, mpi, "sandbox"), 2, STARTUP, [])[1]
-    again = statistics.median(run(scenario(sif, mpi, "sandbox"), 2, STARTUP, [])[1] for _ in range(3))
+    again = statistics.median(run(scenario(sif, mpi, "sandbox"), 2, STARTUP, [])[1] for _ in range(runs))
     return {"first_job_s": first, "reused_s": again, "unpack_s": first - again}
 
 
@@ -133,19 +135,21 @@ def slopes(found: dict, workload: str = "startup") -> dict[str, float]:
 
 
 def run_all(sif: Path, mpi: str, quick: bool, run) -> dict:
+    """QUICK proves every part runs, every mode at every point, once each (figures not for quoting): the
+    curve at 1 and 2 ranks per node, and the cold page cache for bare srun and one container mode only."""
     rpns = (1, 2) if quick else (1, 2, 4, 8, 16)
-    workloads = {"startup": ([], 2 if quick else 5), "scatter10M": (["--size", "10000000", "--seed", "1"],
+    workloads = {"startup": ([], 1 if quick else 5), "scatter10M": (["--size", "10000000", "--seed", "1"],
                                                                      1 if quick else 3)}
     if not quick:
         workloads["scatter100M"] = (["--size", "100000000", "--seed", "1"], 2)
     results = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
                "cluster": cluster.versions(), "modes": list(MODES), "ranks_per_node": list(rpns)}
-    results["sandbox"] = sandbox_unpack(sif, mpi, run)
+    results["sandbox"] = sandbox_unpack(sif, mpi, run, 1 if quick else 3)
     results["enter_cpu"] = enter_cpu(sif, 4 if quick else 8, 1 if quick else 3)
     results["curve"] = curve(sif, mpi, rpns, workloads, run)
     results["slope_s_per_rank_per_node"] = slopes(results["curve"])
-    results["breakdown"] = breakdown(sif, mpi, 2 if quick else 5, run)
+    results["breakdown"] = breakdown(sif, mpi, 1 if quick else 5, run, ("srun", "sharens") if quick else MODES)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench-curve.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
