@@ -35,19 +35,33 @@ def test_a_local_package_is_refused_with_its_line_pip_cannot_hash_a_folder(tmp_p
         lock.output_for(reqs, tmp_path)
 
 
-def test_the_container_sees_the_folder_the_tools_and_the_kits_pins(tmp_path: Path) -> None:
+def test_the_tools_are_a_cached_layer_on_the_kits_image_built_from_the_hash_pinned_lock(tmp_path: Path) -> None:
+    assert lock.tools_image("mpi4py-kit:trixie") == "mpi4py-kit-lock:trixie"
+    argv = lock.tools_build_argv("docker", "mpi4py-kit:bookworm", tmp_path, "/etc/proxy.pem")
+    assert argv[:4] == ["docker", "build", "-q", "-t"] and argv[4] == "mpi4py-kit-lock:bookworm"
+    assert "KIT_IMAGE=mpi4py-kit:bookworm" in argv and argv[-1] == str(tmp_path)  # the context: lock-tools.txt
+    assert ["-f", "-"] == argv[argv.index("-f"):argv.index("-f") + 2]  # the Dockerfile on stdin
+    assert "--secret" in argv and "id=ca_cert,src=/etc/proxy.pem" in argv  # a secret: in no layer
+    assert "--secret" not in lock.tools_build_argv("docker", "mpi4py-kit:trixie", tmp_path, None)
+    # The tools come from requirements/lock-tools.txt, every hash checked, and the context holds that file alone.
+    assert "COPY lock-tools.txt /kit/lock-tools.txt" in lock.TOOLS_DOCKERFILE and lock.TOOLS.is_file()
+    assert f"{lock.TOOLS_VENV}/bin/pip install -q --require-hashes -r /kit/lock-tools.txt" in lock.TOOLS_DOCKERFILE
+    assert f"{lock.TOOLS_VENV}/bin/pip-compile" in lock.SCRIPT and "apt-get" not in lock.SCRIPT
+
+
+def test_the_container_sees_the_folder_and_the_kits_pins(tmp_path: Path) -> None:
     reqs = read(tmp_path, "tqdm\n")
-    argv = lock.docker_argv("docker", "mpi4py-kit:trixie", reqs, tmp_path / "my.txt", tmp_path, "/etc/proxy.pem")
+    argv = lock.docker_argv("docker", "mpi4py-kit-lock:trixie", reqs, tmp_path / "my.txt", tmp_path,
+                            "/etc/proxy.pem")
     assert argv[:5] == ["docker", "run", "--rm", "--user", "0"]
     assert f"{tmp_path}:{lock.WORK}" in argv  # read-write: the lock is written there
-    assert f"{lock.TOOLS}:{lock.TOOLS_IN_CONTAINER}:ro" in argv and lock.TOOLS.is_file()
     assert "/etc/proxy.pem:/kit/ca.pem:ro" in argv and "PIP_CERT=/kit/ca.pem" in argv
     env = dict(a.split("=", 1) for a in argv[argv.index("-e") :] if a.startswith("LOCK_"))
     assert env["LOCK_IN"] == "my.in" and env["LOCK_OUT"] == "my.txt"
     # The kit's pins, as constraints without hashes: numpy is locked at the image's version, never moved.
     assert env["LOCK_CONSTRAINTS"] == environment.constraints()
     assert f"numpy=={config.python_pins()['numpy']}\n" in env["LOCK_CONSTRAINTS"]
-    assert argv[-5:-1] == ["--entrypoint", "sh", "mpi4py-kit:trixie", "-c"] and argv[-1] == lock.SCRIPT
+    assert argv[-5:-1] == ["--entrypoint", "sh", "mpi4py-kit-lock:trixie", "-c"] and argv[-1] == lock.SCRIPT
 
 
 def test_the_lock_reaches_the_folder_only_after_pip_checked_it() -> None:
