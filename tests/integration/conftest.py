@@ -49,6 +49,17 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
                         ["sif", "--platform", "linux/arm64", "--sif", str(PREBUILD / "mpi-arm64.sif")],
                         ["tests/scripts/lane_tests.py", str(PREBUILD / "arm64-tests.json"),
                          "tests/integration/test_arm64.py", "-m", "emulated"])),
+    # The users' environments test_user_env.py runs (REQUIREMENTS), and the SIFs its cluster tests run (92, 70
+    # and 63 s of those tests in the cold run of 2026-12-07): parallel h5py compiles for minutes. First of the
+    # image's builds: the tests that wait for it are many (test_user_env, test_stale), and in that cold run,
+    # last in turn, it was the run's longest path (its tests waited 394 s).
+    "envs": ("image", (["image", "--requirements", "tests/envs/h5py.txt"],
+                       ["image", "--requirements", "tests/envs/science.txt"],
+                       ["image", "--requirements", "tests/envs/pure.txt"],
+                       ["image", "--base", "bookworm", "--requirements", "tests/envs/science.txt"],
+                       ["sif", "--requirements", "tests/envs/science.txt"],
+                       ["sif", "--requirements", "tests/envs/h5py.txt"],
+                       ["sif", "--requirements", "tests/envs/pure.txt"])),
     "bookworm": ("image", (["image", "--base", "bookworm"],
                            ["sif", "--base", "bookworm", "--sif", str(PREBUILD / "mpi-bookworm.sif")])),
     # After make bench-build (test_bench.py), which builds on the build cache as it stands: a build without
@@ -57,12 +68,8 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     "reproduce": ("bench", (["reproduce"],)),
     # The forky cluster's images, for test_forky.py at the very end (87 s of a cold run's last minutes).
     "forky": ("bench", (["tests/scripts/cluster_images.py", "forky"],)),
+    # Last of the image's builds: only test_twin.py waits for it (15 s of tests after it).
     "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
-    # The users' environments test_user_env.py runs (REQUIREMENTS): parallel h5py compiles for minutes.
-    "envs": ("image", (["image", "--requirements", "tests/envs/h5py.txt"],
-                       ["image", "--requirements", "tests/envs/science.txt"],
-                       ["image", "--requirements", "tests/envs/pure.txt"],
-                       ["image", "--base", "bookworm", "--requirements", "tests/envs/science.txt"])),
     # The README's two commands on a newcomer's machine (test_newcomer.py): a script, not a kit command.
     "newcomer": ("image", (["tests/scripts/newcomer.py", str(PREBUILD / "newcomer.json")],)),
 }
@@ -75,11 +82,11 @@ IN_LANE = os.environ.get("MPIKIT_LANE") == "1"
 # Lanes that run on their own beside the builds above instead of after them: they build nothing and wait
 # mostly on the network (apt and pip in a clean container), so they need not queue behind the compiles.
 BESIDE = {"newcomer"}
-# The order the background builds end in on a fresh machine (the cold run of 2026-12-06: the newcomer's machine
-# about 10 minutes in, make reproduce 20, the bookworm image, Apptainer.def and the environments by 27, the
-# emulated arm64 chain 37): the late tests run in this order, so those whose build is done run while the arm64
-# chain still builds (they waited behind its tests, 4 minutes of that run).
-LATE_ORDER = ("newcomer", "reproduce", "forky", "bookworm", "recipe", "envs", "arm64")
+# The order the background builds end in on a fresh machine (expected from the cold run of 2026-12-07's figures,
+# with the environments now first: the newcomer's machine about 8 minutes in, the environments 15, make reproduce
+# 24, the bookworm image 29, the forky images 29, the emulated arm64 chain with its tests 30, Apptainer.def 41):
+# the late tests run in this order, so those whose build is done run while the others still build.
+LATE_ORDER = ("newcomer", "envs", "reproduce", "bookworm", "forky", "arm64", "recipe")
 assert set(LATE_ORDER) == set(PREBUILDS), "every background build has its place in LATE_ORDER"
 
 
