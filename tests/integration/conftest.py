@@ -49,10 +49,14 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
                         ["sif", "--platform", "linux/arm64", "--sif", str(PREBUILD / "mpi-arm64.sif")],
                         ["tests/scripts/lane_tests.py", str(PREBUILD / "arm64-tests.json"),
                          "tests/integration/test_arm64.py", "-m", "emulated"])),
+    # First of the image's builds: a test of test_bind.py and one of test_cluster.py, in the run's middle, need
+    # its SIF (a cold run that built the environments first kept test_bind.py waiting 9 minutes for it).
+    "bookworm": ("image", (["image", "--base", "bookworm"],
+                           ["sif", "--base", "bookworm", "--sif", str(PREBUILD / "mpi-bookworm.sif")])),
     # The users' environments test_user_env.py runs (REQUIREMENTS), and the SIFs its cluster tests run (92, 70
-    # and 63 s of those tests in the cold run of 2026-12-07): parallel h5py compiles for minutes. First of the
-    # image's builds: the tests that wait for it are many (test_user_env, test_stale), and in that cold run,
-    # last in turn, it was the run's longest path (its tests waited 394 s).
+    # and 63 s of those tests in the cold run of 2026-12-07): parallel h5py compiles for minutes. Before
+    # Apptainer.def: the tests that wait for it are many (test_user_env, test_stale), and in that cold run, last
+    # in turn, it was the run's longest path (its tests waited 394 s).
     "envs": ("image", (["image", "--requirements", "tests/envs/h5py.txt"],
                        ["image", "--requirements", "tests/envs/science.txt"],
                        ["image", "--requirements", "tests/envs/pure.txt"],
@@ -60,8 +64,6 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
                        ["sif", "--requirements", "tests/envs/science.txt"],
                        ["sif", "--requirements", "tests/envs/h5py.txt"],
                        ["sif", "--requirements", "tests/envs/pure.txt"])),
-    "bookworm": ("image", (["image", "--base", "bookworm"],
-                           ["sif", "--base", "bookworm", "--sif", str(PREBUILD / "mpi-bookworm.sif")])),
     # After make bench-build (test_bench.py), which builds on the build cache as it stands: a build without
     # the cache beside or before it left the cache's entries for the same steps unused, and bench-build
     # compiled mpi4py again (17 minutes in a cold run).
@@ -83,10 +85,11 @@ IN_LANE = os.environ.get("MPIKIT_LANE") == "1"
 # mostly on the network (apt and pip in a clean container), so they need not queue behind the compiles.
 BESIDE = {"newcomer"}
 # The order the background builds end in on a fresh machine (expected from the cold run of 2026-12-07's figures,
-# with the environments now first: the newcomer's machine about 8 minutes in, the environments 15, make reproduce
-# 24, the bookworm image 29, the forky images 29, the emulated arm64 chain with its tests 30, Apptainer.def 41):
-# the late tests run in this order, so those whose build is done run while the others still build.
-LATE_ORDER = ("newcomer", "envs", "reproduce", "bookworm", "forky", "arm64", "recipe")
+# the bookworm image first of the image's builds, then the environments and their SIFs, Apptainer.def last: the
+# newcomer's machine about 8 minutes in, the bookworm image 19, make reproduce 24, the environments 29, the forky
+# images 29, the emulated arm64 chain with its tests 30, Apptainer.def 41): the late tests run in this order, so
+# those whose build is done run while the others still build.
+LATE_ORDER = ("newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "recipe")
 assert set(LATE_ORDER) == set(PREBUILDS), "every background build has its place in LATE_ORDER"
 
 
