@@ -420,6 +420,52 @@ def build_sif_from_image(base: str, sif: Path, ca_cert: str | None, platform: st
                 (stage / leftover).unlink(missing_ok=True)
 
 
+ENV_RECIPE = "Apptainer.def"  # scripts/image/Apptainer.env.def's name in a staged environment's context
+
+
+def build_env_sif_from_recipe(base: str, sif: Path, ca_cert: str | None, platform: str, context: Path,
+                              labels: dict[str, str], kit_source: str = "auto") -> None:
+    """A user's environment's SIF built by Apptainer (SIF_FROM=recipe, or no Docker engine): the environment's
+    staged `context` (environment.stage: its recipe, scripts/image/Apptainer.env.def, derive.sh and the user's
+    files) on the kit's SIF for `base` (made as make sif makes it, SIF_FROM=`kit_source`: from the cache when
+    its inputs are unchanged), the twin of the derived image's Dockerfile.env. `labels`: ENV_DIGEST and
+    REQUIREMENTS for the recipe's %labels. Not cached: the SIF is named by its content already."""
+    if not platforms.is_host(platform):
+        raise UsageError(f"a user's environment is built on the host's platform only (PLATFORM={platform})")
+    stage = STAGE / f"{base}-{platforms.arch(platform)}-env-recipe"
+    stage.mkdir(parents=True, exist_ok=True)
+    for folder in (STAGE, stage):
+        folder.chmod(0o777)  # the unprivileged builder writes here
+    kit_sif = stage / "kit.sif"
+    try:
+        build_sif(base, kit_sif, ca_cert, platform, kit_source)
+        kit_sif.chmod(0o644)
+        known = {"KIT_SIF": _as_built(kit_sif), "CONTEXT": _as_built(context), "CA_CERT": "/dev/null", **labels}
+        if ca_cert:
+            staged = stage / "ca.pem"
+            shutil.copyfile(ca_cert, staged)
+            staged.chmod(0o644)
+            known["CA_CERT"] = _as_built(staged)
+        # Only the names the recipe uses: Apptainer refuses an argument a definition does not take.
+        args = {name: known[name] for name in template_names((context / ENV_RECIPE).read_text())}
+        for path in context.rglob("*"):  # the unprivileged builder reads the staged context
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        context.chmod(0o755)
+        with _singularity_on_path() as how:
+            recipe = _as_built(context / ENV_RECIPE)
+            _build(base, args, how, stage, recipe=recipe, platform=platform,
+                   what=f"for the environment from {recipe} (scripts/image/Apptainer.env.def) on the kit's SIF",
+                   took="a few minutes (the compilers, then your packages)",
+                   rerun=f"make sif REQUIREMENTS={labels.get('REQUIREMENTS', '...')} SIF_FROM=recipe")
+            _check_arch(stage / "mpi.sif", platforms.arch(platform))
+        sif.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(stage / "mpi.sif", sif)
+        say(f"built {sif} from {_as_built(context / ENV_RECIPE)} on the kit's SIF ({sif.stat().st_size / 1e6:.0f} MB)")
+    finally:
+        for leftover in ("kit.sif", "ca.pem", "sif.args", "mpi.sif"):
+            (stage / leftover).unlink(missing_ok=True)
+
+
 def require_cached(base: str, platform: str | None = None) -> Path:
     """The cached SIF built from the checkout's inputs for `base` and `platform`; a refusal naming
     make sif when there is none (or its bases or helper are missing, so that nothing can match)."""
@@ -477,13 +523,14 @@ def _check_arch(staged: Path, arch: str) -> None:
 
 
 def _build(base: str, args: dict[str, str], how: str, stage: Path, recipe: str = "Apptainer.def",
-           what: str = "from Apptainer.def", took: str | None = None) -> None:
+           what: str = "from Apptainer.def", took: str | None = None, platform: str | None = None,
+           rerun: str | None = None) -> None:
     arg_file = stage / "sif.args"
     arg_file.write_text("".join(f"{k}={v}\n" for k, v in args.items()))
     arg_file.chmod(0o644)
     staged = stage / "mpi.sif"
     options = ["--fakeroot", "--force", "--build-arg-file", str(arg_file)]
-    platform = args["PLATFORM"]
+    platform = platform or args["PLATFORM"]
     if not platforms.is_host(platform):
         # The build's target: which image a registry's manifest list gives (Bootstrap: docker), and
         # no "does not match build arch" warning. Only for another platform: host builds stay as they were.
@@ -500,8 +547,8 @@ def _build(base: str, args: dict[str, str], how: str, stage: Path, recipe: str =
             print(line, end="", flush=True)
     except subprocess.CalledProcessError as exc:
         source = "image" if recipe != "Apptainer.def" else "recipe"
-        raise RunError(f"the SIF build failed (exit status {exc.returncode}); rerun: make sif BASE={base} "
-                       f"PLATFORM={platform} SIF_FROM={source}") from None
+        rerun = rerun or f"make sif BASE={base} PLATFORM={platform} SIF_FROM={source}"
+        raise RunError(f"the SIF build failed (exit status {exc.returncode}); rerun: {rerun}") from None
 
 
 def _reuse(cached: Path, sif: Path, stage: Path) -> None:

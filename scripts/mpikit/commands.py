@@ -10,7 +10,22 @@ import sys
 import time
 from pathlib import Path
 
-from . import apptainer, bind, checks, choose, cluster, config, docker, knobs, launch, prepare, runtimes, slurm, venv
+from . import (
+    apptainer,
+    bind,
+    checks,
+    choose,
+    cluster,
+    config,
+    docker,
+    environment,
+    knobs,
+    launch,
+    prepare,
+    runtimes,
+    slurm,
+    venv,
+)
 from .config import EXAMPLES, ROOT
 from .knobs import Settings
 from .launch import show
@@ -315,6 +330,8 @@ def reproduce(settings: Settings) -> int:
     from . import reproduce as rep
 
     docker.require_engine("make reproduce")
+    if settings.requirements is not None:
+        return reproduce_environment(settings)
     image = settings.image
     if not docker.image_exists(image):
         raise UsageError(f"no image {image} to compare a rebuild with: build it first: make image")
@@ -335,6 +352,38 @@ def reproduce(settings: Settings) -> int:
         say(f"image IDs: the same ({ids[0]})")
     else:
         say(f"image IDs differ ({ids[0][:19]} and {ids[1][:19]}): {rep.image_id_difference(image, scratch)}")
+    if same:
+        docker.run("rmi", scratch, check=False)
+    else:
+        say(f"kept the rebuild for inspection: {scratch} (docker rmi {scratch})")
+    return 0 if same else 1
+
+
+def reproduce_environment(settings: Settings) -> int:
+    """make reproduce REQUIREMENTS=...: the environment's image rebuilt on the same kit image (which stays as it
+    is: make reproduce alone rebuilds that) without the build cache, under a scratch tag; the two compared."""
+    from . import reproduce as rep
+
+    reqs, shown = settings.requirements, settings.raw.get("REQUIREMENTS")
+    assert reqs is not None
+    prepare.environment_names(settings, "docker")
+    image, kit_image = settings.image, settings.kit_image
+    if not docker.image_exists(image) or not docker.image_exists(kit_image):
+        raise UsageError(f"no image {image} for {shown} to compare a rebuild with: build it first: make image "
+                         f"REQUIREMENTS={shown}")
+    venv.reexec_inside()  # the SBOM's reader is in .venv
+    scratch = "mpi4py-kit-reproduce:env-" + image.rpartition("-")[2]
+    loose = environment.unpinned(reqs)
+    say(f"rebuilding {image} ({(docker.image_id(image) or '')[:19]}) from {shown} on {kit_image} without the build "
+        f"cache, as {scratch} (both images and the cache stay as they are)")
+    if loose:
+        say(f"note: not pinned with a hash in {shown}: {', '.join(loose)}; a release since the first build gives "
+            f"other files (make lock REQUIREMENTS=... pins them)")
+    start = time.monotonic()
+    environment.build_image(reqs, kit_image, settings.base, settings.platform, settings.ca_cert, settings.cwd,
+                            tag=scratch)
+    say(f"comparing the file systems of {image} and {scratch} (rebuilt in {time.monotonic() - start:.0f} s)")
+    same = _reproduce_verdict(rep, rep.image_manifest(image), rep.image_manifest(scratch), image, scratch)
     if same:
         docker.run("rmi", scratch, check=False)
     else:
@@ -367,12 +416,16 @@ def twin(settings: Settings) -> int:
     docker.require_engine("make twin (the SIF made from the Docker image is one of the twins)")
     venv.reexec_inside()  # spython and the SIF reader are in .venv
     made = {}
-    for source in ("recipe", "image"):
-        made[source] = apptainer.STAGE / f"twin-{settings.base}-{source}.sif"
-        made[source].parent.mkdir(parents=True, exist_ok=True)
-        apptainer.build_sif(settings.base, made[source], settings.ca_cert, settings.platform, source)
+    if settings.requirements is not None:
+        recipe = twin_environment(settings, made)
+    else:
+        recipe = "Apptainer.def"
+        for source in ("recipe", "image"):
+            made[source] = apptainer.STAGE / f"twin-{settings.base}-{source}.sif"
+            made[source].parent.mkdir(parents=True, exist_ok=True)
+            apptainer.build_sif(settings.base, made[source], settings.ca_cert, settings.platform, source)
     try:
-        say(f"comparing the root file systems of the SIF built from Apptainer.def and the one made from the image "
+        say(f"comparing the root file systems of the SIF built from {recipe} and the one made from the image "
             f"(BASE={settings.base}, PLATFORM={settings.platform})")
         differences, owners = rep.twin_report(rep.sif_manifest(made["recipe"]), rep.sif_manifest(made["image"]))
     finally:
@@ -387,14 +440,35 @@ def twin(settings: Settings) -> int:
             say(f"  {line}")
         return 1
     say("the twins have the same files: every path, type, mode, link target and content (Apptainer's metadata "
-        "folder aside, where the definition's environment, runscript, help and test are the same bytes)")
+        "folder aside, where the definition's environment, runscript, help and test are the same bytes, and the "
+        "empty placeholders it leaves in /dev)")
     return 0
+
+
+def twin_environment(settings: Settings, made: dict[str, Path]) -> str:
+    """make twin REQUIREMENTS=...: the environment's SIF made from its Docker image (Dockerfile.env on the kit's
+    image, as make run makes it) and one built by Apptainer from Apptainer.env.def on the kit's SIF, into
+    `made`; returns the recipe's name."""
+    prepare.environment_names(settings, "apptainer")
+    reqs = settings.requirements
+    assert reqs is not None
+    derived, settings.image = settings.image, settings.kit_image
+    prepare.ensure_image(settings)
+    environment.build_image(reqs, settings.image, settings.base, settings.platform, settings.ca_cert, settings.cwd)
+    tag = settings.sif.stem  # mpi-BASE-ARCH-DIGEST
+    for source in ("image", "recipe"):
+        made[source] = apptainer.STAGE / f"twin-{tag}-{source}.sif"
+        made[source].parent.mkdir(parents=True, exist_ok=True)
+    apptainer.build_sif_from_image(settings.base, made["image"], settings.ca_cert, settings.platform, image=derived)
+    environment.build_sif(reqs, made["recipe"], settings.base, settings.platform, settings.ca_cert, settings.cwd)
+    return "scripts/image/Apptainer.env.def"
 
 
 def _reproduce_verdict(rep, first, second, first_name: str, second_name: str) -> bool:
     moved, differ = rep.report(first, second)
     if moved:
-        say(f"the Debian mirror moved between the two builds: {len(moved)} package(s) differ in the SBOMs "
+        source = "PyPI" if all(name.startswith("pkg:pypi/") for name, _, _ in moved) else "the Debian mirror"
+        say(f"{source} moved between the two builds: {len(moved)} package(s) differ in the SBOMs "
             "(not the same inputs; compared without the files they own):")
         for name, a, b in moved:
             say(f"  {name}: {a} -> {b}")

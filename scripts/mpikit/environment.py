@@ -201,7 +201,7 @@ def allows(spec: str, version: str) -> bool:
 # kit's SBOM writer comes along for its helpers (sbom_env.py imports them); it is unchanged by an environment.
 DERIVE_INPUTS = {"scripts/image/Dockerfile.env": "Dockerfile", "scripts/image/derive.sh": "derive.sh",
                  "requirements/env-build.txt": "env-build.txt", "scripts/image/sbom.py": "sbom.py",
-                 "scripts/image/sbom_env.py": "sbom_env.py"}
+                 "scripts/image/sbom_env.py": "sbom_env.py", "scripts/image/Apptainer.env.def": "Apptainer.def"}
 
 
 def local_files(path: Path) -> list[Path]:
@@ -273,21 +273,30 @@ ENV_LABEL = f"{config.LABEL_PREFIX}.env"
 REQUIREMENTS_LABEL = f"{config.LABEL_PREFIX}.requirements"
 
 
+def unpinned(reqs: Requirements) -> list[str]:
+    """The requirements a rebuild may resolve to other files: each from PyPI without an exact version and a
+    hash (a local package is the checkout's own bytes)."""
+    return [r.name or r.text.split()[0] for r in reqs.items
+            if r.local is None and not (re.fullmatch(r"===?[^,;*]+", r.spec) and "--hash=" in r.text)]
+
+
 def build_image(reqs: Requirements, kit_image: str, base: str, platform: str, ca_cert: str | None,
-                cwd: Path) -> str:
+                cwd: Path, tag: str | None = None) -> str:
     """The derived image for `reqs` on `kit_image` (built already), named by its digest: reused when it
-    exists (its name is its content), else built; a failed build tags nothing."""
+    exists (its name is its content), else built; a failed build tags nothing. `tag`: built again under that
+    name without Docker's build cache (make reproduce), whatever exists."""
     from . import docker
 
     env_digest = digest(reqs, base, platform, cwd)
-    name = image_name(env_digest, base, platform)
+    name = tag or image_name(env_digest, base, platform)
     shown = reqs.path.relative_to(cwd.resolve()).as_posix()
-    if docker.image_exists(name):
+    if tag is None and docker.image_exists(name):
         say(f"environment: {name} ({shown}, on {kit_image}) is built already")
         return name
     context = stage(reqs, env_digest, cwd)
     cmd = [docker._buildkit_client(), "build", "--build-arg", f"KIT_IMAGE={kit_image}", "--build-arg", f"BASE={base}",
-           "-t", name, "--label", f"{ENV_LABEL}={env_digest}", "--label", f"{REQUIREMENTS_LABEL}={shown}"]
+           "-t", name, "--label", f"{ENV_LABEL}={env_digest}", "--label", f"{REQUIREMENTS_LABEL}={shown}",
+           *(["--no-cache"] if tag else [])]
     if not platforms.is_host(platform):
         cmd += ["--platform", platform]
     if ca_cert:
@@ -303,3 +312,23 @@ def build_image(reqs: Requirements, kit_image: str, base: str, platform: str, ca
                        f"after a fix: make image REQUIREMENTS={shown}")
     say(f"environment: built {name} in {time.monotonic() - start:.0f} s")
     return name
+
+
+def build_sif(reqs: Requirements, sif: Path, base: str, platform: str, ca_cert: str | None, cwd: Path,
+              kit_source: str = "auto") -> None:
+    """The environment's SIF built by Apptainer from scripts/image/Apptainer.env.def on the kit's SIF (the twin
+    of build_image's Dockerfile.env: the same context, the same derive.sh steps), into `sif`; a failed build
+    leaves nothing at `sif`."""
+    from . import apptainer
+
+    env_digest = digest(reqs, base, platform, cwd)
+    shown = reqs.path.relative_to(cwd.resolve()).as_posix()
+    context = stage(reqs, env_digest, cwd)
+    say(f"environment: building {sif} from {shown} with Apptainer (scripts/image/Apptainer.env.def) on the kit's SIF")
+    start = time.monotonic()
+    try:
+        apptainer.build_env_sif_from_recipe(base, sif, ca_cert, platform, context,
+                                            {"ENV_DIGEST": env_digest, "REQUIREMENTS": shown}, kit_source)
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    say(f"environment: built {sif} in {time.monotonic() - start:.0f} s")

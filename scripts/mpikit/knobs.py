@@ -357,7 +357,7 @@ def _apply_sif(s: Settings, value: str) -> None:
 
 
 # Commands that do not take REQUIREMENTS yet: refused in one line rather than silently about the kit's image.
-UNDERIVED = ("reproduce", "reproduce-sif", "twin", "batch",
+UNDERIVED = ("reproduce-sif", "batch",
              *BENCH_COMMANDS)
 
 
@@ -422,8 +422,9 @@ KNOBS: tuple[Knob, ...] = (
                                                            "sbom"),
          apply=lambda s, v: _apply_sif(s, v)),
     Knob("SIF_FROM", "auto", "how a SIF is made: image (the kit's Docker image for BASE and PLATFORM, saved and "
-         "squashed: a minute, nothing built again) | recipe (Apptainer.def, every stage built again) | auto (image "
-         "where a Docker engine answers, else recipe); docs/image.md",
+         "squashed: a minute, nothing built again) | recipe (Apptainer.def, every stage built again; with "
+         "REQUIREMENTS, scripts/image/Apptainer.env.def on the kit's SIF) | auto (image where a Docker engine "
+         "answers, else recipe); docs/image.md",
          ("sif", "run", "smoke", "batch", *BENCH_COMMANDS),
          apply=lambda s, v: setattr(s, 'sif_from', parse_sif_from(v))),
     Knob("FUTURES", "0", "1: run SCRIPT under python -m mpi4py.futures (rank 0 runs it, the other ranks "
@@ -482,7 +483,7 @@ KNOBS: tuple[Knob, ...] = (
          "versions, --hash, ./local packages); runs use an image and SIF with them built on the kit's, MPI-linked "
          "packages compiled against its Open MPI; docs/environment.md",
          (*LIKE_RUN, "smoke", "shell", "image", "sif", "bind-plan", "doctor", "sbom", "sign", "verify", "lock",
-          *UNDERIVED),
+          "reproduce", "twin", *UNDERIVED),
          apply=lambda s, v: _apply_requirements(s, v)),
     Knob("COMMAND", "", "make shell without a terminal (CI, no standard input): the command to run in the image "
          "instead (bash -c), with the same mounts, user and environment as make run",

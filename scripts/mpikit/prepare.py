@@ -150,19 +150,30 @@ def environment_names(settings: Settings, runtime: str) -> None:
 
 def ensure_environment(settings: Settings, runtime: str) -> None:
     """The user's environment on the kit's image: the kit's image first (rebuilt when stale), then the derived
-    image (named by its content: built once), then for Apptainer's runtimes its SIF, made from that image."""
+    image (named by its content: built once), then for Apptainer's runtimes its SIF, made from that image. With
+    SIF_FROM=recipe, or where no Docker engine answers, Apptainer's runtimes get the SIF built by Apptainer
+    instead (scripts/image/Apptainer.env.def on the kit's SIF), and no image."""
     reqs = settings.requirements
     assert reqs is not None
     shown = settings.raw.get("REQUIREMENTS")
+    sif_runtime = runtime in ("apptainer", "srun", "cluster")
+    engine = docker.engine_problem() is None
+    if sif_runtime and apptainer.sif_source(settings.sif_from, engine) == "recipe":
+        if settings.sif.is_file():
+            return
+        venv.reexec_inside()  # spython, in the kit's venv; this command continues there
+        say(f"{settings.sif} not found: building it with Apptainer ({sif_build_line(settings)})")
+        environment.build_sif(reqs, settings.sif, settings.base, settings.platform, settings.ca_cert, settings.cwd)
+        return
     docker.require_engine(f"REQUIREMENTS={shown} (the environment is built as a Docker image on the kit's, "
-                          "then made into a SIF)")
+                          "then made into a SIF; SIF_FROM=recipe builds the SIF with Apptainer alone)")
     derived, settings.image = settings.image, settings.kit_image
     ensure_image(settings)
     built = environment.build_image(reqs, settings.image, settings.base, settings.platform, settings.ca_cert,
                                     settings.cwd)
     assert built == derived, (built, derived)
     settings.image = derived
-    if runtime in ("apptainer", "srun", "cluster") and not settings.sif.is_file():
+    if sif_runtime and not settings.sif.is_file():
         venv.reexec_inside()  # spython, in the kit's venv; this command continues there
         say(f"{settings.sif} not found: making it from {settings.image} ({sif_build_line(settings)})")
         apptainer.build_sif_from_image(settings.base, settings.sif, settings.ca_cert, settings.platform,

@@ -8,8 +8,11 @@ files they own are left out of the comparison of the rest.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import posixpath
+import re
 import stat
 import subprocess
 import tarfile
@@ -65,8 +68,24 @@ class Manifest:
         return paths
 
 
+    def installed_by_pip(self, distribution: str) -> set[str]:
+        """The paths a Python distribution's RECORD lists (any version of it), its .dist-info folder's included."""
+        paths = set()
+        for name, raw in self.kept.items():
+            info = PurePosixPath(name).parent  # NAME-VERSION.dist-info, NAME with "_" for "-"
+            named = re.sub(r"[-_.]+", "-", info.name.removesuffix(".dist-info").split("-", 1)[0]).lower()
+            if not name.endswith(".dist-info/RECORD") or named != distribution:
+                continue
+            paths |= {str(info)} | {p for p in self.entries if p.startswith(f"{info}/")}
+            for row in csv.reader(raw.decode(errors="replace").splitlines()):
+                if row and row[0]:
+                    paths.add(posixpath.normpath(str(info.parent / row[0])))
+        return paths
+
+
 def _keep(name: str) -> bool:
-    return name in KEPT or (name.startswith(DPKG_INFO) and name.endswith(".list"))
+    return name in KEPT or (name.startswith(DPKG_INFO) and name.endswith(".list")) or \
+        name.endswith(".dist-info/RECORD")
 
 
 def _clean(name: str) -> str:
@@ -199,9 +218,11 @@ def moved_paths(first: Manifest, second: Manifest, packages_moved: Iterable[tupl
     """What the moved Debian packages own on either side, and the records that name their versions."""
     paths = {SBOM_PATH.lstrip("/"), "var/lib/dpkg/status", "var/lib/dpkg/status-old", "var/lib/dpkg/available"}
     for purl, _, _ in packages_moved:
+        name = purl.split(" ")[0].rsplit("/", 1)[-1].split("?")[0]
         if purl.startswith("pkg:deb/debian/"):
-            name = purl.split("/")[-1].split("?")[0].split(" ")[0]
             paths |= first.owned_by(name) | second.owned_by(name)
+        elif purl.startswith("pkg:pypi/"):
+            paths |= first.installed_by_pip(name) | second.installed_by_pip(name)
     return paths
 
 
@@ -222,14 +243,27 @@ RUN_TIME_FILES = (".singularity.d/env/90-environment.sh", ".singularity.d/runscr
                   ".singularity.d/test")
 
 
+def dev_placeholder(name: str, entry: Entry) -> bool:
+    """What Apptainer leaves in /dev and mounts its own /dev over at run time: unpacking an image unprivileged
+    it writes an empty file in place of each device node (its "creating empty file in place of device"
+    warnings), with the image's /dev/fd-style links and folders; a SIF it builds from another SIF
+    (Bootstrap: localimage) has none of them. A file with content there still counts."""
+    if not name.startswith("dev/"):
+        return False
+    return (entry.kind == "file" and entry.size == 0) or entry.kind == "dir" or \
+        (entry.kind == "symlink" and entry.link.startswith("/proc/self/"))
+
+
 def twin_report(recipe: Manifest, image: Manifest) -> tuple[list[str], list[str]]:
     """(differences, owners given to root) between a SIF built from Apptainer.def (`recipe`) and one made from
     the Docker image (`image`). Every path is compared (type, mode, owner, link, content) but Apptainer's
-    metadata folder, where only the run-time files count. One difference is Apptainer's, not the recipes':
+    metadata folder, where only the run-time files count, and Apptainer's placeholders in /dev. One difference is Apptainer's, not the recipes':
     unpacking an image unprivileged gives every file to root (0:0), so a path that differs in its owner
     alone, with root's on the image's side, is listed apart as the second item, not as a difference."""
     skip = {name for name in set(recipe.entries) | set(image.entries)
             if (name == METADATA or name.startswith(METADATA + "/")) and name not in RUN_TIME_FILES}
+    skip |= {name for manifest in (recipe, image) for name, entry in manifest.entries.items()
+             if dev_placeholder(name, entry)}
     differences, owners = [], []
     for line, name in zip(compare(recipe, image, skip), _differing(recipe, image, skip)):
         a, b = recipe.entries.get(name), image.entries.get(name)

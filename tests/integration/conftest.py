@@ -70,6 +70,11 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     "reproduce": ("bench", (["reproduce"],)),
     # The forky cluster's images, for test_forky.py at the very end (87 s of a cold run's last minutes).
     "forky": ("bench", (["tests/scripts/cluster_images.py", "forky"],)),
+    # An environment's twin SIFs (make twin REQUIREMENTS=...: one made from its image, one built by Apptainer on
+    # the kit's SIF), then its image rebuilt without the cache (make reproduce REQUIREMENTS=...): after the
+    # environments' builds (AFTER), whose image they use, beside the image's last build.
+    "envtwin": ("bench", (["twin", "--requirements", "tests/envs/pure.txt"],
+                          ["reproduce", "--requirements", "tests/envs/pure.txt"])),
     # Last of the image's builds: only test_twin.py waits for it (15 s of tests after it).
     "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
     # The README's two commands on a newcomer's machine (test_newcomer.py): a script, not a kit command.
@@ -89,8 +94,11 @@ BESIDE = {"newcomer"}
 # newcomer's machine about 8 minutes in, the bookworm image 19, make reproduce 24, the environments 29, the forky
 # images 29, the emulated arm64 chain with its tests 30, Apptainer.def 41): the late tests run in this order, so
 # those whose build is done run while the others still build.
-LATE_ORDER = ("newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "recipe")
+LATE_ORDER = ("newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "envtwin", "recipe")
 assert set(LATE_ORDER) == set(PREBUILDS), "every background build has its place in LATE_ORDER"
+# A background build that starts only once another has ended (when the session started that one): it uses what
+# the other builds.
+AFTER = {"envtwin": "envs"}
 
 
 def late_rank(item: pytest.Item) -> int:
@@ -239,6 +247,9 @@ def command(argv: list[str]) -> list[str]:
 def _run_in_turn(names: list[str]) -> None:
     for name in names:
         build = _prebuilds[name]
+        before = _prebuilds.get(AFTER.get(name, ""))
+        if before is not None:
+            before.done.wait()
         if not _stopping.is_set():
             lines = " && ".join(shlex.join([sys.executable, *command(argv)]) for argv in PREBUILDS[name][1])
             with open(PREBUILD / f"{name}.log", "w") as log:

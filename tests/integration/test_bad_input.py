@@ -77,7 +77,7 @@ CASES = [
     (["run-rank", "REQUIREMENTS=tests/envs/no-such.txt"], "REQUIREMENTS=tests/envs/no-such.txt: no such file"),
     (["run-rank", "REQUIREMENTS=../requirements.txt"], "is outside the current folder"),
     (["run-rank", "RUNTIME=native", "REQUIREMENTS=tests/envs/science.txt"], "RUNTIME=native runs the kit's own"),
-    (["reproduce", "REQUIREMENTS=tests/envs/science.txt"], "make reproduce does not take REQUIREMENTS yet"),
+    (["reproduce-sif", "REQUIREMENTS=tests/envs/science.txt"], "make reproduce-sif does not take REQUIREMENTS yet"),
     (["run-rank", "RUNTIME=docker", "IMAGE=mpi4py-kit:trixie", "REQUIREMENTS=tests/envs/science.txt"],
      "REQUIREMENTS and IMAGE= together are not taken"),
     (["lock", "REQUIREMENTS=tests/envs/science.txt"], "give the loose file, named *.in (my.in)"),

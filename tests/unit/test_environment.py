@@ -179,7 +179,7 @@ def test_the_bind_model_takes_an_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command, raw, said", [
-    ("reproduce", {}, "make reproduce does not take REQUIREMENTS yet"),
+    ("reproduce-sif", {}, "make reproduce-sif does not take REQUIREMENTS yet"),
     ("batch", {}, "make cluster-batch does not take REQUIREMENTS yet"),
     ("run", {"IMAGE": "lab/mpi:1"}, "REQUIREMENTS and IMAGE= together are not taken"),
     ("run", {"SIF": "mine.sif"}, "REQUIREMENTS and SIF= together are not taken"),
@@ -236,5 +236,82 @@ def test_the_docs_name_what_the_code_refuses_and_keeps() -> None:
     said = re.search(r"on the kit's own image only \((.*?)\)\.", text, re.S)
     named = {name.removeprefix("make ") for name in re.findall(r"`([^`]+)`", said.group(1).replace("\n", " "))}
     named |= set(knobs.BENCH_COMMANDS) if "the benchmarks" in said.group(1) else set()
-    want = {{"batch": "cluster-batch", "reproduce-sif": "reproduce"}.get(c, c) for c in knobs.UNDERIVED}
+    want = {{"batch": "cluster-batch"}.get(c, c) for c in knobs.UNDERIVED}
     assert named == want, (named, want)
+
+
+# ---- the twin rule for environments: scripts/image/Dockerfile.env and Apptainer.env.def ----
+
+def _derive_steps(text: str, header: str) -> list[list[str]]:
+    """The derive.sh steps each stage runs, in order."""
+    return [re.findall(r"/env/derive\.sh (\w+)", chunk) for chunk in re.split(header, text, flags=re.M)[1:]]
+
+
+def test_the_environments_twin_recipes_run_the_same_steps_from_the_same_files() -> None:
+    """Both recipes: a build stage on the kit's finished image (SIF) that runs tools and install, and a final
+    stage on it again that takes the new files and runs finish; the same files of the staged context go to
+    /env."""
+    dockerfile = (config.ROOT / "scripts/image/Dockerfile.env").read_text()
+    recipe = (config.ROOT / "scripts/image/Apptainer.env.def").read_text()
+    assert _derive_steps(dockerfile, r"^FROM ") == _derive_steps(recipe, r"^Bootstrap: ") == [
+        ["tools", "install"], ["finish"]]
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["${KIT_IMAGE}", "${KIT_IMAGE}"]
+    assert re.findall(r"^From: (.*)$", recipe, re.M) == ["{{ KIT_SIF }}", "{{ KIT_SIF }}"]
+    copied = {name.rstrip("/") for line in re.findall(r"^COPY (?!--from)(.*)$", dockerfile, re.M)
+              for name in line.split()[:-1]}
+    files = re.search(r"^%files\n((?:[ \t]+\S.*\n)+)", recipe, re.M)
+    assert files
+    staged = set(re.findall(r"^\s*\{\{ CONTEXT \}\}/(\S+) /env/", files.group(1), re.M))
+    assert len(staged) + 1 == len(files.group(1).splitlines())  # and the CA bundle
+    assert staged == copied, (staged, copied)
+    # Every staged input the build reads exists in the context the kit stages (environment.DERIVE_INPUTS).
+    context = set(environment.DERIVE_INPUTS.values()) | {"constraints.txt", "own-mpi.txt", "requirements.txt", "src"}
+    assert copied <= context, copied - context
+    assert environment.DERIVE_INPUTS["scripts/image/Apptainer.env.def"] == "Apptainer.def"
+
+
+def test_the_environment_recipe_takes_only_the_arguments_it_names() -> None:
+    """Apptainer refuses a --build-arg a definition does not use: the kit passes the names the recipe uses, and
+    each has a default in its %arguments."""
+    from mpikit import apptainer
+
+    recipe = (config.ROOT / "scripts/image/Apptainer.env.def").read_text()
+    used = set(apptainer.template_names(recipe))
+    assert used == {"KIT_SIF", "CONTEXT", "CA_CERT", "ENV_DIGEST", "REQUIREMENTS"}
+    defaults = re.search(r"^%arguments\n((?:[ \t]+\S.*\n)+)", recipe, re.M)
+    assert defaults and {line.split("=")[0].strip() for line in defaults.group(1).splitlines()} == used
+
+
+@pytest.mark.parametrize("engine, sif_from, runtime, built", [
+    (False, "auto", "apptainer", "recipe"),  # a login node with Apptainer and no Docker
+    (False, "auto", "cluster", "recipe"),
+    (True, "recipe", "srun", "recipe"),
+    (True, "auto", "apptainer", "image"),
+    (True, "recipe", "docker", "image"),  # Docker runs the image; SIF_FROM is about SIFs
+])
+def test_the_environments_sif_is_built_by_apptainer_without_docker_or_when_asked(
+        tmp_path: Path, monkeypatch, engine: bool, sif_from: str, runtime: str, built: str) -> None:
+    """Which way prepare.ensure_environment makes the environment: its image (Dockerfile.env; for Apptainer's
+    runtimes then its SIF made from it) or its SIF built by Apptainer (Apptainer.env.def on the kit's SIF)."""
+    from mpikit import apptainer, docker, prepare, venv
+
+    write(tmp_path, "tqdm\n")
+    (tmp_path / "x.py").write_text("")
+    settings = kit_settings("run", tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py", SIF_FROM=sif_from)
+    prepare.environment_names(settings, runtime)
+    calls = []
+    monkeypatch.setattr(docker, "engine_problem", lambda: None if engine else "no engine")
+    monkeypatch.setattr(docker, "require_engine", lambda why: calls.append("engine") if engine else
+                        pytest.fail(f"Docker was required: {why}"))
+    monkeypatch.setattr(venv, "reexec_inside", lambda: None)
+    monkeypatch.setattr(prepare, "ensure_image", lambda s: calls.append("kit image"))
+    derived = settings.image
+    monkeypatch.setattr(environment, "build_image", lambda reqs, kit, *a, **k: calls.append("image") or derived)
+    monkeypatch.setattr(environment, "build_sif", lambda reqs, sif, *a, **k: calls.append(f"recipe {sif}"))
+    monkeypatch.setattr(apptainer, "build_sif_from_image", lambda *a, **k: calls.append("sif from image"))
+    prepare.ensure_environment(settings, runtime)
+    if built == "recipe":
+        assert calls == [f"recipe {settings.sif}"], calls
+    else:
+        want = ["engine", "kit image", "image"] + (["sif from image"] if runtime != "docker" else [])
+        assert calls == want, calls

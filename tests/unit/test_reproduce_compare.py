@@ -85,6 +85,43 @@ def test_packages_the_mirror_moved_are_named_and_their_files_left_out() -> None:
     assert [line.split(":")[0] for line in differ] == ["/etc/other"]  # the rest is still compared
 
 
+def test_a_python_distribution_pypi_moved_is_named_and_its_files_left_out() -> None:
+    """A user's environment rebuilt from a loose requirements file (make reproduce REQUIREMENTS=...): a release
+    since the first build changes that distribution's files (its RECORD says which); the rest is compared."""
+    site = "opt/venv/lib/python3.13/site-packages"
+
+    def image(version: str, other: bytes) -> reproduce.Manifest:
+        sbom = json.dumps({"components": [{"name": "tqdm", "version": version, "purl": f"pkg:pypi/tqdm@{version}",
+                                           "properties": [{"name": "mpi4py-kit:path", "value": "/opt/venv"}]}]})
+        info = f"{site}/tqdm-{version}.dist-info"
+        record = f"tqdm/__init__.py,sha256=x,1\ntqdm-{version}.dist-info/RECORD,,\n../../../bin/tqdm,sha256=y,2\n"
+        return manifest({**BASE, SBOM_PATH.lstrip("/"): sbom.encode(), f"{site}/tqdm/__init__.py": version.encode(),
+                         f"{info}/RECORD": record.encode(), f"{info}/METADATA": version.encode(),
+                         "opt/venv/bin/tqdm": version.encode(), "etc/other": other})
+
+    moved, differ = reproduce.report(image("4.67.1", b"x"), image("4.68.0", b"x"))
+    assert moved == [("pkg:pypi/tqdm (/opt/venv)", "4.67.1", "4.68.0")]
+    assert differ == [], differ
+    moved, differ = reproduce.report(image("4.67.1", b"x"), image("4.68.0", b"y"))
+    assert [line.split(":")[0] for line in differ] == ["/etc/other"]
+
+
+@pytest.mark.parametrize("text, loose", [
+    ("tqdm\n", ["tqdm"]),
+    ("tqdm>=4\n", ["tqdm"]),
+    ("tqdm==4.67.1\n", ["tqdm"]),
+    ("tqdm==4.67.1 --hash=sha256:" + "a" * 64 + "\n", []),
+    ("tqdm==4.67.1 \\\n    --hash=sha256:" + "a" * 64 + "\n./mypkg\n", []),
+])
+def test_what_a_rebuild_may_resolve_differently_is_named(tmp_path, text: str, loose: list[str]) -> None:
+    from mpikit import environment
+
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "pyproject.toml").write_text("[project]\nname = 'mypkg'\nversion = '1'\n")
+    (tmp_path / "req.txt").write_text(text)
+    assert environment.unpinned(environment.read("req.txt", tmp_path)) == loose
+
+
 def test_no_package_moved_compares_everything() -> None:
     a = manifest({**BASE, SBOM_PATH.lstrip("/"): sbom_with("1")})
     b = manifest({**BASE, SBOM_PATH.lstrip("/"): sbom_with("1"), "tmp": None})
@@ -163,3 +200,18 @@ def test_a_twin_difference_is_reported(change: dict) -> None:
             "home/mpi/.bashrc": _file("rc", owner=(1000, 1000))}
     differences, _ = reproduce.twin_report(_manifest(base), _manifest({**base, **change}))
     assert len(differences) == 1 and differences[0].startswith("/" + next(iter(change))), differences
+
+
+def test_apptainers_placeholders_in_dev_are_not_the_recipes() -> None:
+    """The SIF made from an image holds the empty files Apptainer writes in place of device nodes (and /dev/fd's
+    links); one built on another SIF (an environment's, Bootstrap: localimage) has none: at run time Apptainer
+    mounts its own /dev over both. Something else in /dev still counts."""
+    empty = _file("")
+    recipe = _manifest({"opt/venv/x.py": _file("x")})
+    image = _manifest({"opt/venv/x.py": _file("x"), "dev/null": empty, "dev/zero": empty,
+                       "dev/pts": reproduce.Entry("dir", 0o755, 0, 0, "", "", 0),
+                       "dev/fd": reproduce.Entry("symlink", 0o777, 0, 0, "/proc/self/fd", "", 0)})
+    assert reproduce.twin_report(recipe, image) == ([], [])
+    image.entries["dev/my-data"] = _file("bytes")
+    differences, _ = reproduce.twin_report(recipe, image)
+    assert [line.split(":")[0] for line in differences] == ["/dev/my-data"]
