@@ -257,9 +257,10 @@ def dev_placeholder(name: str, entry: Entry) -> bool:
 def twin_report(recipe: Manifest, image: Manifest) -> tuple[list[str], list[str]]:
     """(differences, owners given to root) between a SIF built from Apptainer.def (`recipe`) and one made from
     the Docker image (`image`). Every path is compared (type, mode, owner, link, content) but Apptainer's
-    metadata folder, where only the run-time files count, and Apptainer's placeholders in /dev. One difference is Apptainer's, not the recipes':
-    unpacking an image unprivileged gives every file to root (0:0), so a path that differs in its owner
-    alone, with root's on the image's side, is listed apart as the second item, not as a difference."""
+    metadata folder, where only the run-time files count, and Apptainer's placeholders in /dev. One difference
+    is Apptainer's, not the recipes': unpacking an image unprivileged gives every file to root (0:0), so a path
+    that differs in its owner alone, with root's on the image's side, is listed apart as the second item, not
+    as a difference."""
     skip = {name for name in set(recipe.entries) | set(image.entries)
             if (name == METADATA or name.startswith(METADATA + "/")) and name not in RUN_TIME_FILES}
     skip |= {name for manifest in (recipe, image) for name, entry in manifest.entries.items()
