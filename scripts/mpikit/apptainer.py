@@ -387,7 +387,8 @@ def build_sif_from_image(base: str, sif: Path, ca_cert: str | None, platform: st
     kind = "env" if derived else "image"
     cached, arch = image_cache_entry(base, platform, image_id, kind), platforms.arch(platform)
     # Its own: a recipe build of the same base, or the kit's own SIF, may run beside it.
-    stage = STAGE / f"{base}-{arch}-{kind}"
+    # An environment's own too (named by its image): two environments' SIFs may be made at the same time.
+    stage = STAGE / (f"{base}-{arch}-{kind}" + (f"-{image_id.removeprefix('sha256:')[:12]}" if derived else ""))
     stage.mkdir(parents=True, exist_ok=True)
     for folder in (STAGE, stage):
         folder.chmod(0o777)  # the unprivileged builder writes here
@@ -418,6 +419,8 @@ def build_sif_from_image(base: str, sif: Path, ca_cert: str | None, platform: st
         finally:
             for leftover in ("image.tar", "from-image.def", "sif.args", "mpi.sif"):
                 (stage / leftover).unlink(missing_ok=True)
+            if derived:
+                _remove_empty(stage)
 
 
 ENV_RECIPE = "Apptainer.def"  # scripts/image/Apptainer.env.def's name in a staged environment's context
@@ -432,7 +435,8 @@ def build_env_sif_from_recipe(base: str, sif: Path, ca_cert: str | None, platfor
     REQUIREMENTS for the recipe's %labels. Not cached: the SIF is named by its content already."""
     if not platforms.is_host(platform):
         raise UsageError(f"a user's environment is built on the host's platform only (PLATFORM={platform})")
-    stage = STAGE / f"{base}-{platforms.arch(platform)}-env-recipe"
+    # The environment's own (named by its digest): two environments may be built at the same time.
+    stage = STAGE / f"{base}-{platforms.arch(platform)}-env-recipe-{labels.get('ENV_DIGEST', 'unset')[:12]}"
     stage.mkdir(parents=True, exist_ok=True)
     for folder in (STAGE, stage):
         folder.chmod(0o777)  # the unprivileged builder writes here
@@ -464,6 +468,15 @@ def build_env_sif_from_recipe(base: str, sif: Path, ca_cert: str | None, platfor
     finally:
         for leftover in ("kit.sif", "ca.pem", "sif.args", "mpi.sif"):
             (stage / leftover).unlink(missing_ok=True)
+        _remove_empty(stage)
+
+
+def _remove_empty(folder: Path) -> None:
+    """An environment's staging folder, once its build's files are gone (one per environment would pile up)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else is still in it: left as it is
 
 
 def require_cached(base: str, platform: str | None = None) -> Path:

@@ -415,16 +415,16 @@ def twin(settings: Settings) -> int:
 
     docker.require_engine("make twin (the SIF made from the Docker image is one of the twins)")
     venv.reexec_inside()  # spython and the SIF reader are in .venv
-    made = {}
-    if settings.requirements is not None:
-        recipe = twin_environment(settings, made)
-    else:
-        recipe = "Apptainer.def"
-        for source in ("recipe", "image"):
-            made[source] = apptainer.STAGE / f"twin-{settings.base}-{source}.sif"
-            made[source].parent.mkdir(parents=True, exist_ok=True)
-            apptainer.build_sif(settings.base, made[source], settings.ca_cert, settings.platform, source)
-    try:
+    made: dict[str, Path] = {}
+    try:  # the twins are scratch copies: gone at the end, whatever happens
+        if settings.requirements is not None:
+            recipe = twin_environment(settings, made)
+        else:
+            recipe = "Apptainer.def"
+            for source in ("recipe", "image"):
+                made[source] = apptainer.STAGE / f"twin-{settings.base}-{source}.sif"
+                made[source].parent.mkdir(parents=True, exist_ok=True)
+                apptainer.build_sif(settings.base, made[source], settings.ca_cert, settings.platform, source)
         say(f"comparing the root file systems of the SIF built from {recipe} and the one made from the image "
             f"(BASE={settings.base}, PLATFORM={settings.platform})")
         differences, owners = rep.twin_report(rep.sif_manifest(made["recipe"]), rep.sif_manifest(made["image"]))
