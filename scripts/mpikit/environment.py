@@ -311,7 +311,51 @@ def build_image(reqs: Requirements, kit_image: str, base: str, platform: str, ca
         raise RunError(f"the environment's build failed (pip's or the kit's error is above); nothing was tagged; "
                        f"after a fix: make image REQUIREMENTS={shown}")
     say(f"environment: built {name} in {time.monotonic() - start:.0f} s")
+    if tag is None:
+        prune(shown, base, platform)
     return name
+
+
+ENV_IMAGES_KEPT = 3  # builds of one requirements file kept per base and platform: the newest
+
+
+@dataclass(frozen=True)
+class Build:
+    """A derived image Docker holds: its name, when it was made, its environment's digest (its label)."""
+    name: str
+    created: str  # Docker's CreatedAt, which sorts as time: 2026-12-07 08:11:21 +0000 UTC
+    digest: str
+
+
+def stale(builds: list[Build], base: str, platform: str, keep: int = ENV_IMAGES_KEPT) -> list[Build]:
+    """The builds of one requirements file a new build makes old: of those for `base` and `platform` (their
+    names say which), all but the newest `keep`."""
+    prefix = image_name("", base, platform)  # mpi4py-kit-env:trixie- (-arm64- for another platform)
+    mine = [b for b in builds if b.name.startswith(prefix) and re.fullmatch(r"[0-9a-f]{12}", b.name[len(prefix):])]
+    return sorted(mine, key=lambda b: b.created, reverse=True)[keep:]
+
+
+def prune(shown: str, base: str, platform: str) -> None:
+    """An edited requirements file makes a new environment each time: the older builds of the same file (its
+    path, the image's label) go, images and their SIFs under build/env/, beyond the newest ENV_IMAGES_KEPT. An
+    image a container still uses stays (docker rmi without -f)."""
+    from . import docker
+
+    listed = docker.run("images", "--filter", f"label={REQUIREMENTS_LABEL}={shown}", "--format",
+                        "{{.Repository}}:{{.Tag}}\t{{.CreatedAt}}", check=False).stdout
+    builds = []
+    for row in listed.splitlines():
+        name, _, created = row.partition("\t")
+        builds.append(Build(name, created, docker.image_label(name, ENV_LABEL) or ""))
+    removed = []
+    for build in stale(builds, base, platform):
+        if docker.run("rmi", build.name, check=False).returncode == 0:
+            removed.append(build.name)
+            if re.fullmatch(r"[0-9a-f]{16}", build.digest):
+                sif_path(build.digest, base, platform).unlink(missing_ok=True)
+    if removed:
+        say(f"environment: removed {len(removed)} older build(s) of {shown} and their SIFs (the newest "
+            f"{ENV_IMAGES_KEPT} are kept): {', '.join(removed)}")
 
 
 def build_sif(reqs: Requirements, sif: Path, base: str, platform: str, ca_cert: str | None, cwd: Path,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from conftest import explain, make
-from mpikit import launch
+from mpikit import docker, environment, launch
 from mpikit.bench import stats
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -87,3 +87,11 @@ def test_quick_bench_build_states_the_image_facts(sif: str, results) -> None:
     assert found["quick"] is True and image["cold_build_s"] is None  # a cold build only without QUICK
     assert image["docker_image_mb"] > 0 and image["sif_mb"] > 0 and image["rebuild_after_example_edit_s"] > 0
     assert f"SIF {image['sif_mb']:.0f} MB" in proc.stdout, explain(proc, command)
+    # A user's environment (REQUIREMENTS) on that image: built, nothing of the kit's image rebuilt, nothing left.
+    env = found["environment"]
+    assert env["env_image_s"] > 0 and env["env_image_mb"] > image["docker_image_mb"] * 0.9, env
+    assert env["kit_image_rebuilt"] is False and env["env_sif_s"] is None, env
+    assert "; the kit's image not rebuilt" in proc.stdout, explain(proc, command)
+    assert not [name for name in docker.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+                if name.startswith("mpi4py-kit-env:") and docker.image_label(name, environment.REQUIREMENTS_LABEL)
+                == "build/bench-env/requirements.txt"], "make bench-build left its environment's image"

@@ -230,6 +230,7 @@ def test_the_docs_name_what_the_code_refuses_and_keeps() -> None:
     assert listed and re.findall(r"`([^`]+)`", listed.group(1)) == list(environment.OWN_MPI)
     words = {2: "two", 3: "three", 4: "four"}
     assert f"the {words[apptainer.ENV_SIFS_KEPT]} most recently used environments" in text
+    assert f"beyond the {words[environment.ENV_IMAGES_KEPT]} newest per base and platform" in " ".join(text.split())
     # The commands that refuse REQUIREMENTS (knobs.UNDERIVED), as the page names them.
     from mpikit import knobs
 
@@ -315,3 +316,19 @@ def test_the_environments_sif_is_built_by_apptainer_without_docker_or_when_asked
     else:
         want = ["engine", "kit image", "image"] + (["sif from image"] if runtime != "docker" else [])
         assert calls == want, calls
+
+
+def test_an_edited_files_older_builds_beyond_the_newest_are_the_stale_ones() -> None:
+    """environment.prune's choice: of one file's builds (Docker's label), those for this base and platform but the
+    newest ENV_IMAGES_KEPT; another base's or platform's builds, and names not the kit's, are not touched."""
+    def build(tag: str, day: int) -> environment.Build:
+        return environment.Build(f"mpi4py-kit-env:{tag}", f"2026-12-{day:02d} 08:00:00 +0000 UTC", "0" * 16)
+
+    builds = [build("trixie-aaaaaaaaaaa1", 1), build("trixie-aaaaaaaaaaa5", 5), build("trixie-aaaaaaaaaaa3", 3),
+              build("trixie-aaaaaaaaaaa4", 4), build("trixie-aaaaaaaaaaa2", 2), build("bookworm-aaaaaaaaaaa0", 1),
+              build("trixie-arm64-aaaaaaaaaaa0", 1), build("trixie-mine", 1)]
+    stale = environment.stale(builds, "trixie", "linux/amd64")
+    assert environment.ENV_IMAGES_KEPT == 3
+    assert [b.name for b in stale] == ["mpi4py-kit-env:trixie-aaaaaaaaaaa2", "mpi4py-kit-env:trixie-aaaaaaaaaaa1"]
+    assert [b.name for b in environment.stale(builds, "trixie", "linux/arm64")] == []
+    assert environment.stale(builds[:3], "trixie", "linux/amd64") == []

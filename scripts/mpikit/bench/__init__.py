@@ -139,12 +139,77 @@ def image_facts(image: str, base: str, sif: Path, quick: bool, ca_cert: str | No
     return facts
 
 
+# A user's environment for make bench-build (REQUIREMENTS): one small pure-Python package, hash-pinned (the tests'
+# own environment of that kind), written under build/ with a line that makes each written file a new environment.
+ENV_SAMPLE = "tests/envs/pure.txt"
+ENV_BENCH = ROOT / "build" / "bench-env"
+
+
+def environment_facts(kit_image: str, base: str, quick: bool, ca_cert: str | None) -> dict:
+    """REQUIREMENTS on the kit's built image: a derived image with one small pure-Python package (nothing of the
+    kit's image rebuilt: its ID is checked), its size; without QUICK its SIF too, and the time from an edited
+    requirements file to a running job (make run-rank NP=2 RUNTIME=apptainer: the image, the SIF, the ranks).
+    Each file is new, so each build is one a user would wait for; what it made is removed at the end."""
+    from .. import apptainer, environment, platforms
+
+    host = platforms.host()
+    facts: dict = {"env_sample": ENV_SAMPLE}
+    shutil.rmtree(ENV_BENCH, ignore_errors=True)
+    ENV_BENCH.mkdir(parents=True)
+    path = ENV_BENCH / "requirements.txt"
+    shown = path.relative_to(ROOT).as_posix()
+    sample = (ROOT / ENV_SAMPLE).read_text()
+    kit_id = docker.image_id(kit_image)
+    made: list[tuple[str, Path]] = []  # (derived image, its SIF)
+
+    def write(label: str) -> tuple[str, Path]:
+        path.write_text(f"# make bench-build, {label} at {time.time()}\n{sample}")
+        digest = environment.digest(environment.read(shown, ROOT), base, host, ROOT)
+        made.append((environment.image_name(digest, base, host), environment.sif_path(digest, base, host)))
+        return made[-1]
+
+    try:
+        image, sif = write("written")
+        start = time.monotonic()
+        environment.build_image(environment.read(shown, ROOT), kit_image, base, host, ca_cert, ROOT)
+        facts["env_image_s"] = time.monotonic() - start
+        size = docker.run("image", "inspect", "--format", "{{.Size}}", image, check=False).stdout.strip()
+        facts["env_image_mb"] = int(size) / 1e6 if size.isdigit() else None
+        if quick:
+            facts.update(env_sif_s=None, env_sif_mb=None, env_edit_to_job_s=None,
+                         env_note="its SIF and an edit's way to a running job not measured with QUICK=1")
+        else:
+            start = time.monotonic()
+            apptainer.build_sif_from_image(base, sif, ca_cert, host, image=image)
+            facts["env_sif_s"] = time.monotonic() - start
+            facts["env_sif_mb"] = sif.stat().st_size / 1e6
+            write("edited")
+            start = time.monotonic()
+            line = ["make", "--no-print-directory", "run-rank", "NP=2", "RUNTIME=apptainer", f"REQUIREMENTS={shown}"]
+            proc = subprocess.run(line, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+            if proc.returncode != 0:
+                raise RunError(f"`{show(line)}` failed (exit status {proc.returncode}): "
+                               f"{(proc.stdout + proc.stderr).strip()[-400:]}")
+            facts["env_edit_to_job_s"] = time.monotonic() - start
+        facts["kit_image_rebuilt"] = docker.image_id(kit_image) != kit_id
+    finally:
+        for image, sif in made:
+            image_id = docker.image_id(image)
+            if image_id:
+                apptainer.image_cache_entry(base, host, image_id, "env").unlink(missing_ok=True)
+                docker.run("rmi", "-f", image, check=False)
+            sif.unlink(missing_ok=True)
+        shutil.rmtree(ENV_BENCH, ignore_errors=True)
+    return facts
+
+
 def run_build(image: str, base: str, sif: Path, quick: bool, ca_cert: str | None, started: float) -> int:
     """make bench-build: the image facts on their own, so that make bench keeps its time budget
-    (a cold build alone takes minutes)."""
+    (a cold build alone takes minutes); then a user's environment's (REQUIREMENTS) on that image."""
     results = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
                "targets": stats.TARGETS, "image": image_facts(image, base, sif, quick, ca_cert)}
+    results["environment"] = environment_facts(image, base, quick, ca_cert)
     results["took_s"] = {"total": time.monotonic() - started}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench-build.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -45,7 +45,22 @@ def build_line(results: dict) -> str:
             + (f"SIF {f['sif_mb']:.0f} MB (target <= {TARGETS['sif_mb']}), " if f["sif_mb"] else "no SIF, ")
             + f"rebuild after editing an example {f['rebuild_after_example_edit_s']:.1f} s "
             f"(target <= {TARGETS['rebuild_s']}), cold build "
-            + (f"{f['cold_build_s']:.0f} s" if f["cold_build_s"] else f["cold_build_note"]))
+            + (f"{f['cold_build_s']:.0f} s" if f["cold_build_s"] else f["cold_build_note"])
+            + environment_line(results.get("environment")))
+
+
+def environment_line(e: dict | None) -> str:
+    """make bench-build's figures for a user's environment (REQUIREMENTS), on the same line."""
+    if not e:
+        return ""
+    line = (f"; environment ({e['env_sample']}, one pure-Python package): image {e['env_image_s']:.0f} s "
+            f"(target <= {TARGETS['env_image_s']}), {e['env_image_mb']:.0f} MB, ")
+    if e.get("env_sif_s") is None:
+        line += e["env_note"]
+    else:
+        line += (f"SIF {e['env_sif_s']:.0f} s (target <= {TARGETS['env_sif_s']}), {e['env_sif_mb']:.0f} MB, "
+                 f"an edited file to a running job {e['env_edit_to_job_s']:.0f} s")
+    return line + ("; the kit's image was rebuilt" if e["kit_image_rebuilt"] else "; the kit's image not rebuilt")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -189,6 +204,14 @@ def build_markdown(results: dict) -> str:
             ["rebuild after editing an example", f"{f['rebuild_after_example_edit_s']:.1f} s",
              f"at most {TARGETS['rebuild_s']} s"],
             ["cold build of the Docker image (`--no-cache`)", f"{f['cold_build_s']:.0f} s", "none set"]]
+    e = results.get("environment")
+    if e and e.get("env_sif_s") is not None:
+        rows += [[f"a user's environment (`{e['env_sample']}`): its image on the kit's", f"{e['env_image_s']:.0f} s, "
+                  f"{e['env_image_mb']:.0f} MB", f"at most {TARGETS['env_image_s']} s"],
+                 ["its SIF, made from that image", f"{e['env_sif_s']:.0f} s, {e['env_sif_mb']:.0f} MB",
+                  f"at most {TARGETS['env_sif_s']} s"],
+                 ["an edited requirements file to a running job (image, SIF, 2 ranks)",
+                  f"{e['env_edit_to_job_s']:.0f} s", "none set"]]
     return _md(rows)
 
 
