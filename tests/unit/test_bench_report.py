@@ -65,7 +65,8 @@ def test_the_build_facts_table_reads_make_bench_builds_results() -> None:
 
 
 ENV_FACTS = {"env_sample": "tests/envs/pure.txt", "env_image_s": 24.6, "env_image_mb": 322.4, "env_sif_s": 71.2,
-             "env_sif_mb": 144.1, "env_edit_to_job_s": 118.0, "kit_image_rebuilt": False}
+             "env_sif_mb": 144.1, "env_edit_to_job_s": 118.0, "env_edit_to_job_runtime": "docker",
+             "kit_image_rebuilt": False}
 
 
 def test_a_users_environments_figures_are_reported_against_their_targets() -> None:
@@ -75,11 +76,11 @@ def test_a_users_environments_figures_are_reported_against_their_targets() -> No
                        "cold_build_s": 296.4}, "environment": ENV_FACTS}
     line = report.build_line(build)
     assert "environment (tests/envs/pure.txt, one pure-Python package): image 25 s (target <= 60), 322 MB" in line
-    assert "SIF 71 s (target <= 180), 144 MB, an edited file to a running job 118 s" in line
+    assert "SIF 71 s (target <= 180), 144 MB, an edited file to a running job 118 s (RUNTIME=docker)" in line
     assert line.endswith("; the kit's image not rebuilt")
     text = report.build_markdown(build)
     assert "| its SIF, made from that image | 71 s, 144 MB | at most 180 s |" in text
-    assert "| an edited requirements file to a running job (image, SIF, 2 ranks) | 118 s | none set |" in text
+    assert "| an edited requirements file to a running job (2 ranks, RUNTIME=docker) | 118 s | none set |" in text
     quick = {**ENV_FACTS, "env_sif_s": None, "env_sif_mb": None, "env_edit_to_job_s": None,
              "env_note": "its SIF and an edit's way to a running job not measured with QUICK=1",
              "kit_image_rebuilt": True}

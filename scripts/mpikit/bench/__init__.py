@@ -148,7 +148,8 @@ ENV_BENCH = ROOT / "build" / "bench-env"
 def environment_facts(kit_image: str, base: str, quick: bool, ca_cert: str | None) -> dict:
     """REQUIREMENTS on the kit's built image: a derived image with one small pure-Python package (nothing of the
     kit's image rebuilt: its ID is checked), its size; without QUICK its SIF too, and the time from an edited
-    requirements file to a running job (make run-rank NP=2 RUNTIME=apptainer: the image, the SIF, the ranks).
+    requirements file to a running job (make run-rank NP=2, RUNTIME=apptainer where the host has Apptainer: the
+    image, the SIF, the ranks; else RUNTIME=docker).
     Each file is new, so each build is one a user would wait for; what it made is removed at the end."""
     from .. import apptainer, environment, platforms
 
@@ -184,8 +185,11 @@ def environment_facts(kit_image: str, base: str, quick: bool, ca_cert: str | Non
             facts["env_sif_s"] = time.monotonic() - start
             facts["env_sif_mb"] = sif.stat().st_size / 1e6
             write("edited")
+            # Apptainer's runtime where this host has Apptainer (the image, the SIF, the ranks), else Docker's.
+            runtime = "apptainer" if apptainer.host_apptainer() else "docker"
+            facts["env_edit_to_job_runtime"] = runtime
             start = time.monotonic()
-            line = ["make", "--no-print-directory", "run-rank", "NP=2", "RUNTIME=apptainer", f"REQUIREMENTS={shown}"]
+            line = ["make", "--no-print-directory", "run-rank", "NP=2", f"RUNTIME={runtime}", f"REQUIREMENTS={shown}"]
             proc = subprocess.run(line, cwd=ROOT, capture_output=True, text=True, timeout=1200)
             if proc.returncode != 0:
                 raise RunError(f"`{show(line)}` failed (exit status {proc.returncode}): "
