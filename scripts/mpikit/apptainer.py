@@ -238,11 +238,16 @@ def build_arguments(base: str, ca_cert: str | None, platform: str | None = None,
         if not platforms.is_host(platform):
             args["BUILDER_FROM"] = _save_base(base, platforms.host(), stage / "builder-base.tar")
     if ca_cert:
-        staged = stage / "ca.pem"
-        shutil.copyfile(ca_cert, staged)
-        staged.chmod(0o644)
-        args["CA_CERT"] = _as_built(staged)
+        args["CA_CERT"] = _stage_ca(ca_cert, stage)
     return args
+
+
+def _stage_ca(ca_cert: str, stage: Path) -> str:
+    """The CA bundle copied where the (unprivileged) builder reads it; its name as a definition gives it."""
+    staged = stage / "ca.pem"
+    shutil.copyfile(ca_cert, staged)
+    staged.chmod(0o644)
+    return _as_built(staged)
 
 
 def label_arguments(base: str, platform: str) -> dict[str, str]:
@@ -446,10 +451,7 @@ def build_env_sif_from_recipe(base: str, sif: Path, ca_cert: str | None, platfor
         kit_sif.chmod(0o644)
         known = {"KIT_SIF": _as_built(kit_sif), "CONTEXT": _as_built(context), "CA_CERT": "/dev/null", **labels}
         if ca_cert:
-            staged = stage / "ca.pem"
-            shutil.copyfile(ca_cert, staged)
-            staged.chmod(0o644)
-            known["CA_CERT"] = _as_built(staged)
+            known["CA_CERT"] = _stage_ca(ca_cert, stage)
         # Only the names the recipe uses: Apptainer refuses an argument a definition does not take.
         args = {name: known[name] for name in template_names((context / ENV_RECIPE).read_text())}
         for path in context.rglob("*"):  # the unprivileged builder reads the staged context

@@ -345,18 +345,7 @@ def reproduce(settings: Settings) -> int:
         f"as {scratch} (the base image, {image} and the cache stay as they are)")
     took = docker.build_image(settings.base, scratch, settings.ca_cert, platform=settings.platform, fresh=True)
     say(f"comparing the file systems of {image} and {scratch} (rebuilt in {took:.0f} s)")
-    first, second = rep.image_manifest(image), rep.image_manifest(scratch)
-    same = _reproduce_verdict(rep, first, second, image, scratch)
-    ids = docker.image_id(image), docker.image_id(scratch)
-    if ids[0] == ids[1]:
-        say(f"image IDs: the same ({ids[0]})")
-    else:
-        say(f"image IDs differ ({ids[0][:19]} and {ids[1][:19]}): {rep.image_id_difference(image, scratch)}")
-    if same:
-        docker.run("rmi", scratch, check=False)
-    else:
-        say(f"kept the rebuild for inspection: {scratch} (docker rmi {scratch})")
-    return 0 if same else 1
+    return _reproduce_images(rep, image, scratch, ids=True)
 
 
 def reproduce_environment(settings: Settings) -> int:
@@ -383,7 +372,19 @@ def reproduce_environment(settings: Settings) -> int:
     environment.build_image(reqs, kit_image, settings.base, settings.platform, settings.ca_cert, settings.cwd,
                             tag=scratch)
     say(f"comparing the file systems of {image} and {scratch} (rebuilt in {time.monotonic() - start:.0f} s)")
+    return _reproduce_images(rep, image, scratch)
+
+
+def _reproduce_images(rep, image: str, scratch: str, ids: bool = False) -> int:
+    """make reproduce's verdict on an image and its rebuild `scratch` (with `ids`, their image IDs too); the
+    rebuild removed when they match, else kept for inspection."""
     same = _reproduce_verdict(rep, rep.image_manifest(image), rep.image_manifest(scratch), image, scratch)
+    if ids:
+        found = docker.image_id(image), docker.image_id(scratch)
+        if found[0] == found[1]:
+            say(f"image IDs: the same ({found[0]})")
+        else:
+            say(f"image IDs differ ({found[0][:19]} and {found[1][:19]}): {rep.image_id_difference(image, scratch)}")
     if same:
         docker.run("rmi", scratch, check=False)
     else:
@@ -452,14 +453,13 @@ def twin_environment(settings: Settings, made: dict[str, Path]) -> str:
     prepare.environment_names(settings, "apptainer")
     reqs = settings.requirements
     assert reqs is not None
-    derived, settings.image = settings.image, settings.kit_image
-    prepare.ensure_image(settings)
-    environment.build_image(reqs, settings.image, settings.base, settings.platform, settings.ca_cert, settings.cwd)
+    prepare.ensure_derived_image(settings)
     tag = settings.sif.stem  # mpi-BASE-ARCH-DIGEST
     for source in ("image", "recipe"):
         made[source] = apptainer.STAGE / f"twin-{tag}-{source}.sif"
         made[source].parent.mkdir(parents=True, exist_ok=True)
-    apptainer.build_sif_from_image(settings.base, made["image"], settings.ca_cert, settings.platform, image=derived)
+    apptainer.build_sif_from_image(settings.base, made["image"], settings.ca_cert, settings.platform,
+                                   image=settings.image)
     environment.build_sif(reqs, made["recipe"], settings.base, settings.platform, settings.ca_cert, settings.cwd)
     return "scripts/image/Apptainer.env.def"
 

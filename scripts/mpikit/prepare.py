@@ -167,17 +167,24 @@ def ensure_environment(settings: Settings, runtime: str) -> None:
         return
     docker.require_engine(f"REQUIREMENTS={shown} (the environment is built as a Docker image on the kit's, "
                           "then made into a SIF; SIF_FROM=recipe builds the SIF with Apptainer alone)")
-    derived, settings.image = settings.image, settings.kit_image
-    ensure_image(settings)
-    built = environment.build_image(reqs, settings.image, settings.base, settings.platform, settings.ca_cert,
-                                    settings.cwd)
-    assert built == derived, (built, derived)
-    settings.image = derived
+    ensure_derived_image(settings)
     if sif_runtime and not settings.sif.is_file():
         venv.reexec_inside()  # spython, in the kit's venv; this command continues there
         say(f"{settings.sif} not found: making it from {settings.image} ({sif_build_line(settings)})")
         apptainer.build_sif_from_image(settings.base, settings.sif, settings.ca_cert, settings.platform,
                                        image=settings.image)
+
+
+def ensure_derived_image(settings: Settings) -> None:
+    """The kit's image (rebuilt when stale), then the environment's on it (named by its content: built once);
+    settings.image names the environment's (environment_names set it), settings.kit_image the kit's."""
+    assert settings.requirements is not None
+    derived, settings.image = settings.image, settings.kit_image
+    ensure_image(settings)
+    built = environment.build_image(settings.requirements, settings.image, settings.base, settings.platform,
+                                    settings.ca_cert, settings.cwd)
+    assert built == derived, (built, derived)
+    settings.image = derived
 
 
 def ready(settings: Settings, runtime: str) -> None:
