@@ -28,10 +28,12 @@ def in_clone(clone: Path, *args: str, timeout: int = 600) -> subprocess.Complete
 def clone_with_an_edit(tmp_path: Path, docker_image: str):
     """A clone of this checkout with one committed change to an example, as a `git pull` brings; the default
     image tag is this checkout's build again afterwards (the clone's build moves it meanwhile). The background
-    builds that read that tag have ended first: make reproduce compares that image, and the users' environments
-    are built on it."""
+    builds that read that tag have ended first: make reproduce compares that image, the users' environments are
+    built on it, and make twin REQUIREMENTS=... makes the kit's SIF from it (in the cold run of 2026-12-07 it made
+    that SIF from this clone's build, and the twins differed in this very edit)."""
     wait_for_prebuild("reproduce")
     wait_for_prebuild("envs")
+    wait_for_prebuild("envtwin")
     before = docker.image_id(IMAGE)
     clone = tmp_path / "kit"
     git = ["git", "-c", "user.name=kit test", "-c", "user.email=test@example.invalid"]
@@ -50,8 +52,9 @@ def clone_with_an_edit(tmp_path: Path, docker_image: str):
             docker.run("rmi", theirs, check=False)
 
 
-# make reproduce (in the background) rebuilds the default image and compares: this test moves its tag meanwhile.
-@pytest.mark.prebuilt("reproduce")
+# make reproduce and make twin REQUIREMENTS=... (in the background) read the default image: this test moves its tag
+# meanwhile, so it runs after them (the later of the two in LATE_ORDER places it).
+@pytest.mark.prebuilt("reproduce", "envtwin")
 def test_a_changed_input_rebuilds_the_default_image_with_its_reason(clone_with_an_edit: Path) -> None:
     clone = clone_with_an_edit
     before = docker.image_id(IMAGE)
