@@ -47,6 +47,14 @@ tools() {
   apt_install ca-certificates gcc g++ libc6-dev python3-dev python3-venv pkgconf "libopenmpi-dev=$OPENMPI_DEB"
   check_pins
   python3 -m venv /opt/env-pip
+  # The compiler the packages get: mpicc, with the folder it compiles in recorded as "." in the debugging
+  # information. pip builds an sdist (h5py's) in a temporary folder named anew each time, so without this the
+  # same sdist compiled twice differs in those bytes (make reproduce REQUIREMENTS=...). The build stage's only.
+  cat > /usr/local/bin/env-mpicc <<'SH'
+#!/bin/sh
+exec mpicc -ffile-prefix-map="$(pwd -P)"=. "$@"
+SH
+  chmod 755 /usr/local/bin/env-mpicc
 }
 
 # The user's packages into the kit's /opt/venv, as the kit's interpreter sees them (pip --python), with the
@@ -55,8 +63,8 @@ tools() {
 install() {
   pip_setup
   local pip=/opt/env-pip/bin/pip py=/opt/venv/bin/python
-  # A package that calls MPI compiles and links against the image's own Open MPI.
-  export MPICC=mpicc CC=mpicc
+  # A package that calls MPI compiles and links against the image's own Open MPI (env-mpicc: mpicc, tools above).
+  export MPICC=mpicc CC=/usr/local/bin/env-mpicc
   cd /env/src
   # Everything the user's file brings, resolved before anything is installed: a second MPI that arrives as
   # a dependency is refused by name, as one in the file is before the build.
@@ -169,6 +177,11 @@ finish() {
   if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
     check_pins
+    # What that install records of this build (as install.sh's tidy removes it from the kit's image): dpkg's and
+    # apt's logs (its time), their previous copies, and ldconfig's auxiliary cache (inodes and ctimes).
+    rm -f /var/log/dpkg.log /var/log/alternatives.log /var/log/apt/*.log /var/log/apt/eipp.log.xz \
+      /var/lib/dpkg/status-old /var/lib/dpkg/diversions-old /var/lib/dpkg/statoverride-old \
+      /var/cache/debconf/*.dat-old /var/cache/ldconfig/aux-cache
   fi
   # The kit's SBOM, rewritten for what the image now holds: the Debian packages read again, and each
   # distribution pip installed with the hash of the file it came from.
