@@ -8,7 +8,7 @@
 KIT := python3 scripts/kit
 
 .DEFAULT_GOAL := help
-.PHONY: help bench bench-build bench-curve bench-docs bind-plan doctor image keypair sign verify sif sbom reproduce \
+.PHONY: help bench bench-build bench-curve bench-docs bench-env bind-plan doctor image keypair sign verify sif sbom reproduce \
 	reproduce-sif twin pins-check cluster-up cluster-down cluster-batch cluster-shell line run sbatch smoke test \
 	test-fast lint lock venv clean shell FORCE
 
@@ -53,6 +53,9 @@ bench: ## container vs native in one run: ping-pong, start-up, scatter -> result
 
 bench-build: ## what building costs: image and SIF sizes, a rebuild after an edit, a cold build -> results/
 	@$(KIT) bench-build
+
+bench-env: ## REQUIREMENTS=...: your environment's SIF against the kit's at start-up, 2 nodes x 2 ranks -> results/
+	@$(KIT) bench-env
 
 bench-curve: ## seconds against ranks per node for each APPTAINER_MODE vs bare srun, and where they go -> results/
 	@$(KIT) bench-curve

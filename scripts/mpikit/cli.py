@@ -39,6 +39,8 @@ COMMANDS: dict[str, Command] = {
     "bench": Command(commands.bench, "container vs native, measured in one run: results/bench.{json,png}"),
     "bench-build": Command(commands.bench_build, "image and SIF sizes, a rebuild, a cold build: "
                            "results/bench-build.json"),
+    "bench-env": Command(commands.bench_env, "REQUIREMENTS: your environment's SIF against the kit's at start-up on "
+                         "the test cluster: results/bench-env.json"),
     "image": Command(commands.image, "build the Docker image"),
     "keypair": Command(commands.keypair, "a new PEM key pair for signing SIFs: KEY (private), KEY.pub"),
     "sign": Command(commands.sign, "sign SIF with the private key KEY"),

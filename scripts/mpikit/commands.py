@@ -231,6 +231,38 @@ def bench_build(settings: Settings) -> int:
     return benchmark.run_build(settings.image, settings.base, settings.sif, settings.quick, settings.ca_cert, started)
 
 
+# The environment docs/performance.md quotes make bench-env for: scipy and pandas (and a small C extension).
+ENV_SAMPLE = "tests/envs/science.txt"
+
+
+def bench_env(settings: Settings) -> int:
+    """make bench-env REQUIREMENTS=...: the environment's SIF against the kit's at start-up on the test cluster
+    (bench.run_env); both built first where missing, as make run builds them."""
+    from dataclasses import replace
+
+    from . import bench as benchmark
+
+    if settings.requirements is None:
+        raise UsageError("make bench-env measures a user's environment: name it, make bench-env "
+                         f"REQUIREMENTS=path/to/requirements.txt (the one docs/performance.md quotes: {ENV_SAMPLE})")
+    # The kit's own default SIF (mpi.sif; SIF= and REQUIREMENTS are not taken together), the baseline.
+    kit_sif = knobs.parse_sif("", settings.cwd, settings.platform)
+    prepare.environment_names(settings, "cluster")
+    kit = replace(settings, requirements=None, image=settings.kit_image, sif=kit_sif)
+    prepare.require_shared(settings, {"SIF": kit.sif, "REQUIREMENTS": settings.sif})
+    docker.require_engine("make bench-env")
+    venv.reexec_inside()  # spython, for the SIFs
+    started = time.monotonic()
+    cluster.up()
+    prepare.ensure_environment(settings, "cluster")
+    prepare.ensure_image(kit)
+    prepare.ensure_sif(kit)
+    code = benchmark.run_env(kit.sif, settings.sif, settings.raw.get("REQUIREMENTS", ""),
+                             slurm.plugin(settings.srun_mpi, None), settings.apptainer_mode, settings.quick, started)
+    say("bench-env: the test cluster is still up; make cluster-down removes it")
+    return code
+
+
 def bench_docs(settings: Settings) -> int:
     """Copy results/ (a full make bench, bench-curve and bench-build) to docs/bench/ and regenerate
     docs/performance.md's tables from it: the docs' figures are the committed measurements, never retyped."""
@@ -240,9 +272,10 @@ def bench_docs(settings: Settings) -> int:
     from .bench import report
 
     results, folder = config.results_dir(), ROOT / "docs" / "bench"
-    for name in ("bench.json", "bench-curve.json", "bench-build.json"):
+    for name in ("bench.json", "bench-curve.json", "bench-build.json", "bench-env.json"):
         if not (results / name).is_file():
-            raise UsageError(f"no results/{name}: run make bench, bench-curve and bench-build (without QUICK) first")
+            raise UsageError(f"no results/{name}: run make bench, bench-curve, bench-build and bench-env "
+                             f"REQUIREMENTS={ENV_SAMPLE} (without QUICK) first")
         if json.loads((results / name).read_text()).get("quick"):
             raise UsageError(f"results/{name} is from a QUICK run, whose figures are not for quoting")
     default = knobs.BY_NAME["APPTAINER_MODE"].default
@@ -254,7 +287,7 @@ def bench_docs(settings: Settings) -> int:
     others = [p.name for p in sorted(results.glob("bench-*.json")) if p.stem.removeprefix("bench-") in launch.MODES
               and p.stem != f"bench-{default}" and not json.loads(p.read_text()).get("quick")]
     for name in ("bench.json", "bench.png", "bench-ratios.png", "bench-curve.json", "bench-curve.png",
-                 "bench-build.json", *others):
+                 "bench-build.json", "bench-env.json", *others):
         shutil.copy2(results / name, folder / name)
     doc = ROOT / "docs" / "performance.md"
     doc.write_text(report.replace_blocks(doc.read_text(), folder))

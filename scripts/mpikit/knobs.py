@@ -26,7 +26,7 @@ RUNTIMES = ("auto", "native", "docker", "apptainer", "srun", "cluster")
 RUN_COMMANDS = ("run", "smoke", "doctor", "batch", "bind-plan", "line", "sbatch", "shell")
 # make line and make sbatch describe the run make run would start: they read what it reads.
 LIKE_RUN = ("run", "line", "sbatch")
-BENCH_COMMANDS = ("bench", "bench-curve", "bench-build")
+BENCH_COMMANDS = ("bench", "bench-curve", "bench-build", "bench-env")
 # What builds an image (or rebuilds one to compare: make reproduce, reproduce-sif).
 BUILD_COMMANDS = ("image", "sif", "reproduce", "reproduce-sif", "twin")
 
@@ -357,8 +357,7 @@ def _apply_sif(s: Settings, value: str) -> None:
 
 
 # Commands that do not take REQUIREMENTS yet: refused in one line rather than silently about the kit's image.
-UNDERIVED = ("reproduce-sif", "batch",
-             *BENCH_COMMANDS)
+UNDERIVED = ("reproduce-sif", "batch", "bench", "bench-curve", "bench-build")
 
 
 def _apply_requirements(s: Settings, value: str) -> None:
@@ -418,8 +417,8 @@ KNOBS: tuple[Knob, ...] = (
          "built on first use)", (*RUN_COMMANDS, "bench", "bench-build", "image", "sbom", "reproduce", "lock"),
          apply=_apply_image),
     Knob("SIF", "", "Apptainer image file (default mpi.sif, or mpi-ARCH.sif for another PLATFORM; make sif "
-         "writes it; apptainer, srun and cluster run it)", (*RUN_COMMANDS, *BENCH_COMMANDS, "sif", "sign", "verify",
-                                                           "sbom"),
+         "writes it; apptainer, srun and cluster run it)",
+         (*RUN_COMMANDS, "bench", "bench-curve", "bench-build", "sif", "sign", "verify", "sbom"),
          apply=lambda s, v: _apply_sif(s, v)),
     Knob("SIF_FROM", "auto", "how a SIF is made: image (the kit's Docker image for BASE and PLATFORM, saved and "
          "squashed: a minute, nothing built again) | recipe (Apptainer.def, every stage built again; with "
@@ -440,12 +439,12 @@ KNOBS: tuple[Knob, ...] = (
          apply=lambda s, v: setattr(s, 'timeout', parse_timeout(v))),
     Knob("SRUN_MPI", "auto", "srun --mpi plugin for RUNTIME=srun and cluster (auto: pmix for the image's Open "
          "MPI; with HOST_MPI, the plugin the site's MPI can use; srun --mpi=list shows yours)",
-         (*RUN_COMMANDS, "bench", "bench-curve"),
+         (*RUN_COMMANDS, "bench", "bench-curve", "bench-env"),
          apply=lambda s, v: setattr(s, 'srun_mpi', parse_srun_mpi(v))),
     Knob("APPTAINER_MODE", launch.DEFAULT_MODE, "how srun's ranks enter the image: exec (one apptainer exec each) | "
          "sharens (one namespace per node) | sandbox (the SIF unpacked once per node) | join (sandbox for a node's "
          "first rank; the node's other ranks enter its namespaces with nsenter) | instance (one instance per node); "
-         "docs/performance.md", (*LIKE_RUN, "smoke", "doctor", "bench", "batch"),
+         "docs/performance.md", (*LIKE_RUN, "smoke", "doctor", "bench", "bench-env", "batch"),
          apply=lambda s, v: setattr(s, 'apptainer_mode', parse_apptainer_mode(v))),
     Knob("HOST_MPI", "", "the bind model: prefix of the site's own MPI on every node (lib/libmpi_abi.so.1, "
          "libmpi.so.40 or .12), loaded instead of the image's; RUNTIME=srun or cluster",
@@ -465,8 +464,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("LAUNCH", "", "make doctor: check your own launch line, "
          "e.g. LAUNCH='docker run --rm IMAGE mpiexec -n 2'", ("doctor",),
          apply=lambda s, v: setattr(s, 'launch', parse_launch(v))),
-    Knob("QUICK", "0", "make bench, bench-curve, bench-build: 1 for a short run (proves it works; figures not "
-         "for quoting)",
+    Knob("QUICK", "0", "make bench, bench-curve, bench-build, bench-env: 1 for a short run (proves it works; figures "
+         "not for quoting)",
          BENCH_COMMANDS,
          apply=lambda s, v: setattr(s, 'quick', parse_quick(v))),
     Knob("KEY", "", "make keypair: where to write a new private key (KEY.pub: its public half); make sign: the "
@@ -477,13 +476,13 @@ KNOBS: tuple[Knob, ...] = (
          (*LIKE_RUN, "smoke", "batch", "verify"),
          apply=lambda s, v: setattr(s, 'verify_key', parse_verify_key(v, s.command))),
     Knob("CA_CERT", "", "CA bundle for a TLS-intercepting proxy (default: pip's own, e.g. PIP_CERT)",
-         (*RUN_COMMANDS, "bench", "bench-build", *BUILD_COMMANDS, "lock"),
+         (*RUN_COMMANDS, "bench", "bench-build", "bench-env", *BUILD_COMMANDS, "lock"),
          apply=lambda s, v: setattr(s, 'ca_cert', parse_ca_cert(v))),
     Knob("REQUIREMENTS", "", "your own packages: a pip requirements file under the current folder (names, "
          "versions, --hash, ./local packages); runs use an image and SIF with them built on the kit's, MPI-linked "
          "packages compiled against its Open MPI; docs/environment.md",
          (*LIKE_RUN, "smoke", "shell", "image", "sif", "bind-plan", "doctor", "sbom", "sign", "verify", "lock",
-          "reproduce", "twin", *UNDERIVED),
+          "reproduce", "twin", "bench-env", *UNDERIVED),
          apply=lambda s, v: _apply_requirements(s, v)),
     Knob("COMMAND", "", "make shell without a terminal (CI, no standard input): the command to run in the image "
          "instead (bash -c), with the same mounts, user and environment as make run",

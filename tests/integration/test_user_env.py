@@ -6,6 +6,7 @@ refused when the build resolves the file, with nothing tagged."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -126,6 +127,29 @@ def test_the_environment_runs_across_the_clusters_nodes(science: str, cluster: s
     # make line names the environment's SIF, as make run used it.
     line = make("line", f"SCRIPT={SCRIPT}", "NP=4", "RUNTIME=cluster", f"REQUIREMENTS={SCIENCE}", timeout=120)
     assert line.returncode == 0 and sif in line.stdout, explain(line, command.replace("make run", "make line"))
+
+
+def test_make_bench_env_measures_the_environments_start_up_against_the_kits(science: str, cluster: str,
+                                                                          tmp_path) -> None:
+    """make bench-env QUICK=1 REQUIREMENTS=... (issue 30's start-up figure): the environment's SIF and the kit's,
+    each started on the cluster's 2 nodes with 2 ranks each, the ratio and its interval written and printed against
+    the 1.05x target (QUICK: one run each; the quoted figure is a full run's, docs/performance.md)."""
+    command = f"make bench-env QUICK=1 REQUIREMENTS={SCIENCE}"
+    proc = make("bench-env", "QUICK=1", f"REQUIREMENTS={SCIENCE}", timeout=900, MPIKIT_RESULTS=str(tmp_path))
+    assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, explain(proc, command)
+    found = json.loads((tmp_path / "bench-env.json").read_text())
+    assert found["quick"] is True and found["requirements"] == SCIENCE, found
+    walls = found["startup"]
+    assert set(walls) == {"cluster-kit-2nodes", "cluster-env-2nodes"}, walls
+    assert all(len(w["runs"]) == 1 and w["median_s"] > 0 for w in walls.values()), walls
+    ratio = walls["cluster-env-2nodes"]["median_s"] / walls["cluster-kit-2nodes"]["median_s"]
+    assert found["ratio"] == pytest.approx(ratio) and found["interval"][0] <= ratio <= found["interval"][1], found
+    # The environment's SIF is the one make sif REQUIREMENTS=... made (scipy and pandas: bigger than the kit's).
+    _, sif = derived_names(SCIENCE)
+    sizes = found["sif_mb"]
+    assert sizes["cluster-env-2nodes"] == pytest.approx((ROOT / sif).stat().st_size / 1e6), sizes
+    assert sizes["cluster-env-2nodes"] > sizes["cluster-kit-2nodes"], sizes
+    assert "| at most 1.05x |" in proc.stdout, explain(proc, command)
 
 
 # ---- the kit's guarantees carry over: the SBOM lists the user's packages, the SIF is signed and verified ----

@@ -181,6 +181,7 @@ def test_the_bind_model_takes_an_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command, raw, said", [
     ("reproduce-sif", {}, "make reproduce-sif does not take REQUIREMENTS yet"),
     ("batch", {}, "make cluster-batch does not take REQUIREMENTS yet"),
+    ("bench", {}, "make bench does not take REQUIREMENTS yet"),
     ("run", {"IMAGE": "lab/mpi:1"}, "REQUIREMENTS and IMAGE= together are not taken"),
     ("run", {"SIF": "mine.sif"}, "REQUIREMENTS and SIF= together are not taken"),
     ("run", {"PLATFORM": "linux/arm64", "RUNTIME": "docker"}, "REQUIREMENTS with PLATFORM=linux/arm64 is not built"),
@@ -190,6 +191,20 @@ def test_what_the_knob_does_not_take_yet_is_one_line(tmp_path: Path, command: st
     write(tmp_path, "scipy\n")
     with pytest.raises(UsageError, match=re.escape(said)):
         kit_settings(command, tmp_path, REQUIREMENTS="requirements.txt", SCRIPT="x.py", **raw)
+
+
+def test_make_bench_env_takes_an_environment_and_needs_one(tmp_path: Path) -> None:
+    """make bench-env measures an environment against the kit's own SIF: without REQUIREMENTS, one line naming the
+    knob and the sample docs/performance.md quotes, before anything starts."""
+    from mpikit import commands
+
+    write(tmp_path, "scipy\n")
+    settings = kit_settings("bench-env", tmp_path, REQUIREMENTS="requirements.txt", QUICK="1")
+    assert settings.requirements is not None and settings.quick
+    with pytest.raises(UsageError, match=r"make bench-env REQUIREMENTS=path/to/requirements.txt \(the one "
+                       r"docs/performance.md quotes: tests/envs/science.txt\)"):
+        commands.bench_env(kit_settings("bench-env", tmp_path))
+    assert (config.ROOT / commands.ENV_SAMPLE).is_file()
 
 
 def test_a_run_with_requirements_uses_the_environments_names_and_never_native(tmp_path: Path) -> None:
@@ -236,7 +251,6 @@ def test_the_docs_name_what_the_code_refuses_and_keeps() -> None:
 
     said = re.search(r"on the kit's own image only \((.*?)\)\.", text, re.S)
     named = {name.removeprefix("make ") for name in re.findall(r"`([^`]+)`", said.group(1).replace("\n", " "))}
-    named |= set(knobs.BENCH_COMMANDS) if "the benchmarks" in said.group(1) else set()
     want = {{"batch": "cluster-batch"}.get(c, c) for c in knobs.UNDERIVED}
     assert named == want, (named, want)
 

@@ -26,7 +26,7 @@ from ..config import MPI_PROGRAMS, ROOT
 from ..launch import show
 from ..ui import RunError, say
 from . import report, stats
-from .scenarios import Scenario, all_scenarios, native_open_mpi_defaults
+from .scenarios import Scenario, all_scenarios, environment_scenarios, native_open_mpi_defaults
 
 RESULTS = config.results_dir()
 PINGPONG = (MPI_PROGRAMS / "pingpong.py").relative_to(ROOT).as_posix()
@@ -57,6 +57,11 @@ class Plan:
     @property
     def startup_runs(self) -> int:
         return 1 if self.quick else 9
+
+    @property
+    def env_startup_runs(self) -> int:
+        """make bench-env: its target (1.05x) is closer to 1 than make bench's start-up's (1.15x), so more runs."""
+        return 1 if self.quick else 15
 
     @property
     def warm_up(self) -> bool:
@@ -219,6 +224,37 @@ def run_build(image: str, base: str, sif: Path, quick: bool, ca_cert: str | None
     (RESULTS / "bench-build.json").write_text(json.dumps(results, indent=1) + "\n")
     print(report.build_line(report.load(RESULTS / "bench-build.json")), flush=True)
     say(f"bench-build: wrote {RESULTS / 'bench-build.json'}")
+    return 0
+
+
+def run_env(kit_sif: Path, env_sif: Path, sample: str, mpi: str, mode: str, quick: bool, started: float) -> int:
+    """make bench-env: what a user's environment (REQUIREMENTS) costs every job's start-up. Its SIF against the
+    kit's own, 2 nodes x 2 ranks on the test cluster, the same srun line and APPTAINER_MODE, interleaved, for a
+    program that imports mpi4py only (none of the environment's packages): the bigger image's cost alone.
+    `started`: when make bench-env began (time.monotonic())."""
+    plan = Plan(quick)
+    cluster.require_up()
+    measuring = time.monotonic()
+    chosen = environment_scenarios(kit_sif, env_sif, sample, mpi, mode)
+    kit, env = (s.name for s in chosen)
+    results: dict = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
+                     "requirements": sample, "apptainer_mode": mode, "targets": stats.TARGETS,
+                     "scenarios": {s.name: {"baseline": s.baseline, "what": s.what} for s in chosen},
+                     "sif_mb": {kit: kit_sif.stat().st_size / 1e6, env: env_sif.stat().st_size / 1e6}}
+    for s in chosen if plan.warm_up else ():  # not timed: each node's first start of a SIF unpacks it (APPTAINER_MODE)
+        say(f"bench-env: warm-up {s.name}")
+        _run(s, 4, STARTUP, [])
+    walls = wall_times(chosen, plan.env_startup_runs, 4, STARTUP, [], "startup")
+    results["startup"] = walls
+    results["ratio"] = stats.wall_ratio(walls, env, kit)
+    results["interval"] = stats.ratio_interval(walls[env]["runs"], walls[kit]["runs"])
+    results["retried_runs"] = RETRIES
+    results["took_s"] = {"total": time.monotonic() - started, "measuring": time.monotonic() - measuring}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench-env.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(report.env_markdown(report.load(RESULTS / "bench-env.json")), flush=True)
+    say(f"bench-env: wrote {RESULTS / 'bench-env.json'}")
     return 0
 
 

@@ -217,6 +217,20 @@ def build_markdown(results: dict) -> str:
     return _md(rows)
 
 
+def env_markdown(results: dict) -> str:
+    """make bench-env's figure: an environment's SIF against the kit's at start-up, judged by its interval."""
+    (kit, k), (env, e) = results["startup"].items()
+    mb = results["sif_mb"]
+    low, high = results["interval"]
+    said = judged((low, high), TARGETS["env_startup"])
+    rows = [[f"start-up, 2 nodes x 2 ranks, `APPTAINER_MODE={results['apptainer_mode']}`", "measured", "target", ""],
+            [f"the SIF of `{results['requirements']}` ({mb[env]:.0f} MB) against the kit's ({mb[kit]:.0f} MB), a "
+             f"program that imports none of its packages: {e['median_s']:.2f} s against {k['median_s']:.2f} s "
+             f"(medians of {len(e['runs'])})", f"{results['ratio']:.3f}x ({LEVEL:.0%} interval {low:.2f} to "
+             f"{high:.2f})", f"at most {TARGETS['env_startup']}x", "**missed**" if said == "missed" else said]]
+    return _md(rows)
+
+
 def curve_markdown(results: dict) -> str:
     parts = []
     rpns = results["ranks_per_node"]
@@ -336,7 +350,7 @@ GENERATED = {"pingpong": (("bench.json",), pingpong_markdown), "jobs": (("bench.
              # The same targets for APPTAINER_MODE=sandbox's own full run (make bench APPTAINER_MODE=sandbox).
              "targets-sandbox": (("bench-sandbox.json", "bench-curve.json"),
                               lambda bench, curve: targets_markdown(bench, curve, curve_note=False)),
-             "build": (("bench-build.json",), build_markdown)}
+             "build": (("bench-build.json",), build_markdown), "env": (("bench-env.json",), env_markdown)}
 
 
 def docs_block(name: str, folder: Path) -> str:

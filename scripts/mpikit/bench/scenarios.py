@@ -113,3 +113,12 @@ def all_scenarios(image: str, base: str, sif: Path, mpi: str, mode: str, plan=No
                  f"the site's {site.version} in the image (mpi4py's mpiabi variant), srun --mpi={site.srun_mpi}, "
                  "2 nodes", on_cluster(sif, site.srun_mpi, runtimes.cluster_container(sif, site, mode)), nodes=2)
         for name, site in standard]
+
+
+def environment_scenarios(kit_sif: Path, env_sif: Path, sample: str, mpi: str, mode: str) -> list[Scenario]:
+    """make bench-env: the kit's SIF and a user's environment's (REQUIREMENTS), the same srun line and
+    APPTAINER_MODE for both, 2 nodes."""
+    return [Scenario("cluster-kit-2nodes", None, f"srun + Apptainer, the kit's SIF, APPTAINER_MODE={mode}, 2 nodes",
+                     mode_build(kit_sif, mpi, mode), nodes=2),
+            Scenario("cluster-env-2nodes", "cluster-kit-2nodes", f"the same line with the SIF of {sample}",
+                     mode_build(env_sif, mpi, mode), nodes=2)]
