@@ -148,8 +148,7 @@ def ensure_helper(base: str = HELPER_BASE) -> str:
 def helper_argv(*apptainer_args: str) -> list[str]:
     """`apptainer ARGS` inside the helper, with the repository at its own path. MPIKIT_BACKGROUND=1 (make test's
     background builds) gives the container a low CPU weight: niceness does not reach the engine's children."""
-    weight = ["--cpu-shares", "64"] if os.environ.get("MPIKIT_BACKGROUND") == "1" else []
-    return [docker.command(), "run", "--rm", *HELPER_OPTIONS, *weight, "-v", f"{ROOT}:{ROOT}",
+    return [docker.command(), "run", "--rm", *HELPER_OPTIONS, *docker.background_weight(), "-v", f"{ROOT}:{ROOT}",
             "-w", str(ROOT), helper_image(), *apptainer_args]
 
 

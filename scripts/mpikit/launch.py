@@ -50,8 +50,10 @@ def mpiexec(np: int, command: Sequence[str], *, oversubscribe: bool = True) -> l
 
 def docker_run(image: str, command: Sequence[str], *, workdir: str | None = None, mount: str | None = None,
                client: str = "docker", name: str | None = None, init: bool = False,
-               user: str | None = None, env: Sequence[str] = (), interactive: bool = False) -> list[str]:
-    """docker run --rm with the settings ranks need (/dev/shm, CMA); `mount` is bound at `workdir`."""
+               user: str | None = None, env: Sequence[str] = (), interactive: bool = False,
+               options: Sequence[str] = ()) -> list[str]:
+    """docker run --rm with the settings ranks need (/dev/shm, CMA); `mount` is bound at `workdir`; `options`: more
+    of docker run's own."""
     argv = [client, "run", "--rm", *(["-it"] if interactive else [])]
     if init:  # an init reaps and forwards signals: Ctrl-C and TIMEOUT stop every rank
         argv.append("--init")
@@ -66,7 +68,7 @@ def docker_run(image: str, command: Sequence[str], *, workdir: str | None = None
         argv += ["--user", user]
     for var in env:
         argv += ["-e", var]
-    return [*argv, image, *command]
+    return [*argv, *options, image, *command]
 
 
 def docker_exec(container: str, command: Sequence[str], *, client: str = "docker", user: str | None = None,

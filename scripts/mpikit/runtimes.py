@@ -140,7 +140,8 @@ def docker_launch(job: Job, paste: bool = False) -> Launch:
     user, env = docker_env(os.geteuid(), os.getuid(), os.getgid(), dict(os.environ))
     env += tuple(f"{k}={v}" for k, v in job.env.items())
     argv = launch.docker_run(job.image, launch.mpiexec(job.np, job.program().argv()), workdir="/work",
-                             mount=str(job.workdir), client=client, name=name, init=True, user=user, env=env)
+                             mount=str(job.workdir), client=client, name=name, init=True, user=user, env=env,
+                             options=() if paste else docker.background_weight())
     scan = launch.docker_exec(name, ["python", "-c", procs.RANK_SCAN], client=client)
     if name is None:
         return Launch(argv)

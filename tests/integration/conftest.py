@@ -531,6 +531,7 @@ def stdlib_check(image: str, *, pick: str = "cat", timeout: int = 120) -> tuple[
     """Every standard-library module Debian compiles has its .pyc, current for its source (timestamp mode:
     mtime and size) and the code the image's own Python compiles (tests/scripts/bytecode_check.py)."""
     command = f"{STDLIB_SOURCES} | {pick} | xargs python -S /check/bytecode_check.py"
-    argv = [docker.client(), "run", "--rm", "-v", f"{ROOT / 'tests' / 'scripts'}:/check:ro", image,
-            "bash", "-o", "pipefail", "-c", command]
+    # In the arm64 lane (MPIKIT_BACKGROUND=1), at the lane's low CPU weight.
+    argv = [docker.client(), "run", "--rm", *docker.background_weight(),
+            "-v", f"{ROOT / 'tests' / 'scripts'}:/check:ro", image, "bash", "-o", "pipefail", "-c", command]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout), " ".join(argv)

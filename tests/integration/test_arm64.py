@@ -130,8 +130,8 @@ def test_the_bytecode_compiled_on_the_build_host_is_the_arm64_interpreters_own()
     would compile itself (tests/scripts/bytecode_check.py; amd64's are the twin test's)."""
     site = "/opt/venv/lib/python3.13/site-packages"
     paths = [f"{site}/mpi4py", f"{site}/numpy/_core", f"{site}/mpi4py_kit_abort.py", f"{site}/mpi4py_kit_guard.py"]
-    argv = [docker.client(), "run", "--rm", "-v", f"{ROOT / 'tests' / 'scripts'}:/check:ro", IMAGE,
-            "python", "-S", "/check/bytecode_check.py", *paths]
+    argv = [docker.client(), "run", "--rm", *docker.background_weight(),  # the arm64 lane's low CPU weight
+            "-v", f"{ROOT / 'tests' / 'scripts'}:/check:ro", IMAGE, "python", "-S", "/check/bytecode_check.py", *paths]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     command = " ".join(argv)
     assert proc.returncode == 0 and " .pyc files match" in proc.stdout, explain(proc, command)
