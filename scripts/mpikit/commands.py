@@ -231,10 +231,6 @@ def bench_build(settings: Settings) -> int:
     return benchmark.run_build(settings.image, settings.base, settings.sif, settings.quick, settings.ca_cert, started)
 
 
-# The environment docs/performance.md quotes make bench-env for: scipy and pandas (and a small C extension).
-ENV_SAMPLE = "tests/envs/science.txt"
-
-
 def bench_env(settings: Settings) -> int:
     """make bench-env REQUIREMENTS=...: the environment's SIF against the kit's at start-up on the test cluster
     (bench.run_env); both built first where missing, as make run builds them."""
@@ -244,7 +240,8 @@ def bench_env(settings: Settings) -> int:
 
     if settings.requirements is None:
         raise UsageError("make bench-env measures a user's environment: name it, make bench-env "
-                         f"REQUIREMENTS=path/to/requirements.txt (the one docs/performance.md quotes: {ENV_SAMPLE})")
+                         "REQUIREMENTS=path/to/requirements.txt (the one docs/performance.md quotes: "
+                         f"{benchmark.STARTUP_SAMPLE})")
     # The kit's own default SIF (mpi.sif; SIF= and REQUIREMENTS are not taken together), the baseline.
     kit_sif = knobs.parse_sif("", settings.cwd, settings.platform)
     prepare.environment_names(settings, "cluster")
@@ -254,8 +251,7 @@ def bench_env(settings: Settings) -> int:
     venv.reexec_inside()  # spython, for the SIFs
     started = time.monotonic()
     cluster.up()
-    prepare.ensure_environment(settings, "cluster")
-    prepare.ensure_image(kit)
+    prepare.ensure_environment(settings, "cluster")  # the kit's image first, as make run does
     prepare.ensure_sif(kit)
     code = benchmark.run_env(kit.sif, settings.sif, settings.raw.get("REQUIREMENTS", ""),
                              slurm.plugin(settings.srun_mpi, None), settings.apptainer_mode, settings.quick, started)
@@ -269,13 +265,13 @@ def bench_docs(settings: Settings) -> int:
     import json
     import shutil
 
-    from .bench import report
+    from .bench import STARTUP_SAMPLE, report
 
     results, folder = config.results_dir(), ROOT / "docs" / "bench"
     for name in ("bench.json", "bench-curve.json", "bench-build.json", "bench-env.json"):
         if not (results / name).is_file():
             raise UsageError(f"no results/{name}: run make bench, bench-curve, bench-build and bench-env "
-                             f"REQUIREMENTS={ENV_SAMPLE} (without QUICK) first")
+                             f"REQUIREMENTS={STARTUP_SAMPLE} (without QUICK) first")
         if json.loads((results / name).read_text()).get("quick"):
             raise UsageError(f"results/{name} is from a QUICK run, whose figures are not for quoting")
     default = knobs.BY_NAME["APPTAINER_MODE"].default

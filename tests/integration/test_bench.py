@@ -94,4 +94,4 @@ def test_quick_bench_build_states_the_image_facts(sif: str, results) -> None:
     assert "; the kit's image not rebuilt" in proc.stdout, explain(proc, command)
     assert not [name for name in docker.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
                 if name.startswith("mpi4py-kit-env:") and docker.image_label(name, environment.REQUIREMENTS_LABEL)
-                == "build/bench-env/requirements.txt"], "make bench-build left its environment's image"
+                == "build/bench-build-env/requirements.txt"], "make bench-build left its environment's image"

@@ -196,7 +196,7 @@ def test_what_the_knob_does_not_take_yet_is_one_line(tmp_path: Path, command: st
 def test_make_bench_env_takes_an_environment_and_needs_one(tmp_path: Path) -> None:
     """make bench-env measures an environment against the kit's own SIF: without REQUIREMENTS, one line naming the
     knob and the sample docs/performance.md quotes, before anything starts."""
-    from mpikit import commands
+    from mpikit import bench, commands
 
     write(tmp_path, "scipy\n")
     settings = kit_settings("bench-env", tmp_path, REQUIREMENTS="requirements.txt", QUICK="1")
@@ -204,7 +204,7 @@ def test_make_bench_env_takes_an_environment_and_needs_one(tmp_path: Path) -> No
     with pytest.raises(UsageError, match=r"make bench-env REQUIREMENTS=path/to/requirements.txt \(the one "
                        r"docs/performance.md quotes: tests/envs/science.txt\)"):
         commands.bench_env(kit_settings("bench-env", tmp_path))
-    assert (config.ROOT / commands.ENV_SAMPLE).is_file()
+    assert (config.ROOT / bench.STARTUP_SAMPLE).is_file()
 
 
 def test_a_run_with_requirements_uses_the_environments_names_and_never_native(tmp_path: Path) -> None:

@@ -79,6 +79,12 @@ class Plan:
 RETRIES: list[str] = []  # runs that failed once and were run again, reported with the results
 
 
+def stamp(quick: bool) -> dict:
+    """What every results file starts with: QUICK or not, when, and on which machine."""
+    return {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}"}
+
+
 def _run(s: Scenario, np: int, script: str, args: list[str], timeout: int = 900) -> tuple[str, float]:
     """One timed run. A run that fails is run once more (and recorded in RETRIES): on this shared
     2-core machine a rare rank failure should not cost a 20-minute benchmark; a second failure stops it."""
@@ -147,7 +153,9 @@ def image_facts(image: str, base: str, sif: Path, quick: bool, ca_cert: str | No
 # A user's environment for make bench-build (REQUIREMENTS): one small pure-Python package, hash-pinned (the tests'
 # own environment of that kind), written under build/ with a line that makes each written file a new environment.
 ENV_SAMPLE = "tests/envs/pure.txt"
-ENV_BENCH = ROOT / "build" / "bench-env"
+# make bench-env's environment, the one docs/performance.md quotes: scipy and pandas (and a small C extension).
+STARTUP_SAMPLE = "tests/envs/science.txt"
+ENV_BENCH = ROOT / "build" / "bench-build-env"
 
 
 def environment_facts(kit_image: str, base: str, quick: bool, ca_cert: str | None) -> dict:
@@ -215,9 +223,7 @@ def environment_facts(kit_image: str, base: str, quick: bool, ca_cert: str | Non
 def run_build(image: str, base: str, sif: Path, quick: bool, ca_cert: str | None, started: float) -> int:
     """make bench-build: the image facts on their own, so that make bench keeps its time budget
     (a cold build alone takes minutes); then a user's environment's (REQUIREMENTS) on that image."""
-    results = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
-               "targets": stats.TARGETS, "image": image_facts(image, base, sif, quick, ca_cert)}
+    results = {**stamp(quick), "targets": stats.TARGETS, "image": image_facts(image, base, sif, quick, ca_cert)}
     results["environment"] = environment_facts(image, base, quick, ca_cert)
     results["took_s"] = {"total": time.monotonic() - started}
     RESULTS.mkdir(exist_ok=True)
@@ -237,9 +243,7 @@ def run_env(kit_sif: Path, env_sif: Path, sample: str, mpi: str, mode: str, quic
     measuring = time.monotonic()
     chosen = environment_scenarios(kit_sif, env_sif, sample, mpi, mode)
     kit, env = (s.name for s in chosen)
-    results: dict = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
-                     "requirements": sample, "apptainer_mode": mode, "targets": stats.TARGETS,
+    results: dict = {**stamp(quick), "requirements": sample, "apptainer_mode": mode, "targets": stats.TARGETS,
                      "scenarios": {s.name: {"baseline": s.baseline, "what": s.what} for s in chosen},
                      "sif_mb": {kit: kit_sif.stat().st_size / 1e6, env: env_sif.stat().st_size / 1e6}}
     for s in chosen if plan.warm_up else ():  # not timed: each node's first start of a SIF unpacks it (APPTAINER_MODE)
@@ -289,9 +293,7 @@ def run(image: str, base: str, sif: Path, mpi: str, quick: bool, ca_cert: str | 
                      for name, prefix in STANDARD_ABI_SITES.items())
     chosen = all_scenarios(image, base, sif, mpi, mode, site, standard)
     say(f"bench: {'QUICK mode, ' if quick else ''}{len(chosen)} scenarios: {', '.join(s.name for s in chosen)}")
-    results: dict = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
-                     "scenarios": {s.name: {"baseline": s.baseline, "what": s.what} for s in chosen},
+    results: dict = {**stamp(quick), "scenarios": {s.name: {"baseline": s.baseline, "what": s.what} for s in chosen},
                      "apptainer_mode": mode, "targets": stats.TARGETS}
     for s in chosen if plan.warm_up else ():  # not timed: one-time costs (a sandbox's unpack, a cold page cache)
         say(f"bench: warm-up {s.name}")

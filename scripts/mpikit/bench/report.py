@@ -217,6 +217,11 @@ def build_markdown(results: dict) -> str:
     return _md(rows)
 
 
+def _shown(said: str) -> str:
+    """A verdict (stats.verdict) as the tables show it: a missed target in bold."""
+    return "**missed**" if said == "missed" else said
+
+
 def env_markdown(results: dict) -> str:
     """make bench-env's figure: an environment's SIF against the kit's at start-up, judged by its interval."""
     (kit, k), (env, e) = results["startup"].items()
@@ -227,7 +232,7 @@ def env_markdown(results: dict) -> str:
             [f"the SIF of `{results['requirements']}` ({mb[env]:.0f} MB) against the kit's ({mb[kit]:.0f} MB), a "
              f"program that imports none of its packages: {e['median_s']:.2f} s against {k['median_s']:.2f} s "
              f"(medians of {len(e['runs'])})", f"{results['ratio']:.3f}x ({LEVEL:.0%} interval {low:.2f} to "
-             f"{high:.2f})", f"at most {TARGETS['env_startup']}x", "**missed**" if said == "missed" else said]]
+             f"{high:.2f})", f"at most {TARGETS['env_startup']}x", _shown(said)]]
     return _md(rows)
 
 
@@ -309,7 +314,7 @@ def targets_markdown(bench: dict, curve: dict, curve_note: bool = True) -> str:
         rows.append([names[JOB_RATIOS[key][1] or "startup"],
                      f"{ratio:.3f}x" + (f" ({LEVEL:.0%} interval {interval[0]:.2f} to {interval[1]:.2f})"
                                         if interval else ""),
-                     f"at most {target}x", said if said != "missed" else "**missed**"])
+                     f"at most {target}x", _shown(said)])
     if mode in curve["slope_s_per_rank_per_node"]:
         extra = extra_rank_ms(curve, mode)
         rows.append(["start-up, each extra rank per node, beyond bare srun's", f"{extra:+.0f} ms",
