@@ -156,12 +156,13 @@ def up(name: str = DEFAULT_CLUSTER) -> None:
         docker.run("volume", "create", volume)
     docker.run("run", "--rm", "--entrypoint", "sh", "-v", f"{KEY_VOLUME}:/key", image, "-c",
                "dd if=/dev/urandom of=/key/munge.key bs=1024 count=1 2>/dev/null")
+    sandboxes = sandbox_options(user_uid())
     for container, (host, role) in NODES.items():
         say(f"cluster: starting {host} ({role})")
         # --init: an init that reaps orphaned processes, as on a real node (slurmd as PID 1 does
         # not, and an unreaped rank keeps its job COMPLETING forever).
         docker.run("run", "-d", "--init", "--name", container, "--hostname", host, "--network", NETWORK,
-                   "--label", f"{LABEL}={name}",
+                   "--label", f"{LABEL}={name}", *sandboxes,
                    *apptainer.HELPER_OPTIONS, f"--shm-size={launch.DOCKER_SHM_SIZE}",
                    "-v", f"{KEY_VOLUME}:/run/munge-key:ro",
                    "-v", f"{HOME_VOLUME}:/home/{USER}",
@@ -172,25 +173,22 @@ def up(name: str = DEFAULT_CLUSTER) -> None:
         "make run-scatter RUNTIME=cluster)")
 
 
-# What the kit leaves in a compute node's /tmp: the sandboxes and join state of APPTAINER_MODE=sandbox and join
-# (scripts/launch/apptainer-rank.sh), 326 MB and 8,700 files per SIF.
-NODE_TMP_GLOB = "/tmp/mpi4py-kit-*"
+def user_uid() -> int:
+    """The cluster user's uid, as the helper image the nodes start from creates it (scripts/apptainer/Dockerfile)."""
+    dockerfile = ROOT / "scripts" / "apptainer" / "Dockerfile"
+    found = re.search(rf"useradd\b[^\n]*--uid (\d+)[^\n]*\b{USER}\b", dockerfile.read_text())
+    if not found:
+        raise RunError(f"{dockerfile} creates no user {USER} with --uid")
+    return int(found.group(1))
 
 
-def clear_node_tmp(nodes: Sequence[str], timeout: float = 120) -> None:
-    """Remove the kit's folders in each node's /tmp from inside the node, the nodes side by side: measured, 0.8 s
-    for both nodes' sandbox of mpi.sif, where removing the containers with it in their layers took 5.6 s instead
-    of 0.9 (and cluster-down 35 to 40 s at a full test run's end, with a sandbox per SIF the tests ran). Best
-    effort: what is left goes with the container."""
-    procs = [subprocess.Popen([docker.command(), "exec", node, "sh", "-c", f"rm -rf {NODE_TMP_GLOB}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for node in nodes]
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def sandbox_options(uid: int) -> list[str]:
+    """docker run's options for a node's sandbox folder: in memory, the user's own (scripts/launch/apptainer-rank.sh's
+    default, /tmp/mpi4py-kit-UID, where APPTAINER_MODE=sandbox and join unpack each SIF, 326 MB and 8,700 files
+    for mpi.sif). In the container's own layer, a full test run's sandboxes (1.6 GB and 42,000 files a node) took
+    cluster-down 30 to 43 s to delete; in memory they go with the container. Only this folder: Open MPI's session
+    files stay on the node's disk-backed /tmp, as before."""
+    return ["--tmpfs", f"/tmp/mpi4py-kit-{uid}:rw,exec,nosuid,nodev,uid={uid},gid={uid},mode=0700"]
 
 
 def down(quiet: bool = False) -> None:
@@ -198,7 +196,6 @@ def down(quiet: bool = False) -> None:
     found = docker.run("ps", "-a", "--filter", f"name=^{PREFIX}-", "--format", "{{.Names}}", check=False).stdout
     names = [name for name in found.split() if name in NODES]
     if names:
-        clear_node_tmp([name for name in names if name in COMPUTE])
         docker.run("rm", "-f", *names)
     docker.run("network", "rm", NETWORK, check=False)
     docker.run("volume", "rm", *VOLUMES, check=False)
@@ -225,13 +222,35 @@ def versions() -> str:
     return f"{current() or '?'} cluster: Slurm {slurm}, {pmix}"
 
 
+def inspect_nodes() -> dict[str, tuple[bool, str | None]] | None:
+    """Each of the cluster's containers that exists: (running, the source of its /shared mount), in one `docker
+    inspect` (a make run on the cluster asked docker ps, docker exec sinfo and docker inspect before: 0.16 s of
+    its 1.6 s). None: the engine gave no answer at all."""
+    mount = '{{range .Mounts}}{{if eq .Destination "' + SHARED + '"}}{{.Source}}{{end}}{{end}}'
+    try:
+        proc = subprocess.run([docker.command(), "inspect", "--format", "{{.Name}}|{{.State.Running}}|" + mount,
+                               *NODES], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = {}
+    for line in proc.stdout.splitlines():
+        name, state, source = [*line.split("|", 2), "", ""][:3]
+        found[name.lstrip("/")] = (state == "true", source or None)
+    return found if found or "No such" in proc.stderr else None
+
+
 def require_up() -> None:
-    docker.require_engine("RUNTIME=cluster")
-    if not is_up():
+    """The cluster runs, for this checkout. Its containers running is enough: each one's main process is
+    slurmctld or slurmd (node-entry.sh), and cluster-up waited until both nodes answered sinfo."""
+    found = inspect_nodes()
+    if found is None:
+        docker.require_engine("RUNTIME=cluster")  # says why the engine did not answer
+        found = {}
+    if not all(found.get(name, (False, None))[0] for name in NODES):
         raise RunError("the test cluster is not running; start it with: make cluster-up")
-    other = shares_another_checkout()
-    if other:
-        raise RunError(f"the test cluster shares another checkout ({other}) at {SHARED}, not this one ({ROOT}): "
+    source = found[CONTROLLER][1]
+    if source and Path(source).resolve() != ROOT.resolve():
+        raise RunError(f"the test cluster shares another checkout ({source}) at {SHARED}, not this one ({ROOT}): "
                        "make cluster-up here starts it for this one")
 
 
