@@ -8,13 +8,17 @@ the image), sif (a SIF built by make sif), cluster (the test Slurm cluster).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -342,9 +346,40 @@ def prebuild_log(name: str) -> str:
     return (PREBUILD / f"{name}.log").read_text(errors="replace")
 
 
+def shim_target(python3: str | None, base: str) -> bool:
+    """Whether `python3` (PATH's) is a version manager's shim, a script, that starts `base` (the interpreter that
+    made .venv and runs the tests): then the tests' make may start `base` directly, the same interpreter."""
+    if python3 is None or os.path.realpath(python3) == os.path.realpath(base):
+        return False
+    with open(python3, "rb") as head:
+        if head.read(2) != b"#!":
+            return False  # an interpreter of its own, perhaps another one: leave it
+    proc = subprocess.run([python3, "-c", "import sys; print(getattr(sys, '_base_executable', sys.executable))"],
+                          capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0 and os.path.realpath(proc.stdout.strip()) == os.path.realpath(base)
+
+
+@functools.cache
+def direct_python_path() -> str:
+    """PATH for the tests' make and kit commands: where PATH's python3 is a shim for the tests' own interpreter
+    (pyenv's, on this project's CI machines), a folder with that interpreter as python3 comes first. Each make
+    starts `python3 scripts/kit`, and the shim cost 0.11 s and as much CPU a start (0.18 s against 0.07 s), in
+    hundreds of makes a run; the interpreter is the same one."""
+    path = os.environ.get("PATH", "")
+    base = getattr(sys, "_base_executable", sys.executable)
+    if not shim_target(shutil.which("python3", path=path), base):
+        return path
+    folder = tempfile.mkdtemp(prefix="mpikit-python3-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.symlink(os.path.realpath(base), os.path.join(folder, "python3"))
+    return f"{folder}{os.pathsep}{path}"
+
+
 def clean_env(**overrides: str) -> dict[str, str]:
-    """The caller's environment without any knob: a test states its own, never inherits them."""
+    """The caller's environment without any knob: a test states its own, never inherits them; PATH's python3
+    without a shim (direct_python_path)."""
     env = {k: v for k, v in os.environ.items() if k not in knobs.BY_NAME and not k.startswith("MAKE")}
+    env["PATH"] = direct_python_path()
     env.update(overrides)
     return env
 
