@@ -10,10 +10,10 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import apptainer, docker, launch, venv
+from . import apptainer, config, docker, launch, venv
 from .config import CLUSTERS, REQUIREMENTS, ROOT, python_pins, stack_pins
 from .ui import RunError, UsageError, say
 
@@ -228,15 +228,44 @@ def inspect_nodes() -> dict[str, tuple[bool, str | None]] | None:
     its 1.6 s). None: the engine gave no answer at all."""
     mount = '{{range .Mounts}}{{if eq .Destination "' + SHARED + '"}}{{.Source}}{{end}}{{end}}'
     try:
-        proc = subprocess.run([docker.command(), "inspect", "--format", "{{.Name}}|{{.State.Running}}|" + mount,
-                               *NODES], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([docker.command(), "inspect", "--format",
+                               "{{.Name}}|{{.State.Running}}|{{.Id}}|" + mount, *NODES],
+                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     found = {}
     for line in proc.stdout.splitlines():
-        name, state, source = [*line.split("|", 2), "", ""][:3]
+        name, state, ident, source = [*line.split("|", 3), "", "", ""][:4]
         found[name.lstrip("/")] = (state == "true", source or None)
+        if name.lstrip("/") == CONTROLLER:
+            _seen["controller"] = ident
     return found if found or "No such" in proc.stderr else None
+
+
+_seen: dict[str, str] = {}  # what this command's require_up saw: the controller container's ID
+PLUGINS = config.CACHE / "cluster-mpi-list"  # srun --mpi=list on the login node: "CONTROLLER-ID plugin ..."
+
+
+def login_plugins(ask: Callable[[], list[str]]) -> list[str]:
+    """srun --mpi=list on the login node (`ask` asks it), kept for the controller container it came from: a
+    running cluster's Slurm does not change, and asking through docker exec cost every make run 0.09 s. Asked
+    again for another container (a cluster started again) or when this command has not seen the controller."""
+    ident = _seen.get("controller")
+    if ident:
+        try:
+            kept, *plugins = PLUGINS.read_text().split()
+            if kept == ident and plugins:
+                return plugins
+        except (OSError, ValueError):
+            pass
+    plugins = ask()
+    if ident and plugins:
+        try:
+            PLUGINS.parent.mkdir(parents=True, exist_ok=True)
+            PLUGINS.write_text(" ".join([ident, *plugins]) + "\n")
+        except OSError:
+            pass  # a cache it could not write: asked again next time
+    return plugins
 
 
 def require_up() -> None:

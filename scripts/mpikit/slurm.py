@@ -64,14 +64,17 @@ def offered_plugins(runtime: str) -> tuple[str, ...]:
     cost about 0.1 s of every cluster run)."""
     from . import cluster
 
-    argv = cluster.on_login(["srun", "--mpi=list"]) if runtime == "cluster" else ["srun", "--mpi=list"]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        said = (proc.stderr or proc.stdout).strip().splitlines()[-1:] if proc.returncode else []
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        proc, said = None, [str(exc)]
-    plugins = parse_mpi_list(proc.stdout)[0] if proc is not None and proc.returncode == 0 else []
-    if not plugins:
-        say(f"warning: srun --mpi=list gave no plugins ({said[0] if said else 'no output'}), so the --mpi plugin is "
-            "not checked before the launch: srun itself will refuse one this Slurm lacks")
-    return tuple(plugins)
+    def ask() -> list[str]:
+        argv = cluster.on_login(["srun", "--mpi=list"]) if runtime == "cluster" else ["srun", "--mpi=list"]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            said = (proc.stderr or proc.stdout).strip().splitlines()[-1:] if proc.returncode else []
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            proc, said = None, [str(exc)]
+        plugins = parse_mpi_list(proc.stdout)[0] if proc is not None and proc.returncode == 0 else []
+        if not plugins:
+            say(f"warning: srun --mpi=list gave no plugins ({said[0] if said else 'no output'}), so the --mpi plugin "
+                "is not checked before the launch: srun itself will refuse one this Slurm lacks")
+        return plugins
+
+    return tuple(cluster.login_plugins(ask) if runtime == "cluster" else ask())
