@@ -83,10 +83,6 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
     # The README's two commands on a newcomer's machine (test_newcomer.py): a script, not a kit command.
     "newcomer": ("image", (["tests/scripts/newcomer.py", str(PREBUILD / "newcomer.json")],)),
-    # The test cluster (make cluster-up: its images, then its containers), which the tests first need in
-    # test_bench.py, after test_bad_input.py: started with the session, it is up by then (the cluster fixture's
-    # own make cluster-up then finds it up). Its nodes run at the default CPU weight, as the tests' own.
-    "cluster": ("start", (["cluster-up"],)),
 }
 # Lanes whose last step runs tests (tests/scripts/lane_tests.py), with the file that step records their verdicts
 # in: a test recorded there is not run again; the session gives the recorded verdict as its own (a failure with
@@ -96,13 +92,13 @@ LANE_TESTS = {"arm64": PREBUILD / "arm64-tests.json"}
 IN_LANE = os.environ.get("MPIKIT_LANE") == "1"
 # Lanes that run on their own beside the builds above instead of after them: they build nothing and wait
 # mostly on the network (apt and pip in a clean container), so they need not queue behind the compiles.
-BESIDE = {"newcomer", "cluster"}
+BESIDE = {"newcomer"}
 # The order the background builds end in on a fresh machine (expected from the cold run of 2026-12-07's figures,
 # the bookworm image first of the image's builds, then the environments and their SIFs, Apptainer.def last: the
 # newcomer's machine about 8 minutes in, the bookworm image 19, make reproduce 24, the environments 29, the forky
 # images 29, the emulated arm64 chain with its tests 30, Apptainer.def 41): the late tests run in this order, so
 # those whose build is done run while the others still build.
-LATE_ORDER = ("cluster", "newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "envtwin", "recipe")
+LATE_ORDER = ("newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "envtwin", "recipe")
 assert set(LATE_ORDER) == set(PREBUILDS), "every background build has its place in LATE_ORDER"
 # A background build that starts only once another has ended (when the session started that one): it uses what
 # the other builds.
@@ -116,17 +112,15 @@ def late_rank(item: pytest.Item) -> int:
 
 
 # Fixtures whose tests need a background build, beside the tests marked for one.
-PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm", "cluster": "cluster"}
+PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
 # What the background builds change while other tests run, which a test of "nothing changed" must leave out:
 # their files, the images they make and the Apptainer helper's containers.
-PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/", "build/test/mpi-arm64.sif", "build/cluster/")
+PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/", "build/test/mpi-arm64.sif")
 PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie",
                    "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie",
-                   "debian:forky-slim", "mpi4py-kit-apptainer:forky", "mpi4py-kit-slurm:forky",
-                   "mpi4py-kit-slurm:trixie")
+                   "debian:forky-slim", "mpi4py-kit-apptainer:forky", "mpi4py-kit-slurm:forky")
 PREBUILD_IMAGE_PREFIXES = ("mpi4py-kit-env:",)  # the environments' images, named by their content
-# The newcomer's machine (tests/scripts/newcomer.py) and the test cluster's nodes.
-PREBUILD_CONTAINER_PREFIXES = ("mpikit-newcomer-", "mpikit-slurmctld", "mpikit-node1", "mpikit-node2")
+PREBUILD_CONTAINER_PREFIXES = ("mpikit-newcomer-",)  # the newcomer's machine (tests/scripts/newcomer.py)
 
 
 class Prebuild:
@@ -554,7 +548,6 @@ def cluster(sif: str):
     """The test Slurm cluster, started once (make cluster-up, twice: idempotent). The last test
     (test_cluster.py, marked last) takes it down and checks what that leaves."""
     need_engine("the test cluster")
-    wait_for_prebuild("cluster")  # started with the session; its make cluster-up is the lane's log
     proc = make("cluster-up", timeout=900)
     assert proc.returncode == 0, explain(proc, "make cluster-up")
     again = make("cluster-up", timeout=300)
