@@ -27,4 +27,10 @@ def test_quick_runs_each_scenario_once_without_a_warm_up() -> None:
     quick = bench.Plan(quick=True)
     assert (quick.pingpong_runs, quick.startup_runs, quick.env_startup_runs, quick.warm_up) == (1, 1, 1, False)
     assert quick.scatters == {"scatter10M": (10_000_000, 1)}
+    # One short batch per size and API: every size still runs (the test of make bench QUICK=1 checks them all),
+    # in less time than one batch of the full run.
+    args = dict(zip(quick.pingpong_args[::2], quick.pingpong_args[1::2]))
+    full = dict(zip(bench.Plan(quick=False).pingpong_args[::2], bench.Plan(quick=False).pingpong_args[1::2]))
+    assert set(args) == {"--batches", "--seconds"} and int(args["--batches"]) == 1
+    assert 0 < float(args["--seconds"]) < float(full["--seconds"])
     assert "`QUICK=1` runs every scenario and every part once, without that untimed run" in DOC
