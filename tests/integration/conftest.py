@@ -39,7 +39,8 @@ MARKED_BY_FIXTURE = {"docker_image": ("docker",), "sif": ("docker", "sif"), "sif
 # image and SIF, and make reproduce's rebuild without the cache. "start": when the session begins (the arm64
 # chain is long and mostly one core); "image": once the default image is built (the docker_image fixture), so
 # the tests' first image gets the CPU first and no background build retags it; "bench": once test_bench.py's
-# last test has run (with the image when the session has none). A test marked prebuilt(name)
+# last test has run (with the image when the session has none); "cluster": once test_cluster.py's last test
+# before the late ones has run (not at all when the session has none). A test marked prebuilt(name)
 # runs after the others (prebuilt(name, late=False): where it is) and first waits for the build; each then runs
 # its own make line, which finds the build done (up to date, or the SIF cache), or reads the background
 # command's own output (make reproduce). A background build that failed costs time, never a verdict: the
@@ -83,22 +84,49 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     "recipe": ("image", (["sif", "--sif-from", "recipe", "--sif", str(PREBUILD / "mpi-recipe.sif")],)),
     # The README's two commands on a newcomer's machine (test_newcomer.py): a script, not a kit command.
     "newcomer": ("image", (["tests/scripts/newcomer.py", str(PREBUILD / "newcomer.json")],)),
+    # The tail: tests of the native and Docker runtimes (TAIL_MODULES) in a session of their own beside the
+    # cluster's last tests, once test_cluster.py's tests are done (TRIGGERS). Builds nothing.
+    "tail": ("cluster", (["tests/scripts/lane_tests.py", str(PREBUILD / "tail-tests.json"),
+                          "@" + str(PREBUILD / "tail-items.txt")],)),
 }
 # Lanes whose last step runs tests (tests/scripts/lane_tests.py), with the file that step records their verdicts
 # in: a test recorded there is not run again; the session gives the recorded verdict as its own (a failure with
 # what pytest said in the lane). A test the lane did not record (its build failed first) runs in the open.
-LANE_TESTS = {"arm64": PREBUILD / "arm64-tests.json"}
+LANE_TESTS = {"arm64": PREBUILD / "arm64-tests.json", "tail": PREBUILD / "tail-tests.json"}
 # A lane's own test session (tests/scripts/lane_tests.py sets it) starts no lanes and leaves the CPU weights.
 IN_LANE = os.environ.get("MPIKIT_LANE") == "1"
 # Lanes that run on their own beside the builds above instead of after them: they build nothing and wait
 # mostly on the network (apt and pip in a clean container), so they need not queue behind the compiles.
-BESIDE = {"newcomer"}
+BESIDE = {"newcomer", "tail"}
+# Lanes of tests in the open, beside the session's own: at the tests' CPU weight, not a background build's.
+FOREGROUND = {"tail"}
+# The tail lane (issue 29). Past test_cluster.py, a warm run's session ran one test at a time with 20 to 50% of the
+# 2 cores idle for its last 10 minutes (vmstat; the background builds were done). These modules' tests use only the
+# native and Docker runtimes; those of them that need neither the cluster, nor a SIF (the `sif` fixture copies
+# build/test/mpi.sif anew, which cluster jobs beside it run), nor a background build run in the lane, beside the
+# session's tests of the cluster (test_lines.py, test_signing.py, ...), which touch nothing of theirs: their
+# checks of what is left look at the cluster's nodes, and no test beside them runs a script of test_failures.py's
+# leftovers check (test_bad_input.py and test_cluster.py, which do, have ended). The session then meets them first
+# of the late tests, waits for the lane and gives its verdicts; so test_stale.py's late test, which moves the default
+# image's tag, runs after them.
+TAIL_MODULES = ("test_doctor.py", "test_examples.py", "test_failures.py", "test_image.py", "test_lint.py",
+                "test_rank_wrapper.py", "test_scatter_property.py")
+TAIL_EXCLUDED_MARKERS = ("sif", "cluster", "prebuilt", "last")
+
+
+def in_tail(item: pytest.Item) -> bool:
+    """Whether the tail lane may run `item`: a test of TAIL_MODULES that needs no SIF, cluster or other build."""
+    return (item.nodeid.split("::")[0].rsplit("/", 1)[-1] in TAIL_MODULES
+            and not any(item.get_closest_marker(marker) for marker in TAIL_EXCLUDED_MARKERS))
+
+
 # The order the background builds end in on a fresh machine (expected from the cold run of 2026-12-07's figures,
 # the bookworm image first of the image's builds, then the environments and their SIFs, Apptainer.def last: the
 # newcomer's machine about 8 minutes in, the bookworm image 19, make reproduce 24, the environments 29, the forky
 # images 29, the emulated arm64 chain with its tests 30, Apptainer.def 41): the late tests run in this order, so
-# those whose build is done run while the others still build.
-LATE_ORDER = ("newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "envtwin", "recipe")
+# those whose build is done run while the others still build. The tail lane first: it starts last but builds nothing
+# (3 minutes of tests in a warm run), and test_stale.py's late test must follow it.
+LATE_ORDER = ("tail", "newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "envtwin", "recipe")
 assert set(LATE_ORDER) == set(PREBUILDS), "every background build has its place in LATE_ORDER"
 # A background build that starts only once another has ended (when the session started that one): it uses what
 # the other builds.
@@ -138,6 +166,7 @@ _prebuilds: dict[str, Prebuild] = {}
 _stopping = threading.Event()
 _prebuilds_wanted: set[str] = set()
 _bench_last: list[str] = []  # the node ID of the session's last test_bench.py test, if it has one
+_cluster_last: list[str] = []  # the node ID of test_cluster.py's last test before the late ones (the tail's start)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -154,12 +183,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, name in PREBUILT_BY_FIXTURE.items():
             if fixture in names:
                 item.add_marker(pytest.mark.prebuilt(name, late=False))
+        if not IN_LANE and item.nodeid.startswith(CLUSTER_MODULE) and not item.get_closest_marker("last") \
+                and not any(mark.kwargs.get("late", True) for mark in item.iter_markers("prebuilt")):
+            _cluster_last[:] = [item.nodeid]
         if item.get_closest_marker("last"):
             last.append(item)
         elif any(mark.kwargs.get("late", True) for mark in item.iter_markers("prebuilt")):
             late.append(item)
     # Tests of a background build run after the rest, which the build overlaps, and before the last ones; among
     # them, those whose build ends first come first (LATE_ORDER), so none waits while another's build is done.
+    # The tail lane's tests (in_tail), when the session has cluster tests to run them beside: late, the lane's first.
+    if _cluster_last:
+        for item in items:
+            if item not in last and item not in late and in_tail(item):
+                item.add_marker(pytest.mark.prebuilt("tail"))
+                late.append(item)
     late.sort(key=late_rank)
     for item in late:
         items.remove(item)
@@ -210,22 +248,41 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for record in LANE_TESTS.values():
         record.unlink(missing_ok=True)  # an earlier session's verdicts are never given
     _bench_last[:] = [item.nodeid for item in session.items if item.nodeid.startswith(BENCH_MODULE)][-1:]
+    if "tail" in wanted:  # the lane's session runs these (pytest reads its arguments from the file, one a line)
+        (PREBUILD / "tail-items.txt").parent.mkdir(parents=True, exist_ok=True)
+        (PREBUILD / "tail-items.txt").write_text("".join(item.nodeid + "\n" for item in session.items
+                                                         if "tail" in prebuilt_names(item)))
     PREBUILD.mkdir(parents=True, exist_ok=True)
     _yield_builds()
     start_prebuilds("start")
 
 
 BENCH_MODULE = "tests/integration/test_bench.py"
+CLUSTER_MODULE = "tests/integration/test_cluster.py"
+
+
+def prebuilt_names(item: pytest.Item) -> list[str]:
+    return [name for mark in item.iter_markers("prebuilt") for name in mark.args]
 
 
 def pytest_runtest_logfinish(nodeid: str) -> None:
     if _bench_last and nodeid == _bench_last[0]:
         start_prebuilds("bench")
+    if _cluster_last and nodeid == _cluster_last[0]:
+        start_prebuilds("cluster")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test of a lane of tests in the open (FOREGROUND) waits for that lane first, then takes its verdict."""
+    for name in prebuilt_names(item):
+        if name in FOREGROUND:
+            wait_for_prebuild(name)
 
 
 def start_prebuilds(when: str) -> None:
-    """Start the wanted background builds that start `when` ("start" or "image"), each once, one after another
-    in PREBUILDS' order (a thread of this session runs them)."""
+    """Start the wanted background builds that start `when` ("start", "image", "bench" or "cluster"), each once,
+    one after another in PREBUILDS' order (a thread of this session runs them), those of BESIDE each on its own."""
     names = [name for name, (after, _) in PREBUILDS.items()
              if after == when and name in _prebuilds_wanted and name not in _prebuilds]
     for name in names:
@@ -258,9 +315,11 @@ def _run_in_turn(names: list[str]) -> None:
             lines = " && ".join(shlex.join([sys.executable, *command(argv)]) for argv in PREBUILDS[name][1])
             with open(PREBUILD / f"{name}.log", "w") as log:
                 build.started = time.monotonic()
-                build.proc = subprocess.Popen(["nice", "-n", "19", "sh", "-c", lines], cwd=ROOT,
-                                              env=clean_env(MPIKIT_BACKGROUND="1"), stdin=subprocess.DEVNULL,
-                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                low = name not in FOREGROUND
+                build.proc = subprocess.Popen([*(["nice", "-n", "19"] if low else []), "sh", "-c", lines], cwd=ROOT,
+                                              env=clean_env(**({"MPIKIT_BACKGROUND": "1"} if low else {})),
+                                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True)
                 build.code = build.proc.wait()
                 build.ended = time.monotonic()
         build.done.set()
@@ -286,6 +345,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     name, verdict = found
     _lane_given.append(verdict["seconds"])
+    # The time it took there, for the time per test module (tests/conftest.py), which this call's few ms would hide.
+    pyfuncitem.user_properties.append(("lane_seconds", verdict["seconds"]))
     if verdict["outcome"] == "failed":
         pytest.fail(f"failed in the background lane {name} (log: {PREBUILD / (name + '.log')}):\n{verdict['text']}",
                     pytrace=False)
