@@ -40,6 +40,13 @@ def test_a_test_of_a_sif_the_cluster_or_a_build_stays_in_the_session(marker: str
     assert not integration.in_tail(item("tests/integration/test_examples.py::test_x", marker))
 
 
+def test_the_unit_tests_stay_in_the_session() -> None:
+    """The hooks that give a lane's verdicts (pytest_pyfunc_call, pytest_runtest_setup) are the integration
+    tests' conftest's, and pytest calls them for the tests of its folder only: a unit test the lane ran would run
+    again in the session."""
+    assert not integration.in_tail(item("tests/unit/test_examples.py::test_x"))
+
+
 def test_a_module_outside_the_tail_stays_in_the_session() -> None:
     assert not integration.in_tail(item("tests/integration/test_lines.py::test_join_runs_16_ranks"))
     assert not integration.in_tail(item("tests/integration/test_examples_more.py::test_x"))
@@ -62,8 +69,19 @@ def test_no_test_beside_the_lane_looks_for_leftovers_of_the_scripts_it_runs() ->
         assert "prebuilt" not in (TESTS / "integration" / name).read_text(), f"{name} has a late test"
 
 
-def test_the_tail_is_the_first_of_the_late_tests_and_a_lane_of_tests_in_the_open() -> None:
-    assert integration.LATE_ORDER[0] == "tail"
+def test_the_tail_comes_before_the_late_test_that_moves_the_default_images_tag() -> None:
+    """test_stale.py's late test waits for make reproduce and make twin REQUIREMENTS=... (prebuilt): the session
+    meets it after the tail's verdicts, so the lane's Docker tests have ended when it moves the tag."""
+    order = integration.LATE_ORDER
+    text = (TESTS / "integration" / "test_stale.py").read_text()
+    marks = re.findall(r'@pytest\.mark\.prebuilt\(([^)]*)\)', text)
+    assert marks, "test_stale.py's late test is marked prebuilt"
+    for mark in marks:
+        names = re.findall(r'"(\w+)"', mark)
+        assert max(order.index(n) for n in names) > order.index("tail"), mark
+
+
+def test_the_tail_is_a_lane_of_tests_in_the_open() -> None:
     assert "tail" in integration.FOREGROUND and "tail" in integration.BESIDE
     assert "tail" in integration.LANE_TESTS
     when, steps = integration.PREBUILDS["tail"]
