@@ -54,3 +54,37 @@ def test_a_failed_first_install_leaves_nothing(home: Path, monkeypatch: pytest.M
     with pytest.raises(RunError, match=r"installing native\.txt"):
         venv.ensure()
     assert not home.exists()
+
+
+def test_the_tools_venv_is_the_native_one_too(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make test makes the venv with the tools (native.txt and dev.txt): a native run after it installs nothing
+    and writes nothing (.venv stays as it is)."""
+    def fake_run(cmd, **kw):
+        if cmd[1:3] == ["-m", "venv"]:
+            (home / "bin").mkdir(parents=True)
+            (home / "bin" / "python").write_text("")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(venv, "venv_module_problem", lambda: None)
+    monkeypatch.setattr(venv.subprocess, "run", fake_run)
+    monkeypatch.setattr(venv, "compile_kit", lambda: None)
+    venv.ensure(venv.TOOLS)
+    assert venv.is_ready(venv.TOOLS) and venv.is_ready(venv.NATIVE)
+    before = {p.name: p.stat().st_mtime_ns for p in home.iterdir()}
+    monkeypatch.setattr(venv.subprocess, "run", lambda cmd, **kw: pytest.fail(f"ran {cmd}"))
+    assert venv.ensure(venv.NATIVE) == home
+    assert {p.name: p.stat().st_mtime_ns for p in home.iterdir()} == before
+
+
+def test_the_native_venv_is_not_the_tools_one(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_run(cmd, **kw):
+        if cmd[1:3] == ["-m", "venv"]:
+            (home / "bin").mkdir(parents=True)
+            (home / "bin" / "python").write_text("")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(venv, "venv_module_problem", lambda: None)
+    monkeypatch.setattr(venv.subprocess, "run", fake_run)
+    monkeypatch.setattr(venv, "compile_kit", lambda: None)
+    venv.ensure(venv.NATIVE)
+    assert venv.is_ready(venv.NATIVE) and not venv.is_ready(venv.TOOLS)
