@@ -32,7 +32,9 @@ def test_an_unknown_command_is_refused_naming_the_known_ones(capsys) -> None:
     with pytest.raises(SystemExit) as done:
         cli.main(["rnu"])
     err = capsys.readouterr().err
-    assert done.value.code == 2 and "invalid choice: 'rnu'" in err and "'run'" in err
+    # argparse's words vary with Python's version (3.13 no longer quotes the choices): the usage line lists them all.
+    assert done.value.code == 2 and "invalid choice" in err and "rnu" in err
+    assert all(name in err.split("invalid choice")[0] for name in cli.COMMANDS)
 
 
 def test_a_knob_of_another_command_is_refused(capsys) -> None:
