@@ -56,9 +56,10 @@ def test_a_failed_first_install_leaves_nothing(home: Path, monkeypatch: pytest.M
     assert not home.exists()
 
 
-def test_the_tools_venv_is_the_native_one_too(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """make test makes the venv with the tools (native.txt and dev.txt): a native run after it installs nothing
-    and writes nothing (.venv stays as it is)."""
+
+@pytest.fixture
+def pip_that_succeeds(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python3 -m venv` makes the interpreter, pip installs whatever it is given."""
     def fake_run(cmd, **kw):
         if cmd[1:3] == ["-m", "venv"]:
             (home / "bin").mkdir(parents=True)
@@ -68,6 +69,11 @@ def test_the_tools_venv_is_the_native_one_too(home: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(venv, "venv_module_problem", lambda: None)
     monkeypatch.setattr(venv.subprocess, "run", fake_run)
     monkeypatch.setattr(venv, "compile_kit", lambda: None)
+
+
+def test_the_tools_venv_is_the_native_one_too(home: Path, pip_that_succeeds, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make test makes the venv with the tools (native.txt and dev.txt): a native run after it installs nothing
+    and writes nothing (.venv stays as it is)."""
     venv.ensure(venv.TOOLS)
     assert venv.is_ready(venv.TOOLS) and venv.is_ready(venv.NATIVE)
     before = {p.name: p.stat().st_mtime_ns for p in home.iterdir()}
@@ -76,15 +82,6 @@ def test_the_tools_venv_is_the_native_one_too(home: Path, monkeypatch: pytest.Mo
     assert {p.name: p.stat().st_mtime_ns for p in home.iterdir()} == before
 
 
-def test_the_native_venv_is_not_the_tools_one(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_run(cmd, **kw):
-        if cmd[1:3] == ["-m", "venv"]:
-            (home / "bin").mkdir(parents=True)
-            (home / "bin" / "python").write_text("")
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-
-    monkeypatch.setattr(venv, "venv_module_problem", lambda: None)
-    monkeypatch.setattr(venv.subprocess, "run", fake_run)
-    monkeypatch.setattr(venv, "compile_kit", lambda: None)
+def test_the_native_venv_is_not_the_tools_one(pip_that_succeeds) -> None:
     venv.ensure(venv.NATIVE)
     assert venv.is_ready(venv.NATIVE) and not venv.is_ready(venv.TOOLS)
