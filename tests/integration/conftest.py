@@ -89,12 +89,12 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     "tail": ("cluster", (["tests/scripts/lane_tests.py", str(PREBUILD / "tail-tests.json"),
                           "@" + str(PREBUILD / "tail-items.txt")],)),
     # The test cluster (make cluster-up: its images, then its containers), which the tests first need in
-    # test_bench.py, after test_bad_input.py: its start was test_bench.py's setup (38 s of a warm run). "base":
-    # with the session when the images it builds on are there (debian:BASE-slim, the kit's base), otherwise
-    # once the kit's image is built: making that base in the background would change Docker's images under
-    # test_bad_input.py's checks that a refused command changes nothing. Its nodes run at the default CPU weight,
-    # as the tests' own; the cluster fixture's make cluster-up then finds it up.
-    "cluster": ("base", (["cluster-up"],)),
+    # test_bench.py, after test_bad_input.py: its start was test_bench.py's setup (38 s of a warm run). "warm":
+    # with the session when it starts warm (warm_start: the kit's image and its base there; making that base in
+    # the background would change Docker's images under test_bad_input.py's checks that a refused command changes
+    # nothing); otherwise the cluster fixture starts it. Its nodes run at the default CPU weight, as the tests'
+    # own; the cluster fixture's make cluster-up then finds it up.
+    "cluster": ("warm", (["cluster-up"],)),
 }
 # Lanes whose last step runs tests (tests/scripts/lane_tests.py), with the file that step records their verdicts
 # in: a test recorded there is not run again; the session gives the recorded verdict as its own (a failure with
@@ -205,8 +205,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             late.append(item)
     # Tests of a background build run after the rest, which the build overlaps, and before the last ones; among
     # them, those whose build ends first come first (LATE_ORDER), so none waits while another's build is done.
-    # The tail lane's tests (in_tail), when the session has cluster tests to run them beside: late, the lane's first.
-    if _cluster_last:
+    # The tail lane's tests (in_tail), when the session has cluster tests to run them beside and starts warm: late.
+    if _cluster_last and not IN_LANE and warm_start():
         for item in items:
             if item not in last and item not in late and in_tail(item):
                 item.add_marker(pytest.mark.prebuilt("tail"))
@@ -310,12 +310,24 @@ def start_prebuilds(when: str) -> None:
 
 
 def due(after: str, when: str) -> bool:
-    """Whether a background build that starts `after` starts at `when`; "base": at the start when the kit's base
-    image is there already, otherwise with the image."""
-    if after == "base":
-        return when == "image" or (when == "start" and docker.image_exists(
-            platforms.base_image(config.default_base(), platforms.host())))
+    """Whether a background lane that starts `after` starts at `when`; "warm": with the session, when it starts
+    warm (warm_start)."""
+    if after == "warm":
+        return when == "start" and warm_start()
     return after == when
+
+
+@functools.cache
+def warm_start() -> bool:
+    """Whether the session starts with the kit's image built (a warm run): then the test cluster and the tail
+    lane run beside the session's tests. In a cold run the builds are the longest path, and both lanes took the
+    CPU the tests waiting for those builds needed: the cold run at 8f85b62 took 3009 s (the environments' tests
+    waited 576 s, 355 s at ccefa10; the cluster's, made beside the image's builds, 157 s). There the cluster
+    fixture starts the cluster, and the tail's tests stay where they are."""
+    base = config.default_base()
+    return docker.engine_problem() is None and all(
+        docker.image_exists(image) for image in (f"{config.image_name()}:{base}",
+                                                 platforms.base_image(base, platforms.host())))
 
 
 def command(argv: list[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """The test cluster started by the session (tests/integration/conftest.py: PREBUILDS["cluster"], due()): with the
-session when the kit's base image is there, otherwise once the kit's image is built; and what it makes is left out
-of test_bad_input.py's checks that a refused command changes nothing."""
+session when it starts warm (the kit's image and its base there), otherwise by the cluster fixture as before; and
+what it makes is left out of test_bad_input.py's checks that a refused command changes nothing."""
 
 from __future__ import annotations
 
@@ -16,16 +16,38 @@ conftest = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(conftest)
 
 
-@pytest.mark.parametrize(("base_there", "when", "due"), [
-    (True, "start", True), (True, "image", True), (False, "start", False), (False, "image", True),
+@pytest.mark.parametrize(("warm", "when", "due"), [
+    (True, "start", True), (True, "image", False), (False, "start", False), (False, "image", False),
     (True, "bench", False), (True, "cluster", False)])
-def test_the_cluster_starts_with_the_session_only_on_the_base_it_builds_on(
-        base_there: bool, when: str, due: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    asked: list[str] = []
-    monkeypatch.setattr(conftest.docker, "image_exists", lambda image: asked.append(image) or base_there)
-    assert conftest.PREBUILDS["cluster"] == ("base", (["cluster-up"],))
-    assert conftest.due("base", when) is due
-    assert set(asked) <= {"debian:trixie-slim"}
+def test_the_cluster_starts_with_the_session_only_when_it_starts_warm(
+        warm: bool, when: str, due: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm: the kit's image and its base there. Cold, the cluster fixture starts the cluster, as it did."""
+    monkeypatch.setattr(conftest, "warm_start", lambda: warm)
+    assert conftest.PREBUILDS["cluster"] == ("warm", (["cluster-up"],))
+    assert conftest.due("warm", when) is due
+
+
+@pytest.mark.parametrize(("there", "warm"), [({"mpi4py-kit:trixie", "debian:trixie-slim"}, True),
+                                             ({"debian:trixie-slim"}, False), ({"mpi4py-kit:trixie"}, False)])
+def test_a_warm_start_has_the_kits_image_and_its_base(there: set[str], warm: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conftest.docker, "engine_problem", lambda: None)
+    monkeypatch.setattr(conftest.docker, "image_exists", lambda image: image in there)
+    conftest.warm_start.cache_clear()
+    try:
+        assert conftest.warm_start() is warm
+    finally:
+        conftest.warm_start.cache_clear()
+
+
+def test_without_an_engine_no_start_is_warm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conftest.docker, "engine_problem", lambda: "no engine")
+    monkeypatch.setattr(conftest.docker, "image_exists", lambda image: True)
+    conftest.warm_start.cache_clear()
+    try:
+        assert not conftest.warm_start()
+    finally:
+        conftest.warm_start.cache_clear()
 
 
 def test_other_builds_start_when_they_say() -> None:
