@@ -88,13 +88,6 @@ PREBUILDS: dict[str, tuple[str, tuple[list[str], ...]]] = {
     # cluster's last tests, once test_cluster.py's tests are done (TRIGGERS). Builds nothing.
     "tail": ("cluster", (["tests/scripts/lane_tests.py", str(PREBUILD / "tail-tests.json"),
                           "@" + str(PREBUILD / "tail-items.txt")],)),
-    # The test cluster (make cluster-up: its images, then its containers), which the tests first need in
-    # test_bench.py, after test_bad_input.py: its start was test_bench.py's setup (38 s of a warm run). "warm":
-    # with the session when it starts warm (warm_start: the kit's image and its base there; making that base in
-    # the background would change Docker's images under test_bad_input.py's checks that a refused command changes
-    # nothing); otherwise the cluster fixture starts it. Its nodes run at the default CPU weight, as the tests'
-    # own; the cluster fixture's make cluster-up then finds it up.
-    "cluster": ("warm", (["cluster-up"],)),
 }
 # Lanes whose last step runs tests (tests/scripts/lane_tests.py), with the file that step records their verdicts
 # in: a test recorded there is not run again; the session gives the recorded verdict as its own (a failure with
@@ -104,7 +97,7 @@ LANE_TESTS = {"arm64": PREBUILD / "arm64-tests.json", "tail": PREBUILD / "tail-t
 IN_LANE = os.environ.get("MPIKIT_LANE") == "1"
 # Lanes that run on their own beside the builds above instead of after them: they build nothing and wait
 # mostly on the network (apt and pip in a clean container), so they need not queue behind the compiles.
-BESIDE = {"newcomer", "tail", "cluster"}
+BESIDE = {"newcomer", "tail"}
 # Lanes of tests in the open, beside the session's own: at the tests' CPU weight, not a background build's.
 FOREGROUND = {"tail"}
 # The tail lane (issue 29). Past test_cluster.py, a warm run's session ran one test at a time with 20 to 50% of the
@@ -137,7 +130,7 @@ def in_tail(item: pytest.Item) -> bool:
 # test_cluster.py's end) before make twin REQUIREMENTS=...'s: test_stale.py's late test, which moves the default
 # image's tag, must follow it, and the session runs the environments' tests meanwhile (a warm run's session waited
 # 14 s for the lane with it first).
-LATE_ORDER = ("cluster", "newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "tail", "envtwin", "recipe")
+LATE_ORDER = ("newcomer", "bookworm", "reproduce", "envs", "forky", "arm64", "tail", "envtwin", "recipe")
 assert set(LATE_ORDER) == set(PREBUILDS), "every background build has its place in LATE_ORDER"
 # A background build that starts only once another has ended (when the session started that one): it uses what
 # the other builds.
@@ -151,17 +144,15 @@ def late_rank(item: pytest.Item) -> int:
 
 
 # Fixtures whose tests need a background build, beside the tests marked for one.
-PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm", "cluster": "cluster"}
+PREBUILT_BY_FIXTURE = {"sif_bookworm": "bookworm"}
 # What the background builds change while other tests run, which a test of "nothing changed" must leave out:
 # their files, the images they make and the Apptainer helper's containers.
-PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/", "build/test/mpi-arm64.sif", "build/cluster/")
+PREBUILD_PATHS = ("build/prebuild/", "build/sif/", "build/env/", "build/test/mpi-arm64.sif")
 PREBUILD_IMAGES = ("mpi4py-kit:trixie-arm64", "arm64v8/debian:trixie-slim", "mpi4py-kit-apptainer:trixie",
                    "mpi4py-kit:bookworm", "debian:bookworm-slim", "mpi4py-kit-reproduce:trixie",
-                   "debian:forky-slim", "mpi4py-kit-apptainer:forky", "mpi4py-kit-slurm:forky",
-                   "mpi4py-kit-slurm:trixie")
+                   "debian:forky-slim", "mpi4py-kit-apptainer:forky", "mpi4py-kit-slurm:forky")
 PREBUILD_IMAGE_PREFIXES = ("mpi4py-kit-env:",)  # the environments' images, named by their content
-# The newcomer's machine (tests/scripts/newcomer.py) and the test cluster's nodes.
-PREBUILD_CONTAINER_PREFIXES = ("mpikit-newcomer-", "mpikit-slurmctld", "mpikit-node1", "mpikit-node2")
+PREBUILD_CONTAINER_PREFIXES = ("mpikit-newcomer-",)  # the newcomer's machine (tests/scripts/newcomer.py)
 
 
 class Prebuild:
@@ -292,10 +283,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def start_prebuilds(when: str) -> None:
-    """Start the wanted background builds due `when` ("start", "image", "bench" or "cluster"), each once,
+    """Start the wanted background builds that start `when` ("start", "image", "bench" or "cluster"), each once,
     one after another in PREBUILDS' order (a thread of this session runs them), those of BESIDE each on its own."""
     names = [name for name, (after, _) in PREBUILDS.items()
-             if due(after, when) and name in _prebuilds_wanted and name not in _prebuilds]
+             if after == when and name in _prebuilds_wanted and name not in _prebuilds]
     for name in names:
         _prebuilds[name] = Prebuild(name)
     beside = [name for name in names if name in BESIDE]
@@ -309,21 +300,12 @@ def start_prebuilds(when: str) -> None:
         print(f"\nstarted beside them: {', '.join(beside)} (logs: {PREBUILD}/NAME.log)")
 
 
-def due(after: str, when: str) -> bool:
-    """Whether a background lane that starts `after` starts at `when`; "warm": with the session, when it starts
-    warm (warm_start)."""
-    if after == "warm":
-        return when == "start" and warm_start()
-    return after == when
-
-
 @functools.cache
 def warm_start() -> bool:
-    """Whether the session starts with the kit's image built (a warm run): then the test cluster and the tail
-    lane run beside the session's tests. In a cold run the builds are the longest path, and both lanes took the
-    CPU the tests waiting for those builds needed: the cold run at 8f85b62 took 3009 s (the environments' tests
-    waited 576 s, 355 s at ccefa10; the cluster's, made beside the image's builds, 157 s). There the cluster
-    fixture starts the cluster, and the tail's tests stay where they are."""
+    """Whether the session starts with the kit's image built (a warm run): then the tail lane runs beside the
+    session's tests. In a cold run the builds are the longest path, and the lane took the CPU the tests waiting for
+    those builds needed: the cold run at 8f85b62 took 3009 s (the environments' tests waited 576 s, 355 s at
+    ccefa10); there the tail's tests stay where they are."""
     base = config.default_base()
     return docker.engine_problem() is None and all(
         docker.image_exists(image) for image in (f"{config.image_name()}:{base}",
@@ -641,7 +623,6 @@ def cluster(sif: str):
     """The test Slurm cluster, started once (make cluster-up, twice: idempotent). The last test
     (test_cluster.py, marked last) takes it down and checks what that leaves."""
     need_engine("the test cluster")
-    wait_for_prebuild("cluster")  # started by the session (its make cluster-up's output is the lane's log)
     proc = make("cluster-up", timeout=900)
     assert proc.returncode == 0, explain(proc, "make cluster-up")
     again = make("cluster-up", timeout=300)

@@ -107,3 +107,19 @@ def test_without_lanes_the_table_is_as_before() -> None:
                                     {"tests/integration/test_bench.py": 3})
     assert title == "time per test module (293 s in all)"
     assert lines == ["     293 s     3 tests  tests/integration/test_bench.py"]
+
+
+@pytest.mark.parametrize(("problem", "there", "warm"), [
+    (None, {"mpi4py-kit:trixie", "debian:trixie-slim"}, True), (None, {"debian:trixie-slim"}, False),
+    (None, {"mpi4py-kit:trixie"}, False), ("no engine", {"mpi4py-kit:trixie", "debian:trixie-slim"}, False)])
+def test_the_lane_runs_only_in_a_session_that_starts_warm(problem, there: set[str], warm: bool,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm: the kit's image and its base there. In a cold run the builds are the longest path, and the lane's
+    tests beside the session's took the CPU the tests waiting for those builds needed."""
+    monkeypatch.setattr(integration.docker, "engine_problem", lambda: problem)
+    monkeypatch.setattr(integration.docker, "image_exists", lambda image: image in there)
+    integration.warm_start.cache_clear()
+    try:
+        assert integration.warm_start() is warm
+    finally:
+        integration.warm_start.cache_clear()
